@@ -1,0 +1,31 @@
+# Two entry points (see README): `make demo` and `make test`. Both install into ./.venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= all
+
+.PHONY: install demo test test-all clean-results
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet "pip>=23"
+	# constraints keep torch CPU-only and resolve the packaging/nilearn clash (see README "Install notes")
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	# hd-bet drags in a torchvision that fails to import next to torch 2.13; nothing here needs it.
+	-$(BIN)/pip uninstall --yes --quiet torchvision
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	SLURM_CONF=$${SLURM_CONF:-/nonexistent} $(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	SLURM_CONF=$${SLURM_CONF:-/nonexistent} $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+clean-results:
+	rm -rf results .snakemake

@@ -1,0 +1,19 @@
+# thrombseg: ingest -> skull stripping -> co-registration -> harmonization -> training ->
+# inference -> per-center evaluation and figures. Rules live in workflow/rules/<stage>.smk.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synth.smk"
+include: "workflow/rules/ingest.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        ALL_TARGETS,

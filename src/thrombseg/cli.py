@@ -1,0 +1,131 @@
+"""The ``thrombseg`` command line: every stage without Snakemake.
+
+Expected user errors (bad sheets, unreadable files) print one clear message and exit with code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """An error caused by the user's input, reported without a traceback."""
+
+
+def _cmd_validate(args) -> int:
+    from .sheet import validate_sheet
+
+    df = validate_sheet(args.sheet, centers=args.centers or None, check_images=not args.quick)
+    counts = df.groupby("center").size().to_dict()
+    print(f"{args.sheet}: OK, {len(df)} subject(s) in {len(counts)} center(s): "
+          + ", ".join(f"{c} ({n})" for c, n in counts.items()))
+    return 0
+
+
+def _cmd_sheet_from_bids(args) -> int:
+    from .sheet import sheet_from_bids
+
+    df = sheet_from_bids(args.bids_dir, args.output)
+    print(f"wrote {args.output}: {len(df)} subject(s)")
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from .synth import generate_cohort
+
+    sheet = generate_cohort(args.outdir, n_per_center=args.n_per_center, seed=args.seed,
+                            size=args.size, n_jobs=args.jobs)
+    print(f"wrote synthetic cohort; sample sheet: {sheet}")
+    return 0
+
+
+def _cmd_ingest(args) -> int:
+    from .ingest import ingest_from_sheet
+
+    side = ingest_from_sheet(args.sheet, args.subject, args.outdir)
+    print(json.dumps({k: side[k] for k in ("subject", "center")} |
+                     {"sequences": sorted(side["sequences"]), "labels": sorted(side["labels"]),
+                      "warnings": side["warnings"]}, indent=1))
+    return 0
+
+
+def _cmd_stages(args) -> int:
+    from .stages import stage_status
+
+    for name, built, what in stage_status():
+        print(f"{'built    ' if built else 'NOT BUILT'}  {name:<14} {what}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="thrombseg", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("validate", help="validate a sample sheet (every problem at once)")
+    s.add_argument("sheet", type=Path)
+    s.add_argument("--centers", nargs="*", help="centers that must have subjects")
+    s.add_argument("--quick", action="store_true", help="structure and file existence only")
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("sheet-from-bids", help="write a sample sheet from a BIDS tree")
+    s.add_argument("bids_dir", type=Path)
+    s.add_argument("-o", "--output", type=Path, default=Path("subjects.tsv"))
+    s.set_defaults(func=_cmd_sheet_from_bids)
+
+    s = sub.add_parser("synth", help="generate the embedded synthetic multi-center cohort")
+    s.add_argument("outdir", type=Path)
+    s.add_argument("--n-per-center", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", choices=["demo", "paper"], default="demo")
+    s.add_argument("--jobs", type=int, default=1)
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("ingest", help="ingest one subject of a sheet to canonical NIfTIs")
+    s.add_argument("sheet", type=Path)
+    s.add_argument("subject")
+    s.add_argument("outdir", type=Path, help="the subject's output folder")
+    s.set_defaults(func=_cmd_ingest)
+
+    s = sub.add_parser("stages", help="list the pipeline's stages and which are built")
+    s.set_defaults(func=_cmd_stages)
+
+    for hook in _stage_hooks():
+        hook(sub)
+    return p
+
+
+def _stage_hooks():
+    """CLI hooks contributed by stage subpackages (``add_subparsers(subparsers)``)."""
+    import importlib
+
+    hooks = []
+    for mod in ("thrombseg.preprocessing.cli", "thrombseg.training.cli", "thrombseg.inference.cli",
+                "thrombseg.evaluation.cli"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name and mod.startswith(exc.name):
+                continue  # stage not built yet
+            raise
+        hooks.append(m.add_subparsers)
+    return hooks
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .ingest import IngestError
+    from .sheet import SheetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SheetError, IngestError, UserError, FileNotFoundError) as exc:
+        print(f"thrombseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

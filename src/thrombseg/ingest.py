@@ -1,0 +1,140 @@
+"""Ingest stage: one patient's sheet row -> canonical (RAS) float32 NIfTIs + a JSON sidecar.
+
+Headers are rebuilt from the affine and voxel sizes only, so free-text fields that may carry
+patient identifiers (descrip, db_name, aux_file, intent_name) never reach the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .sheet import LABELS, SEQUENCES, Problem, SheetError, label_reference, resolve, squeeze3d, validate_sheet
+
+LABEL_OUT = {"thrombus_mask": "thrombus", "lesion_mask": "lesion"}
+
+
+class IngestError(ValueError):
+    """A file that cannot be ingested; the message names the file."""
+
+
+def _header_checks(img: nib.Nifti1Image, path: Path) -> list[str]:
+    """Return human-readable warnings about a header (never fatal)."""
+    warn = []
+    hdr = img.header
+    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
+    if qcode == 0 and scode == 0:
+        warn.append("neither qform nor sform set: orientation is a guess (voxel sizes only)")
+    if qcode > 0 and scode > 0:
+        q, s = img.get_qform(), img.get_sform()
+        if not np.allclose(q, s, atol=1e-2):
+            warn.append("qform and sform disagree; sform used")
+    zooms = np.asarray(hdr.get_zooms()[:3], float)
+    if (zooms <= 0).any() or (zooms > 10).any():
+        warn.append(f"implausible voxel size {zooms.tolist()} mm")
+    rot = img.affine[:3, :3] / np.linalg.norm(img.affine[:3, :3], axis=0)
+    oblique = float(np.degrees(np.arccos(np.clip(np.abs(rot).max(axis=0), -1, 1))).max())
+    if oblique > 1.0:
+        warn.append(f"oblique acquisition ({oblique:.1f} deg from the nearest axis)")
+    return warn
+
+
+def _describe(img: nib.Nifti1Image, data: np.ndarray, orig: nib.Nifti1Image) -> dict:
+    finite = data[np.isfinite(data)]
+    pct = np.percentile(finite, [1, 50, 99]) if finite.size else [np.nan] * 3
+    return {
+        "shape": list(data.shape),
+        "spacing_mm": [round(float(z), 5) for z in img.header.get_zooms()[:3]],
+        "orientation_original": "".join(nib.aff2axcodes(orig.affine)),
+        "orientation": "".join(nib.aff2axcodes(img.affine)),
+        "dtype_original": str(orig.get_data_dtype()),
+        "intensity": {
+            "min": float(finite.min()) if finite.size else None,
+            "p01": float(pct[0]), "p50": float(pct[1]), "p99": float(pct[2]),
+            "max": float(finite.max()) if finite.size else None,
+        },
+    }
+
+
+def _clean_image(data: np.ndarray, affine: np.ndarray, dtype) -> nib.Nifti1Image:
+    """A fresh header: geometry only, no free-text fields from the source."""
+    out = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
+    out.set_qform(affine, code=1)
+    out.set_sform(affine, code=1)
+    out.header.set_xyzt_units("mm", "sec")
+    return out
+
+
+def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path) -> dict:
+    """Ingest one patient.
+
+    Args:
+        row: the patient's sheet row (column -> string).
+        sheet: the sheet path, against which relative paths resolve.
+        out_dir: the patient's output folder; written atomically (a temp folder renamed at the end).
+
+    Returns:
+        The sidecar dictionary that is also written to ``<subject>_ingest.json``.
+    """
+    sid = row["subject"]
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sid}.", dir=out_dir.parent))
+    sidecar: dict = {"subject": sid, "center": row.get("center", ""), "split": row.get("split", ""),
+                     "sequences": {}, "labels": {}, "warnings": []}
+    try:
+        for col in (*SEQUENCES, *LABELS):
+            path = resolve(sheet, row.get(col, ""))
+            if path is None:
+                continue
+            try:
+                orig = nib.load(str(path))
+                data = squeeze3d(np.asanyarray(orig.dataobj))
+            except Exception as exc:
+                raise IngestError(f"{path}: unreadable NIfTI ({type(exc).__name__}: {exc})") from None
+            if data is None:
+                raise IngestError(f"{path}: image is not 3-D (shape {orig.shape})")
+            img3 = nib.Nifti1Image(data, orig.affine, orig.header)
+            canon = nib.as_closest_canonical(img3)
+            cdata = np.asanyarray(canon.dataobj)
+            is_label = col in LABELS
+            dtype = np.uint8 if is_label else np.float32
+            if is_label:
+                cdata = (cdata > 0.5).astype(np.uint8)
+            elif not np.isfinite(cdata).all():
+                raise IngestError(f"{path}: contains NaN/inf voxels")
+            name = LABEL_OUT.get(col, col)
+            nib.save(_clean_image(cdata, canon.affine, dtype), tmp / f"{sid}_{name}.nii.gz")
+            info = _describe(canon, cdata, orig)
+            info["source"] = str(path)
+            for w in _header_checks(orig, path):
+                sidecar["warnings"].append(f"{col}: {w}")
+            if is_label:
+                info["drawn_on"] = label_reference(row, col)
+                info["n_voxels"] = int(cdata.sum())
+                info["volume_mm3"] = float(cdata.sum() * np.prod(info["spacing_mm"]))
+                sidecar["labels"][name] = info
+            else:
+                sidecar["sequences"][col] = info
+        (tmp / f"{sid}_ingest.json").write_text(json.dumps(sidecar, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sidecar
+
+
+def ingest_from_sheet(sheet: str | Path, subject: str, out_dir: str | Path) -> dict:
+    """Look a subject up in a sheet and ingest it into ``out_dir``."""
+    df = validate_sheet(sheet, check_images=False)
+    rows = df[df["subject"] == subject]
+    if rows.empty:
+        raise SheetError(sheet, [Problem(None, subject, "subject", None, "subject not in the sheet")])
+    return ingest_subject(rows.iloc[0].to_dict(), sheet, out_dir)

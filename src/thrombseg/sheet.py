@@ -1,0 +1,316 @@
+"""The cohort contract: the sample sheet, its validation, and BIDS import.
+
+A sheet is a TSV with one row per patient: ``subject``, ``center``, ``split``, one column per
+sequence (any may be empty) and the two label columns. Relative paths resolve against the sheet's
+folder. :func:`validate_sheet` collects *every* problem of a sheet and raises one
+:class:`SheetError` listing them all (row, column, file, problem), so a user fixes a sheet in one
+round instead of one traceback at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SEQUENCES: tuple[str, ...] = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")
+LABELS: tuple[str, ...] = ("thrombus_mask", "lesion_mask")
+COLUMNS: tuple[str, ...] = ("subject", "center", "split", *SEQUENCES, *LABELS)
+SPLITS = ("train", "val", "test")
+
+# The image each label is drawn on, in order of preference: annotators draw the thrombus on the
+# susceptibility image and the infarct on DWI.
+LABEL_GRID: dict[str, tuple[str, ...]] = {
+    "thrombus_mask": ("swi", "t2star"),
+    "lesion_mask": ("dwi", "adc", "flair"),
+}
+
+_GRID_ATOL_MM = 1e-3  # affine tolerance when comparing a mask's grid to its image's grid
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a sheet."""
+
+    line: int | None  # 1-based line in the TSV (header = line 1); None for sheet-level problems
+    subject: str | None
+    column: str | None
+    file: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}" + (f" (subject {self.subject})" if self.subject else ""))
+        if self.column:
+            where.append(f"column '{self.column}'")
+        if self.file:
+            where.append(f"file '{self.file}'")
+        return (", ".join(where) + ": " if where else "") + self.message
+
+
+class SheetError(ValueError):
+    """A sample sheet with one or more problems; ``problems`` lists them all."""
+
+    def __init__(self, sheet: str | Path, problems: list[Problem]):
+        self.sheet = str(sheet)
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"sample sheet {self.sheet}: {len(problems)} problem(s):\n{lines}")
+
+
+def load_schema(name: str) -> dict:
+    """Return a packaged JSON schema (``config`` or ``subjects``)."""
+    text = resources.files("thrombseg").joinpath("schemas", f"{name}.schema.json").read_text()
+    return json.loads(text)
+
+
+def read_sheet(path: str | Path) -> pd.DataFrame:
+    """Read a sheet as strings (empty cells -> ""), without validating it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SheetError(path, [Problem(None, None, None, str(path), "sample sheet not found")])
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    except Exception as exc:  # pandas raises many types for malformed text
+        raise SheetError(path, [Problem(None, None, None, str(path), f"cannot parse TSV: {exc}")]) from None
+    df.columns = [c.strip() for c in df.columns]
+    return df.apply(lambda col: col.str.strip())
+
+
+def resolve(sheet: str | Path, value: str) -> Path | None:
+    """Resolve a sheet cell to a path (relative to the sheet's folder); None when empty."""
+    if not value:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (Path(sheet).resolve().parent / p)
+
+
+def label_reference(row: dict | pd.Series, label: str) -> str | None:
+    """Name of the sequence a label was drawn on for this row, or None when none is present."""
+    for seq in LABEL_GRID[label]:
+        if row.get(seq, ""):
+            return seq
+    return None
+
+
+def _load_nifti(path: Path):
+    """Load header + data, turning library errors into a one-line message."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise ValueError(f"unreadable or corrupt NIfTI ({type(exc).__name__}: {exc})") from None
+    return img, data
+
+
+def squeeze3d(data: np.ndarray) -> np.ndarray | None:
+    """Return data as 3-D (dropping trailing singleton axes), or None when it is truly >3-D."""
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data if data.ndim == 3 else None
+
+
+def validate_sheet(
+    sheet: str | Path,
+    centers: list[str] | None = None,
+    check_images: bool = True,
+) -> pd.DataFrame:
+    """Validate a sample sheet and return it as a DataFrame of strings.
+
+    Args:
+        sheet: path of the TSV.
+        centers: centers the run is restricted to; each must have at least one subject.
+        check_images: also open every NIfTI (corrupt, 4-D, NaN/inf, binary masks, mask grids).
+            Without it only structure and file existence are checked (fast, for DAG parsing).
+
+    Raises:
+        SheetError: listing every problem found.
+    """
+    import jsonschema
+
+    sheet = Path(sheet)
+    df = read_sheet(sheet)
+    problems: list[Problem] = []
+
+    unknown = [c for c in df.columns if c not in COLUMNS]
+    for c in unknown:
+        problems.append(Problem(1, None, c, None, f"unknown column (allowed: {', '.join(COLUMNS)})"))
+    for c in ("subject", "center"):
+        if c not in df.columns:
+            problems.append(Problem(1, None, c, None, "required column missing"))
+    if problems and any(p.message == "required column missing" for p in problems):
+        raise SheetError(sheet, problems)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+
+    validator = jsonschema.Draft202012Validator(load_schema("subjects"))
+    seen: dict[str, int] = {}
+    for i, row in df.iterrows():
+        line = int(i) + 2
+        sid = row["subject"] or None
+        record = {k: row[k] for k in COLUMNS}
+        for err in validator.iter_errors(record):
+            col = err.path[0] if err.path else None
+            problems.append(Problem(line, sid, col, None, f"invalid value {err.instance!r}: {err.message}"))
+        if sid:
+            if sid in seen:
+                problems.append(Problem(line, sid, "subject", None, f"duplicate subject id (first on line {seen[sid]})"))
+            else:
+                seen[sid] = line
+        present = [s for s in SEQUENCES if row[s]]
+        if not present:
+            problems.append(Problem(line, sid, None, None, "no sequence given: at least one of " + ", ".join(SEQUENCES)))
+
+        usable = []
+        grids: dict[str, tuple] = {}
+        for col in (*SEQUENCES, *LABELS):
+            path = resolve(sheet, row[col])
+            if path is None:
+                continue
+            if not path.is_file():
+                problems.append(Problem(line, sid, col, str(path), "file not found"))
+                continue
+            if not re.search(r"\.nii(\.gz)?$", path.name):
+                problems.append(Problem(line, sid, col, str(path), "not a NIfTI file (.nii or .nii.gz expected)"))
+                continue
+            if not check_images:
+                if col in SEQUENCES:
+                    usable.append(col)
+                continue
+            try:
+                img, data = _load_nifti(path)
+            except ValueError as exc:
+                problems.append(Problem(line, sid, col, str(path), str(exc)))
+                continue
+            vol = squeeze3d(data)
+            if vol is None:
+                problems.append(Problem(line, sid, col, str(path), f"{data.ndim}-D image of shape {data.shape}, 3-D expected"))
+                continue
+            if not np.isfinite(img.affine).all() or abs(np.linalg.det(img.affine[:3, :3])) < 1e-9:
+                problems.append(Problem(line, sid, col, str(path), "invalid affine (singular or non-finite)"))
+                continue
+            if np.issubdtype(vol.dtype, np.floating) and not np.isfinite(vol).all():
+                n = int((~np.isfinite(vol)).sum())
+                problems.append(Problem(line, sid, col, str(path), f"{n} NaN/inf voxel(s)"))
+                continue
+            grids[col] = (vol.shape, img.affine)
+            if col in LABELS:
+                vals = np.unique(vol)
+                if not np.isin(vals, (0, 1)).all():
+                    shown = ", ".join(f"{v:g}" for v in vals[:6]) + (" ..." if len(vals) > 6 else "")
+                    problems.append(Problem(line, sid, col, str(path), f"mask not binary (values {shown})"))
+            else:
+                usable.append(col)
+        if present and not usable and not any(p.line == line and p.message.startswith("no sequence") for p in problems):
+            problems.append(Problem(line, sid, None, None, "no usable sequence: every sequence file has a problem"))
+
+        for label in LABELS:
+            ref = label_reference(row, label)
+            if label not in grids or ref is None or ref not in grids:
+                continue
+            (lshape, laff), (rshape, raff) = grids[label], grids[ref]
+            if lshape != rshape or not np.allclose(laff, raff, atol=_GRID_ATOL_MM):
+                problems.append(Problem(
+                    line, sid, label, str(resolve(sheet, row[label])),
+                    f"mask grid {lshape} differs from the grid {rshape} of '{ref}' it is drawn on"
+                    + ("" if lshape != rshape else " (affines differ)"),
+                ))
+
+    if "center" in df.columns:
+        if centers:
+            have = set(df["center"])
+            for c in centers:
+                if c not in have:
+                    problems.append(Problem(None, None, "center", None, f"center '{c}' requested but has no subjects in the sheet"))
+        if not len(df):
+            problems.append(Problem(None, None, None, None, "sheet has no rows"))
+
+    if problems:
+        raise SheetError(sheet, problems)
+    return df
+
+
+# ---------------------------------------------------------------- BIDS import
+_BIDS_SUFFIX = [  # (regex on the file name, column); first match wins
+    (r"_part-phase(_.*)?_swi\.nii(\.gz)?$", "phase"),
+    (r"_part-mag(_.*)?_swi\.nii(\.gz)?$", "swi"),
+    (r"_phase\.nii(\.gz)?$", "phase"),
+    (r"_swi\.nii(\.gz)?$", "swi"),
+    (r"_T2starw\.nii(\.gz)?$", "t2star"),
+    (r"_dwi\.nii(\.gz)?$", "dwi"),
+    (r"_(adc|ADC)\.nii(\.gz)?$", "adc"),
+    (r"_FLAIR\.nii(\.gz)?$", "flair"),
+    (r"_T1w\.nii(\.gz)?$", "t1"),
+]
+_BIDS_LABEL = [
+    (r"_label-(thrombus|clot)(_.*)?_(mask|dseg)\.nii(\.gz)?$", "thrombus_mask"),
+    (r"_label-(infarct|lesion|stroke)(_.*)?_(mask|dseg)\.nii(\.gz)?$", "lesion_mask"),
+    (r"_msk\.nii(\.gz)?$", "lesion_mask"),  # ISLES'22 derivatives naming
+]
+
+
+def sheet_from_bids(bids_dir: str | Path, out: str | Path | None = None) -> pd.DataFrame:
+    """Build a sample sheet from a BIDS tree.
+
+    Sequences come from ``sub-*/[ses-*/]{anat,dwi}`` by suffix (swi, part-phase swi, T2starw, dwi,
+    ADC/adc, FLAIR, T1w); labels from ``derivatives/`` (``label-thrombus``/``label-infarct`` masks,
+    or ISLES'22-style ``_msk``); the center from the ``center`` or ``site`` column of
+    participants.tsv. The first session of a subject is used. Paths are written relative to the
+    sheet's folder when ``out`` is given.
+    """
+    bids = Path(bids_dir).resolve()
+    if not bids.is_dir():
+        raise SheetError(bids, [Problem(None, None, None, str(bids), "BIDS folder not found")])
+    centers: dict[str, str] = {}
+    ptsv = bids / "participants.tsv"
+    if ptsv.is_file():
+        p = pd.read_csv(ptsv, sep="\t", dtype=str, keep_default_na=False)
+        col = next((c for c in ("center", "site") if c in p.columns), None)
+        if col:
+            centers = {r["participant_id"].removeprefix("sub-"): r[col] for _, r in p.iterrows()}
+
+    def match(name: str, table) -> str | None:
+        return next((col for rx, col in table if re.search(rx, name)), None)
+
+    rows = []
+    for sub in sorted(d for d in bids.glob("sub-*") if d.is_dir()):
+        sid = sub.name.removeprefix("sub-")
+        row = {c: "" for c in COLUMNS}
+        row.update(subject=sid, center=centers.get(sid, "unknown"))
+        for f in sorted(sub.rglob("*.nii*")):
+            col = match(f.name, _BIDS_SUFFIX)
+            if col and not row[col]:
+                row[col] = str(f)
+        deriv = bids / "derivatives"
+        if deriv.is_dir():
+            for f in sorted(deriv.rglob(f"sub-{sid}_*.nii*")):
+                col = match(f.name, _BIDS_LABEL)
+                if col and not row[col]:
+                    row[col] = str(f)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    if out is not None:
+        out = Path(out).resolve()
+        base = out.parent
+        for col in (*SEQUENCES, *LABELS):
+            df[col] = [_relpath(v, base) for v in df[col]]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        df.to_csv(tmp, sep="\t", index=False)
+        tmp.replace(out)
+    return df
+
+
+def _relpath(value: str, base: Path) -> str:
+    import os
+
+    return os.path.relpath(value, base) if value else ""

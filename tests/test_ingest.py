@@ -1,0 +1,78 @@
+"""Ingest: canonical RAS float32, identifiers stripped, sidecar, atomic outputs."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_nifti
+from thrombseg.cli import main
+from thrombseg.ingest import IngestError, ingest_subject
+from thrombseg.sheet import COLUMNS
+
+
+def _row(**kw):
+    r = {c: "" for c in COLUMNS}
+    r.update(kw)
+    return r
+
+
+def test_lps_image_becomes_ras_and_identifiers_are_dropped(tmp_path):
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    lps = np.diag([-0.5, -0.5, 2.0, 1.0])  # LPS, anisotropic, as many scanners write
+    img = nib.Nifti1Image(data, lps)
+    img.header["descrip"] = b"DOE^JOHN 1950-01-01"
+    img.header["db_name"] = b"PATIENT123"
+    img.header["aux_file"] = b"MRN-42"
+    nib.save(img, tmp_path / "swi.nii.gz")
+    mask = np.zeros_like(data, dtype=np.uint8)
+    mask[1, 2, 3] = 1
+    write_nifti(tmp_path / "thr.nii.gz", mask, affine=lps)
+
+    side = ingest_subject(_row(subject="p1", center="c", swi="swi.nii.gz", thrombus_mask="thr.nii.gz"),
+                          tmp_path / "sheet.tsv", tmp_path / "out" / "p1")
+    out = nib.load(tmp_path / "out" / "p1" / "p1_swi.nii.gz")
+    assert nib.aff2axcodes(out.affine) == ("R", "A", "S")
+    assert out.get_data_dtype() == np.float32
+    raw = bytes(out.header.binaryblock)
+    for ident in (b"DOE^JOHN", b"PATIENT123", b"MRN-42"):
+        assert ident not in raw
+    # Same world position of every voxel: the flipped array times the new affine = the old world.
+    ijk_old = np.array([1, 2, 3, 1.0])
+    world = lps @ ijk_old
+    ijk_new = np.linalg.solve(out.affine, world)
+    assert np.asarray(out.dataobj)[tuple(np.round(ijk_new[:3]).astype(int))] == data[1, 2, 3]
+    thr = nib.load(tmp_path / "out" / "p1" / "p1_thrombus.nii.gz")
+    assert np.array_equal(thr.affine, out.affine) and np.asarray(thr.dataobj).sum() == 1
+    assert side["sequences"]["swi"]["orientation_original"] == "LPS"
+    assert side["sequences"]["swi"]["spacing_mm"] == [0.5, 0.5, 2.0]
+    assert side["labels"]["thrombus"]["drawn_on"] == "swi"
+    on_disk = json.loads((tmp_path / "out" / "p1" / "p1_ingest.json").read_text())
+    assert on_disk["subject"] == "p1"
+
+
+def test_failure_leaves_no_partial_output(tmp_path):
+    write_nifti(tmp_path / "ok.nii.gz", np.ones((4, 4, 4), np.float32))
+    (tmp_path / "bad.nii.gz").write_bytes(b"garbage")
+    with pytest.raises(IngestError, match="bad.nii.gz: unreadable NIfTI"):
+        ingest_subject(_row(subject="p2", center="c", swi="ok.nii.gz", flair="bad.nii.gz"),
+                       tmp_path / "sheet.tsv", tmp_path / "out" / "p2")
+    assert not (tmp_path / "out" / "p2").exists()
+    assert list((tmp_path / "out").iterdir()) == []  # temp folder cleaned too
+
+
+def test_real_isles22_case_via_cli(tmp_path, real_data):
+    case = real_data / "isles22" / "sub-strokecase0001"
+    sheet = tmp_path / "subjects.tsv"
+    pd.DataFrame([_row(subject="isles1", center="isles", dwi=str(case / "sub-strokecase0001_ses-0001_dwi.nii.gz"),
+                       adc=str(case / "sub-strokecase0001_ses-0001_adc.nii.gz"),
+                       lesion_mask=str(case / "sub-strokecase0001_ses-0001_msk.nii.gz"))]).to_csv(sheet, sep="\t", index=False)
+    assert main(["validate", str(sheet)]) == 0
+    assert main(["ingest", str(sheet), "isles1", str(tmp_path / "isles1")]) == 0
+    side = json.loads((tmp_path / "isles1" / "isles1_ingest.json").read_text())
+    assert set(side["sequences"]) == {"dwi", "adc"}
+    les = side["labels"]["lesion"]
+    assert les["drawn_on"] == "dwi" and abs(les["volume_mm3"] / 1000 - 6.7) < 0.3  # README: 6.7 mL

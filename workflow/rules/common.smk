@@ -1,0 +1,67 @@
+# Shared setup: config validation, the cohort (synthetic or user sheet), center filter, targets.
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from thrombseg.sheet import SheetError, validate_sheet
+from thrombseg.stages import stage_status
+
+# Rules' shell/script steps must use this interpreter's environment (the project's venv) even when
+# the user calls .venv/bin/snakemake without activating it.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+validate(config, str(resources.files("thrombseg") / "schemas" / "config.schema.json"))
+
+RESULTS = config["results"].rstrip("/")
+LOGS = f"{RESULTS}/logs"
+CENTERS_FILTER = [str(c) for c in config.get("centers") or []]
+
+
+def _synthetic_cohort():
+    """Subject -> center of the synthetic cohort, known before it is generated (ids are fixed)."""
+    from thrombseg.synth import subject_ids
+
+    return subject_ids(n_per_center=config["synthetic"]["n_per_center"])
+
+
+if config["cohort"] == "synthetic":
+    SHEET = f"{RESULTS}/synthetic/subjects.tsv"
+    _cohort = _synthetic_cohort()
+    _unknown = [c for c in CENTERS_FILTER if c not in set(_cohort.values())]
+    if _unknown:
+        raise WorkflowError(
+            f"config 'centers': {_unknown} not in the synthetic cohort "
+            f"(centers: {sorted(set(_cohort.values()))})"
+        )
+else:
+    SHEET = config["samples"]
+    try:
+        # Structure and file existence at parse time (fast); voxel-level checks run in a rule.
+        _df = validate_sheet(SHEET, centers=CENTERS_FILTER or None, check_images=False)
+    except SheetError as exc:
+        raise WorkflowError(str(exc)) from None
+    _cohort = dict(zip(_df["subject"], _df["center"]))
+
+SUBJECTS = sorted(s for s, c in _cohort.items() if not CENTERS_FILTER or c in CENTERS_FILTER)
+CENTER_OF = {s: _cohort[s] for s in SUBJECTS}
+CENTERS = sorted(set(CENTER_OF.values()))
+
+wildcard_constraints:
+    subject="[A-Za-z0-9]+",
+    center="[A-Za-z0-9_-]+",
+
+# Each stage's rule file appends its final outputs here; `rule all` requests them.
+ALL_TARGETS = []
+
+
+onstart:
+    built = [s for s, ok, _ in stage_status(Path(workflow.basedir) / "workflow" / "rules") if ok]
+    missing = [s for s, ok, _ in stage_status(Path(workflow.basedir) / "workflow" / "rules") if not ok]
+    print(f"thrombseg: {len(SUBJECTS)} subject(s) in {len(CENTERS)} center(s); cohort={config['cohort']}")
+    print(f"thrombseg: stages run by this workflow: {', '.join(built)}")
+    if missing:
+        print(f"thrombseg: stages NOT BUILT yet (nothing is produced for them): {', '.join(missing)}")

@@ -1,0 +1,32 @@
+# Ingest: the whole sheet is validated (every problem at once), then each patient is converted
+# to canonical RAS float32 NIfTIs with a JSON sidecar.
+
+
+rule validate_sheet:
+    input:
+        sheet=SHEET,
+    output:
+        f"{RESULTS}/ingest/sheet_validation.json",
+    params:
+        centers=CENTERS_FILTER,
+    log:
+        f"{LOGS}/ingest/validate_sheet.log",
+    script:
+        "../scripts/validate_sheet.py"
+
+
+rule ingest:
+    input:
+        sheet=SHEET,
+        validated=rules.validate_sheet.output,
+    output:
+        directory(f"{RESULTS}/ingest/{{subject}}"),
+    group:
+        "subject"
+    log:
+        f"{LOGS}/ingest/{{subject}}.log",
+    script:
+        "../scripts/ingest.py"
+
+
+ALL_TARGETS += expand(rules.ingest.output, subject=SUBJECTS)

@@ -1,0 +1,25 @@
+# The embedded default cohort: generated from nilearn's MNI152 when `cohort: synthetic`.
+
+
+rule synth:
+    output:
+        sheet=f"{RESULTS}/synthetic/subjects.tsv",
+        montages=report(
+            expand(f"{RESULTS}/synthetic/qc/montage_{{c}}.png", c=sorted(set(_cohort.values()))),
+            category="1. Synthetic cohort",
+            caption="../report/synth_montage.rst",
+        ),
+    params:
+        outdir=f"{RESULTS}/synthetic",
+        n_per_center=config["synthetic"]["n_per_center"],
+        seed=config["synthetic"]["seed"],
+        size=config["synthetic"]["size"],
+    threads: workflow.cores
+    log:
+        f"{LOGS}/synth.log",
+    script:
+        "../scripts/synth.py"
+
+
+if config["cohort"] == "synthetic":
+    ALL_TARGETS += rules.synth.output.montages
