@@ -1,0 +1,85 @@
+"""Train/val/test splits for the paper's protocols, deterministic from a seed.
+
+Protocols:
+    monocentric: train, val and test inside one named center (other centers excluded).
+    multicentric: pooled centers; every center contributes held-out val and test patients.
+    leave-center-out: one named center is the whole test set; the others are split train/val.
+
+A split already written in the sample sheet wins over the protocol's assignment (except for the
+held-out center of leave-center-out, which is test by definition).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PROTOCOLS = ("monocentric", "multicentric", "leave-center-out")
+
+
+def _split_group(ids: list[str], rng: np.random.Generator, val_frac: float, test_frac: float) -> dict[str, str]:
+    ids = sorted(ids)
+    order = rng.permutation(len(ids))
+    n = len(ids)
+    n_test = max(1, round(n * test_frac)) if n >= 3 and test_frac > 0 else 0
+    n_val = max(1, round(n * val_frac)) if n - n_test >= 2 and val_frac > 0 else 0
+    out = {}
+    for rank, k in enumerate(order):
+        out[ids[k]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return out
+
+
+def assign_splits(
+    sheet: pd.DataFrame,
+    protocol: str = "multicentric",
+    seed: int = 0,
+    val_frac: float = 0.125,
+    test_frac: float = 0.25,
+    center: str | None = None,
+) -> pd.DataFrame:
+    """Return ``subject, center, split`` for every subject the protocol uses.
+
+    Args:
+        sheet: the sample sheet (needs ``subject``, ``center``; ``split`` optional).
+        protocol: one of :data:`PROTOCOLS`.
+        seed: the same seed gives the same splits.
+        center: the center of ``monocentric`` / the held-out center of ``leave-center-out``
+            (default: the largest center, ties broken by name).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    df = sheet[["subject", "center"]].copy()
+    given = sheet["split"] if "split" in sheet.columns else pd.Series([""] * len(sheet), index=sheet.index)
+    sizes = df.groupby("center").size()
+    if center is None and protocol != "multicentric":
+        center = sorted(sizes.index, key=lambda c: (-sizes[c], c))[0]
+    if center is not None and center not in sizes.index:
+        raise ValueError(f"protocol {protocol}: center {center!r} not in the cohort ({sorted(sizes.index)})")
+    rng = np.random.default_rng(seed)
+    split: dict[str, str] = {}
+    if protocol == "monocentric":
+        df = df[df["center"] == center]
+        split = _split_group(list(df["subject"]), rng, val_frac, test_frac)
+    elif protocol == "multicentric":
+        for c in sorted(sizes.index):
+            split |= _split_group(list(df.loc[df["center"] == c, "subject"]), rng, val_frac, test_frac)
+    else:
+        held = df["center"] == center
+        split = {s: "test" for s in df.loc[held, "subject"]}
+        split |= _split_group(list(df.loc[~held, "subject"]), rng, val_frac / (1 - test_frac), 0.0)
+    # The sheet's split wins, except that a held-out center is test by definition.
+    forced = set(df.loc[df["center"] == center, "subject"]) if protocol == "leave-center-out" else set()
+    df["split"] = [split[s] if s in forced else (given.get(i) or split[s]) for i, s in zip(df.index, df["subject"])]
+    return df.reset_index(drop=True)
+
+
+def write_splits(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a splits table atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, sep="\t", index=False)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,138 @@
+"""Training: splits, stack sampling, loss falls, SIGKILL + resume is bit-identical on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from thrombseg.training.data import StackDataset, load_case
+from thrombseg.training.splits import assign_splits
+from thrombseg.training.trainer import TrainConfig, load_model, train
+
+TINY = {"model": "upattllstm", "model_kwargs": {"widths": [4, 8]}, "stack": 4, "crop": [24, 24],
+        "batch_size": 4, "lr": 3e-3, "augment": None, "val_every": 100}
+
+
+def make_case(folder: Path, sid: str, seed: int, with_flair: bool = True, shape=(28, 30, 10)) -> Path:
+    """A case whose target is a dark blob on 'swi' and a bright one on 'dwi'."""
+    rng = np.random.default_rng(seed)
+    d = folder / sid
+    d.mkdir(parents=True, exist_ok=True)
+    lab = np.zeros(shape, np.uint8)
+    c = rng.integers([6, 6, 2], [shape[0] - 6, shape[1] - 6, shape[2] - 2])
+    lab[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2] - 1:c[2] + 1] = 1
+    swi = rng.normal(0, 0.3, shape).astype(np.float32) - 2.5 * lab
+    dwi = rng.normal(0, 0.3, shape).astype(np.float32) + 1.5 * lab
+    np.save(d / f"{sid}_swi.npy", swi)
+    np.save(d / f"{sid}_dwi.npy", dwi)
+    if with_flair:
+        np.save(d / f"{sid}_flair.npy", rng.normal(0, 1, shape).astype(np.float32))
+    np.save(d / f"{sid}_label-thrombus.npy", lab)
+    (d / f"{sid}_harmonized.json").write_text(json.dumps({"spacing_mm": [1, 1, 2], "center": "c"}))
+    return d
+
+
+def test_splits_are_deterministic_and_per_protocol():
+    sheet = pd.DataFrame({"subject": [f"s{i}" for i in range(24)], "center": ["A"] * 8 + ["B"] * 8 + ["C"] * 8,
+                          "split": [""] * 23 + ["train"]})
+    m1, m2 = assign_splits(sheet, "multicentric", seed=3), assign_splits(sheet, "multicentric", seed=3)
+    assert m1.equals(m2)
+    assert not m1.equals(assign_splits(sheet, "multicentric", seed=4))
+    for c in "ABC":  # every center has held-out patients
+        assert {"train", "test"} <= set(m1.loc[m1.center == c, "split"])
+    assert m1.set_index("subject").loc["s23", "split"] == "train"  # the sheet's split wins
+    mono = assign_splits(sheet, "monocentric", center="B")
+    assert set(mono.center) == {"B"} and set(mono.split) == {"train", "val", "test"}
+    loco = assign_splits(sheet, "leave-center-out", center="C")
+    assert (loco.loc[loco.center == "C", "split"] == "test").all()
+    assert "test" not in set(loco.loc[loco.center != "C", "split"])
+    with pytest.raises(ValueError, match="center 'Z' not in the cohort"):
+        assign_splits(sheet, "monocentric", center="Z")
+
+
+def test_stack_pairs_positive_then_target_free(tmp_path):
+    cases = [load_case(make_case(tmp_path, f"c{i}", i, with_flair=i % 2 == 0)) for i in range(3)]
+    ds = StackDataset(cases, ["swi", "dwi", "flair"], stack=4, crop=(24, 24))
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["x"].shape == (3, 4, 24, 24) and item["y"].shape == (4, 24, 24)
+        if i % 2 == 0:
+            assert item["y"].sum() > 0, "positive stack must contain the target"
+        else:
+            assert item["y"].sum() == 0, "negative stack must be target-free"
+        assert item["available"].tolist() == [True, True, i // 2 % 2 == 0]
+    ds.set_epoch(1)
+    a, b = ds[0]["x"], ds[0]["x"]
+    assert torch.equal(a, b)  # same (seed, epoch, index) -> same draw
+
+
+def test_loss_falls_and_model_reloads(tmp_path):
+    torch.set_num_threads(2)
+    cases = [load_case(make_case(tmp_path / "data", f"c{i}", i)) for i in range(4)]
+    cfg = TrainConfig.from_dict(TINY | {"modalities": ["swi", "dwi", "flair"], "epochs": 8, "repeats": 4, "lr": 1e-2,
+                                        "dropout": {"schedule": "none"}})
+    train(cases[:3], cases[3:], cfg, tmp_path / "run")
+    hist = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert hist.train_loss.iloc[-1] < 0.8 * hist.train_loss.iloc[0]
+    assert not np.isnan(hist.val_dice.iloc[-1])  # the last epoch is always validated
+    model, cfg2 = load_model(tmp_path / "run" / "model.pt")
+    assert cfg2.modalities == ["swi", "dwi", "flair"]
+    assert (tmp_path / "run" / "training_curve.png").stat().st_size > 1000
+
+
+KILL_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from test_training import TINY
+from thrombseg.training.data import load_case
+from thrombseg.training.trainer import TrainConfig, train
+cases = [load_case({data!r} + f"/c{{i}}") for i in range(3)]
+cfg = TrainConfig.from_dict(TINY | {{"modalities": ["swi", "dwi", "flair"], "epochs": 5, "repeats": 6,
+                                    "augment": {{}}, "dropout": {{"p": 0.5}}}})
+train(cases, [], cfg, sys.argv[1])
+"""
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    for i in range(3):
+        make_case(tmp_path / "data", f"c{i}", i)
+    script = tmp_path / "run_train.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent), data=str(tmp_path / "data")))
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    ref = subprocess.run([sys.executable, str(script), str(tmp_path / "ref")], env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(script), str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ck = run / "checkpoint_last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ck.exists() and len(pd.read_csv(run / "metrics.csv")) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len(pd.read_csv(run / "metrics.csv"))
+    assert killed_at < 5 and not (run / "model_last.pt").exists()
+    res = subprocess.run([sys.executable, str(script), str(run)], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stderr
+    a = torch.load(tmp_path / "ref" / "model_last.pt", weights_only=False)["model"]
+    b = torch.load(run / "model_last.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"weights differ after resume: {k}"
+    ha, hb = pd.read_csv(tmp_path / "ref" / "metrics.csv"), pd.read_csv(run / "metrics.csv")
+    assert np.allclose(ha.train_loss, hb.train_loss, rtol=0, atol=0)
