@@ -65,3 +65,46 @@ onstart:
     print(f"thrombseg: stages run by this workflow: {', '.join(built)}")
     if missing:
         print(f"thrombseg: stages NOT BUILT yet (nothing is produced for them): {', '.join(missing)}")
+
+
+# ------------------------------------------------------------------ protocols and splits
+# Splits depend only on (subject, center, sheet split, seed), all known at parse time, so every
+# rule's inputs are static. They use the whole cohort, never the `centers` filter: a one-center
+# rerun must reuse the models trained on everyone.
+import pandas as pd
+
+from thrombseg.training.splits import PROTOCOLS, assign_splits
+
+_SPLIT_SEED = config.get("splits", {}).get("seed", 0)
+_sheet_splits = _df["split"].tolist() if config["cohort"] == "sheet" else [""] * len(_cohort)
+_COHORT_DF = pd.DataFrame({"subject": list(_cohort), "center": list(_cohort.values()), "split": _sheet_splits})
+
+
+def protocol_id(protocol, center=None):
+    """`multicentric`, `monocentric-<center>`, `leave-center-out-<center>`."""
+    return protocol if not center else f"{protocol}-{center}"
+
+
+def parse_protocol(pid):
+    for p in PROTOCOLS:
+        if pid == p or pid.startswith(p + "-"):
+            return p, (pid[len(p) + 1:] or None)
+    raise WorkflowError(f"unknown protocol {pid!r}; expected one of {PROTOCOLS}")
+
+
+_SPLITS_CACHE = {}
+
+
+def splits_of(pid):
+    if pid not in _SPLITS_CACHE:
+        protocol, center = parse_protocol(pid)
+        try:
+            _SPLITS_CACHE[pid] = assign_splits(_COHORT_DF, protocol, seed=_SPLIT_SEED, center=center)
+        except ValueError as exc:
+            raise WorkflowError(str(exc)) from None
+    return _SPLITS_CACHE[pid]
+
+
+def subjects_in(pid, *splits):
+    df = splits_of(pid)
+    return sorted(df.loc[df["split"].isin(splits), "subject"])

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -178,7 +179,8 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     Args:
         train_cases, val_cases: harmonized cases.
         cfg: the run's configuration.
-        outdir: checkpoints, ``metrics.csv``, ``training_curve.png`` and ``model.pt`` (best).
+        outdir: checkpoints, ``metrics.csv``, ``training_curve.png``, ``model.pt`` (best validation
+            epoch) and ``model_last.pt``.
         resume: continue from the last checkpoint when present.
         stop_after: stop after this epoch (for tests of interruption); None = run to the end.
 
@@ -265,9 +267,9 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
         ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "scaler": scaler.state_dict(), "epoch": epoch, "stage": stage, "rng": _rng_state(),
               "best": max(best, score), "history": history, "config": cfg.to_dict()}
-        if score > best:
+        if score > best:  # best weights kept beside the checkpoint: the workflow may delete model.pt
             best = score
-            atomic_save(_export(model, cfg, row), outdir / "model.pt")
+            atomic_save(_export(model, cfg, row), outdir / "checkpoint_best.pt")
         atomic_save(ck, last)
         _write_metrics(history, outdir / "metrics.csv")
         log.info("epoch %d/%d stage %d a=%.2f loss %.4f val dice %.3f det %.2f (%.1f s, %.1f stacks/s)",
@@ -276,8 +278,8 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
         if stop_after is not None and epoch >= stop_after:
             break
     atomic_save(_export(model, cfg, row), outdir / "model_last.pt")
-    if not (outdir / "model.pt").exists():
-        atomic_save(_export(model, cfg, row), outdir / "model.pt")
+    shutil.copyfile(outdir / "checkpoint_best.pt", outdir / "model.pt.tmp")
+    os.replace(outdir / "model.pt.tmp", outdir / "model.pt")
     try:
         plot_training_curve(history, cfg, outdir / "training_curve.png")
     except Exception as exc:  # a figure must never lose a trained model

@@ -1,0 +1,191 @@
+"""Predict a harmonized patient with any subset of its sequences, post-process, evaluate.
+
+The thrombus model sees only the sequences of the subset (others are marked absent, exactly as
+at training time under modality dropout); the infarct model sees the subset's DWI/ADC/FLAIR. The
+infarct prediction guides post-processing (keep the thrombus component nearest the infarct).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from ..evaluation.metrics import evaluate_case
+from ..training.data import DEFAULT_FALLBACK, Case, load_case
+from .postprocess import postprocess_thrombus
+from .sliding import predict_volume
+
+log = logging.getLogger("thrombseg.inference")
+
+
+@dataclass
+class InferenceConfig:
+    """Options of prediction and lesion-guided post-processing."""
+
+    threshold: float = 0.5
+    overlap: float = 0.5
+    tta_flip: bool = False
+    batch_size: int = 4
+    min_size_voxels: int = 20
+    min_volume_mm3: float | None = None
+    keep_within_mm: float | None = None
+    regrow_threshold: float = 0.3
+    postprocess: bool = True
+    infarct_threshold: float = 0.5
+    subsets: str | list = "all"  # "all" = every non-empty subset of the case's sequences; or a list
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "InferenceConfig":
+        return cls(**(d or {}))
+
+
+class InferenceError(ValueError):
+    """A patient or model that cannot be predicted; the message says why."""
+
+
+def case_sequences(case: Case, modalities: list[str]) -> list[str]:
+    """The case's sequences that feed one of the model's channels (directly or as fallback)."""
+    feeds = {m: (m, *DEFAULT_FALLBACK.get(m, ())) for m in modalities}
+    return sorted({s for m, names in feeds.items() for s in names if s in case.images})
+
+
+def sequence_subsets(available: list[str], subsets="all") -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``available`` (largest first), or the configured ones it has."""
+    if subsets == "all":
+        out = [c for r in range(len(available), 0, -1) for c in itertools.combinations(sorted(available), r)]
+    else:
+        out = [tuple(sorted(s)) for s in subsets if set(s) <= set(available) and s]
+    return out
+
+
+def subset_name(subset) -> str:
+    return "+".join(sorted(subset))
+
+
+def predict_probabilities(model, model_cfg, case: Case, keep: tuple[str, ...], icfg: InferenceConfig, device):
+    """Probability map (x, y, z) from the sequences in ``keep`` only."""
+    drop = tuple(s for s in case.images if s not in keep)
+    arrays, avail = case.inputs(model_cfg.modalities, drop=drop)
+    if not avail.any():
+        raise InferenceError(f"{case.subject}: none of the sequences {sorted(keep)} is known to the model "
+                             f"(it knows {model_cfg.modalities})")
+    return predict_volume(model, arrays, avail, stack=model_cfg.stack, overlap=icfg.overlap,
+                          batch_size=icfg.batch_size, device=device, tta_flip=icfg.tta_flip)
+
+
+def predict_case(case: Case, thrombus, infarct=None, icfg: InferenceConfig | None = None,
+                 keep: tuple[str, ...] | None = None, device="cpu") -> dict:
+    """Predict one case with the sequences ``keep`` (default: all it has).
+
+    Args:
+        thrombus: (model, TrainConfig) of the thrombus model.
+        infarct: (model, TrainConfig) of the infarct model, or None (post-processing then keeps
+            the most confident component).
+
+    Returns:
+        dict with ``prob``, ``raw`` (thresholded), ``mask`` (post-processed), ``infarct`` (or None),
+        ``info`` (post-processing details).
+    """
+    icfg = icfg or InferenceConfig()
+    keep = tuple(keep or case.images)
+    model, mcfg = thrombus
+    prob = predict_probabilities(model, mcfg, case, keep, icfg, device)
+    infarct_mask = None
+    if infarct is not None:
+        imodel, icfg_model = infarct
+        if any(s in keep for s in icfg_model.modalities):
+            iprob = predict_probabilities(imodel, icfg_model, case, keep, icfg, device)
+            infarct_mask = iprob >= icfg.infarct_threshold
+    raw = prob >= icfg.threshold
+    info: dict = {}
+    if icfg.postprocess:
+        mask, info = postprocess_thrombus(
+            prob, case.spacing, infarct_mask if infarct_mask is not None and infarct_mask.any() else None,
+            threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels, min_volume_mm3=icfg.min_volume_mm3,
+            keep_within_mm=icfg.keep_within_mm, regrow_threshold=icfg.regrow_threshold)
+    else:
+        mask = raw.astype(np.uint8)
+    return {"prob": prob, "raw": raw, "mask": mask, "infarct": infarct_mask, "info": info}
+
+
+def _save_nifti(arr, affine, path: Path, dtype) -> None:
+    img = nib.Nifti1Image(np.asarray(arr, dtype=dtype), affine)
+    img.set_sform(affine, 1)
+    img.set_qform(affine, 1)
+    tmp = path.with_name(".tmp." + path.name)
+    nib.save(img, tmp)
+    os.replace(tmp, path)
+
+
+def _case_affine(folder: Path, subject: str) -> np.ndarray:
+    meta = folder / f"{subject}_arrays.json"
+    if meta.is_file():
+        aff = json.loads(meta.read_text()).get("affine_ras")
+        if aff is not None:
+            return np.asarray(aff, float)
+    return np.eye(4)
+
+
+def predict_subject(harmonized_dir: str | Path, subject: str, center: str, thrombus_model: str | Path,
+                    infarct_model: str | Path | None, out_dir: str | Path, experiment: str = "",
+                    icfg: InferenceConfig | None = None) -> pd.DataFrame:
+    """Predict one harmonized patient with every sequence subset; write masks and a metrics table.
+
+    Writes into ``out_dir``: ``<subject>_thrombus_prob.nii.gz``, ``<subject>_thrombus_mask.nii.gz``,
+    ``<subject>_infarct_mask.nii.gz`` (all sequences, on the harmonized grid) and
+    ``<subject>_metrics.tsv`` (one row per sequence subset, before and after post-processing).
+    """
+    import torch
+
+    from ..training.trainer import load_model, resolve_device
+
+    icfg = icfg or InferenceConfig()
+    device = resolve_device(icfg.device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(harmonized_dir) / subject
+    case = load_case(folder, subject, center)
+    thr = load_model(thrombus_model, device)
+    inf = load_model(infarct_model, device) if infarct_model else None
+    seqs = case_sequences(case, thr[1].modalities)
+    if not seqs:
+        raise InferenceError(f"{subject}: none of its sequences {sorted(case.images)} is known to the model "
+                             f"{thrombus_model} (it knows {thr[1].modalities})")
+    truth = case.labels.get("thrombus")
+    true_inf = case.labels.get("lesion")
+    rows = []
+    with torch.inference_mode():
+        for keep in sequence_subsets(seqs, icfg.subsets):
+            res = predict_case(case, thr, inf, icfg, keep, device)
+            row = {"subject": subject, "center": center, "experiment": experiment,
+                   "sequence_set": subset_name(keep), "n_sequences": len(keep)}
+            if truth is not None:
+                m = evaluate_case(res["mask"], np.asarray(truth) > 0, case.spacing,
+                                  res["infarct"] if true_inf is not None and res["infarct"] is not None else None,
+                                  np.asarray(true_inf) > 0 if true_inf is not None and res["infarct"] is not None else None)
+                raw = evaluate_case(res["raw"], np.asarray(truth) > 0, case.spacing)
+                row |= m | {f"raw_{k}": raw[k] for k in ("dice", "detected", "n_fp_components", "fp_volume_mm3")}
+                row["true_volume_mm3"] = float((np.asarray(truth) > 0).sum() * np.prod(case.spacing))
+            rows.append(row)
+            if len(keep) == len(seqs):
+                aff = _case_affine(folder, subject)
+                _save_nifti(res["prob"], aff, out_dir / f"{subject}_thrombus_prob.nii.gz", np.float32)
+                _save_nifti(res["mask"], aff, out_dir / f"{subject}_thrombus_mask.nii.gz", np.uint8)
+                if res["infarct"] is not None:
+                    _save_nifti(res["infarct"], aff, out_dir / f"{subject}_infarct_mask.nii.gz", np.uint8)
+            log.info("%s %s: %s", subject, subset_name(keep),
+                     {k: row[k] for k in ("dice", "detected") if k in row})
+    df = pd.DataFrame(rows)
+    tmp = out_dir / f".{subject}_metrics.tsv.tmp"
+    df.to_csv(tmp, sep="\t", index=False)
+    os.replace(tmp, out_dir / f"{subject}_metrics.tsv")
+    return df

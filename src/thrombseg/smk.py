@@ -1,0 +1,53 @@
+"""Glue for the workflow's thin scripts: log to the rule's log file, turn user errors into one line.
+
+A rule script is ``run_step(snakemake, fn)``; ``fn(sm)`` does the work through the library. Known
+input errors (bad sheet, unreadable file, missing weights) end the job with the message alone;
+anything else keeps its traceback in the log, because it is a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .ingest import IngestError
+    from .sheet import SheetError
+
+    errs: list[type[BaseException]] = [SheetError, IngestError, FileNotFoundError]
+    try:
+        from .preprocessing._io import PreprocessingError
+
+        errs.append(PreprocessingError)
+    except ImportError:  # pragma: no cover - stage not installed
+        pass
+    return tuple(errs)
+
+
+def run_step(sm, fn) -> None:
+    """Run ``fn(sm)`` with logging into ``sm.log[0]``; exit 1 with a clear message on user errors."""
+    log_path = sm.log[0] if len(sm.log) else None
+    stream = open(log_path, "w") if log_path else sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        fn(sm)
+    except _user_errors() as exc:
+        msg = f"{sm.rule}: error: {exc}"
+        stream.write(msg + "\n")
+        stream.flush()
+        sys.stderr.write(msg + "\n")
+        sys.exit(1)
+    except Exception:
+        stream.write(traceback.format_exc())
+        stream.flush()
+        raise
+    finally:
+        root.removeHandler(handler)
+        if log_path:
+            stream.close()

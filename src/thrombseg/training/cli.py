@@ -1,0 +1,113 @@
+"""``thrombseg train`` / ``thrombseg splits``: the training stage without Snakemake.
+
+    thrombseg splits SHEET OUT.tsv [--protocol P] [--center C] [--seed N]
+    thrombseg train HARMONIZED_DIR SPLITS.tsv OUT_DIR [--config config.yaml] [--experiment E] [--target T]
+
+The workflow config's ``training:`` section holds ``defaults`` (any :class:`TrainConfig` field), an
+``infarct`` override for the lesion model, and ``experiments`` (name -> model, dropout, protocol...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import pandas as pd
+
+from .splits import PROTOCOLS, assign_splits, write_splits
+
+EXPERIMENT_ONLY = ("protocol", "protocol_center")
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def experiment_settings(training: dict, experiment: str, target: str = "thrombus") -> tuple[dict, dict]:
+    """(TrainConfig dict, experiment-only dict) for one experiment and target."""
+    exps = training.get("experiments") or {}
+    if experiment not in exps:
+        raise ValueError(f"experiment {experiment!r} not in config training.experiments ({sorted(exps)})")
+    exp = dict(exps[experiment] or {})
+    extra = {k: exp.pop(k) for k in EXPERIMENT_ONLY if k in exp}
+    cfg = _deep_merge(training.get("defaults") or {}, exp)
+    if target == "lesion":  # the infarct model shares the machinery, not the thrombus architecture
+        cfg = _deep_merge(_deep_merge(training.get("defaults") or {}, training.get("infarct") or {}), {"target": "lesion"})
+    else:
+        cfg["target"] = "thrombus"
+    return cfg, extra
+
+
+def run_training(harmonized_dir: str | Path, splits: str | Path, outdir: str | Path, cfg_dict: dict,
+                 resume: bool = True) -> dict:
+    """Train on the ``train`` rows of a splits table, validate on its ``val`` rows."""
+    from .data import load_case
+    from .trainer import TrainConfig, train
+
+    cfg = TrainConfig.from_dict(cfg_dict)
+    sp = pd.read_csv(splits, sep="\t", dtype=str, keep_default_na=False)
+    root = Path(harmonized_dir)
+
+    def cases(split):
+        rows = sp[sp["split"] == split]
+        return [load_case(root / s, s, c) for s, c in zip(rows["subject"], rows["center"])]
+
+    return train(cases("train"), cases("val"), cfg, outdir, resume=resume)
+
+
+def _cmd_splits(a) -> int:
+    from ..sheet import read_sheet
+
+    df = assign_splits(read_sheet(a.sheet), a.protocol, seed=a.seed, center=a.center)
+    write_splits(df, a.out)
+    print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().items()))
+    return 0
+
+
+def _cmd_train(a) -> int:
+    import yaml
+
+    from .trainer import configure_logging
+
+    configure_logging()
+    conf = yaml.safe_load(Path(a.config).read_text()) if a.config else {}
+    training = (conf or {}).get("training", {})
+    if a.experiment:
+        cfg, _ = experiment_settings(training, a.experiment, a.target)
+    else:
+        cfg = _deep_merge(training.get("defaults") or {}, {"target": a.target})
+    row = run_training(a.harmonized_dir, a.splits, a.out_dir, cfg, resume=not a.restart)
+    print(f"done: epoch {row.get('epoch')} val Dice {row.get('val_dice')} detection {row.get('val_detection')}")
+    return 0
+
+
+def add_subparsers(subparsers) -> None:
+    """Hook for :mod:`thrombseg.cli`."""
+    s = subparsers.add_parser("splits", help="assign train/val/test splits for a protocol")
+    s.add_argument("sheet", type=Path)
+    s.add_argument("out", type=Path)
+    s.add_argument("--protocol", choices=PROTOCOLS, default="multicentric")
+    s.add_argument("--center", help="center of monocentric / held-out center of leave-center-out")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_splits)
+
+    s = subparsers.add_parser("train", help="train a model (resumes from OUT_DIR/checkpoint_last.pt)")
+    s.add_argument("harmonized_dir", type=Path)
+    s.add_argument("splits", type=Path)
+    s.add_argument("out_dir", type=Path)
+    s.add_argument("--config", type=Path, default=Path("config/config.yaml"))
+    s.add_argument("--experiment", help="a name of training.experiments")
+    s.add_argument("--target", choices=["thrombus", "lesion"], default="thrombus")
+    s.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    s.set_defaults(func=_cmd_train)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="thrombseg-train")
+    add_subparsers(p.add_subparsers(dest="command", required=True))
+    a = p.parse_args(argv)
+    return a.func(a)

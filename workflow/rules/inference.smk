@@ -1,0 +1,35 @@
+# Inference on each experiment's test patients, with every subset of their sequences
+# (missing-sequence tables without retraining) and lesion-guided post-processing.
+
+
+def _test_subjects(experiment):
+    """Test patients of the experiment's protocol, restricted to the `centers` filter."""
+    return [s for s in subjects_in(experiment_pid(experiment), "test") if s in CENTER_OF]
+
+
+rule predict:
+    input:
+        harmonized=f"{RESULTS}/harmonized/{{subject}}",
+        thrombus=rules.train_thrombus.output.model,
+        infarct=lambda w: f"{RESULTS}/models/infarct/{experiment_pid(w.experiment)}/model.pt",
+    output:
+        directory(f"{RESULTS}/predictions/{{experiment}}/{{subject}}"),
+    params:
+        center=lambda w: CENTER_OF[w.subject],
+        harmonized_root=f"{RESULTS}/harmonized",
+        cfg=config["inference"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    group:
+        "predict"
+    log:
+        f"{LOGS}/predict/{{experiment}}/{{subject}}.log",
+    script:
+        "../scripts/predict.py"
+
+
+ALL_TARGETS += [
+    p for e in EXPERIMENTS for p in expand(rules.predict.output, experiment=e, subject=_test_subjects(e))
+]

@@ -1,0 +1,111 @@
+# Preprocessing: skull stripping -> co-registration -> N4 -> QC per patient, then site
+# harmonization whose Nyul landmarks are learned from training patients only.
+
+HARMONIZE_PID = config["harmonization"]["protocol"]
+PRE_THREADS = config["preprocess"].get("threads", 2)
+
+
+rule preprocess:
+    input:
+        rules.ingest.output,
+    output:
+        directory(f"{RESULTS}/preprocessed/{{subject}}"),
+    params:
+        cfg=config["preprocess"],
+        ingest_root=f"{RESULTS}/ingest",
+    threads: PRE_THREADS
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    group:
+        "subject"
+    log:
+        f"{LOGS}/preprocess/{{subject}}.log",
+    script:
+        "../scripts/preprocess.py"
+
+
+rule splits:
+    input:
+        sheet=SHEET,
+    output:
+        f"{RESULTS}/splits/{{pid}}.tsv",
+    params:
+        table=lambda w: splits_of(w.pid),
+    localrule: True
+    log:
+        f"{LOGS}/splits/{{pid}}.log",
+    script:
+        "../scripts/splits.py"
+
+
+rule fit_landmarks:
+    input:
+        preproc=lambda w: expand(rules.preprocess.output, subject=subjects_in(HARMONIZE_PID, "train")),
+        splits=f"{RESULTS}/splits/{HARMONIZE_PID}.tsv",
+    output:
+        f"{RESULTS}/harmonization/landmarks.json",
+    params:
+        cfg=config["preprocess"],
+        subjects=subjects_in(HARMONIZE_PID, "train"),
+        preproc_root=f"{RESULTS}/preprocessed",
+    log:
+        f"{LOGS}/harmonization/fit_landmarks.log",
+    script:
+        "../scripts/fit_landmarks.py"
+
+
+rule harmonize:
+    input:
+        preproc=rules.preprocess.output,
+        landmarks=rules.fit_landmarks.output,
+    output:
+        directory(f"{RESULTS}/harmonized/{{subject}}"),
+    params:
+        cfg=config["preprocess"],
+        preproc_root=f"{RESULTS}/preprocessed",
+        out_root=f"{RESULTS}/harmonized",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    group:
+        "subject"
+    log:
+        f"{LOGS}/harmonize/{{subject}}.log",
+    script:
+        "../scripts/harmonize.py"
+
+
+def _center_subjects(w):
+    return [s for s in SUBJECTS if CENTER_OF[s] == w.center]
+
+
+rule qc_center:
+    input:
+        preproc=lambda w: expand(rules.preprocess.output, subject=_center_subjects(w)),
+    output:
+        tsv=report(
+            f"{RESULTS}/qc/{{center}}/preprocessing_qc.tsv",
+            category="2. Preprocessing",
+            subcategory="{center}",
+            caption="../report/qc_tsv.rst",
+        ),
+        montages=report(
+            directory(f"{RESULTS}/qc/{{center}}/montages"),
+            patterns=["{subject}_qc.png"],
+            category="2. Preprocessing",
+            subcategory="{center}",
+            caption="../report/qc_montage.rst",
+        ),
+    params:
+        subjects=_center_subjects,
+        preproc_root=f"{RESULTS}/preprocessed",
+    localrule: True
+    log:
+        f"{LOGS}/qc/{{center}}.log",
+    script:
+        "../scripts/qc_center.py"
+
+
+ALL_TARGETS += expand(rules.harmonize.output, subject=SUBJECTS)
+ALL_TARGETS += expand(rules.qc_center.output.tsv, center=CENTERS)

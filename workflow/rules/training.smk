@@ -1,0 +1,72 @@
+# Curriculum training (GMD) of the thrombus model per experiment, and of the infarct model per
+# protocol (used by lesion-guided post-processing). GPU rules request the standard `gpu` resource.
+from thrombseg.training.cli import experiment_settings
+
+TRAIN = config["training"]
+EXPERIMENTS = sorted(TRAIN["experiments"])
+
+
+def experiment_pid(experiment):
+    return TRAIN["experiments"][experiment]["protocol"]
+
+
+def _train_resources():
+    res = {"mem_mb": TRAIN["mem_mb"], "runtime": TRAIN["runtime_min"]}
+    if TRAIN["gpus"] > 0:
+        res["gpu"] = TRAIN["gpus"]
+    return res
+
+
+def _harmonized_for(pid):
+    return expand(rules.harmonize.output, subject=subjects_in(pid, "train", "val"))
+
+
+rule train_thrombus:
+    input:
+        harmonized=lambda w: _harmonized_for(experiment_pid(w.experiment)),
+        splits=lambda w: f"{RESULTS}/splits/{experiment_pid(w.experiment)}.tsv",
+    output:
+        model=f"{RESULTS}/models/{{experiment}}/thrombus/model.pt",
+        metrics=f"{RESULTS}/models/{{experiment}}/thrombus/metrics.csv",
+        curve=report(
+            f"{RESULTS}/models/{{experiment}}/thrombus/training_curve.png",
+            category="3. Training",
+            subcategory="{experiment}",
+            caption="../report/training_curve.rst",
+        ),
+    params:
+        cfg=lambda w: experiment_settings(TRAIN, w.experiment, "thrombus")[0],
+        harmonized_root=f"{RESULTS}/harmonized",
+    threads: TRAIN["threads"]
+    resources:
+        **_train_resources(),
+    log:
+        f"{LOGS}/train/{{experiment}}_thrombus.log",
+    script:
+        "../scripts/train.py"
+
+
+rule train_infarct:
+    input:
+        harmonized=lambda w: _harmonized_for(w.pid),
+        splits=f"{RESULTS}/splits/{{pid}}.tsv",
+    output:
+        model=f"{RESULTS}/models/infarct/{{pid}}/model.pt",
+        metrics=f"{RESULTS}/models/infarct/{{pid}}/metrics.csv",
+        curve=f"{RESULTS}/models/infarct/{{pid}}/training_curve.png",
+    params:
+        cfg=lambda w: experiment_settings(TRAIN, EXPERIMENTS[0], "lesion")[0],
+        harmonized_root=f"{RESULTS}/harmonized",
+    threads: TRAIN["threads"]
+    resources:
+        **_train_resources(),
+    log:
+        f"{LOGS}/train/infarct_{{pid}}.log",
+    script:
+        "../scripts/train.py"
+
+
+ALL_TARGETS += expand(rules.train_thrombus.output.model, experiment=EXPERIMENTS)
+ALL_TARGETS += expand(
+    rules.train_infarct.output.model, pid=sorted({experiment_pid(e) for e in EXPERIMENTS})
+)

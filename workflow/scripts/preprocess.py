@@ -1,0 +1,13 @@
+"""Rule preprocess: one patient (thrombseg.preprocessing.preprocess_subject)."""
+from pathlib import Path
+
+from thrombseg.preprocessing.pipeline import preprocess_subject
+from thrombseg.smk import run_step
+
+
+def step(sm):
+    cfg = dict(sm.params.cfg, threads=sm.threads)
+    preprocess_subject(sm.params.ingest_root, sm.wildcards.subject, Path(sm.output[0]).parent, cfg)
+
+
+run_step(snakemake, step)  # noqa: F821  (injected by Snakemake)

@@ -1,0 +1,17 @@
+"""Rules train_thrombus / train_infarct: resumable training (thrombseg.training)."""
+from pathlib import Path
+
+import torch
+
+from thrombseg.smk import run_step
+from thrombseg.training.cli import run_training
+
+
+def step(sm):
+    torch.set_num_threads(sm.threads)
+    cfg = dict(sm.params.cfg)
+    cfg.setdefault("num_workers", 0 if not torch.cuda.is_available() else min(4, sm.threads))
+    run_training(sm.params.harmonized_root, sm.input.splits, Path(sm.output.model).parent, cfg)
+
+
+run_step(snakemake, step)  # noqa: F821
