@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
 
-.PHONY: install demo test test-all clean-results
+.PHONY: install demo test test-slurm test-all clean-results
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	SLURM_CONF=$${SLURM_CONF:-/nonexistent} $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A real single-node Slurm on localhost (root + apt; installs slurm-wlm/munge if missing), then
+# `snakemake --profile slurm` on a tiny cohort through it; skips loudly where apt is unavailable.
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -m slurm -v $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ rule synth:
         n_per_center=config["synthetic"]["n_per_center"],
         seed=config["synthetic"]["seed"],
         size=config["synthetic"]["size"],
-    threads: workflow.cores
+    threads: 2
     log:
         f"{LOGS}/synth.log",
     script:

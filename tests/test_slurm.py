@@ -1,0 +1,133 @@
+"""`snakemake --profile slurm` on a REAL single-node Slurm (munged, slurmctld, slurmd on localhost).
+
+Run with `make test-slurm` (or `pytest -m slurm`); `.ci/run` runs it after `make test`. Needs root
+and apt-get on Debian/Ubuntu: tests/slurm/start_slurm.sh installs slurm-wlm + munge when missing and
+exits 3 where it cannot (-> loud skip). The daemons are always stopped by their PIDs.
+
+The cluster has no accounting database, so the committed profile (written for real sites, which
+poll `sacct`) is used with the no-accounting overrides a user would add on such a cluster:
+`--slurm-status-command squeue --slurm-no-account`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_workflow import _tiny_cohort
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(1200)]
+
+SCRIPTS = REPO / "tests" / "slurm"
+SKIP_RC = 3  # start_slurm.sh: Slurm cannot be provided here (no apt / not root)
+
+# The no-accounting overrides (see slurm/config.yaml), plus test-only speed-ups: the first status
+# poll after 5 s instead of 40 s, at most 2 CPUs per job (the node has 2), and keep the per-job
+# Slurm logs (deleted on success by default) as evidence that the jobs ran through Slurm.
+NO_ACCOUNTING = ["--slurm-status-command", "squeue", "--slurm-no-account"]
+TEST_ONLY = ["--slurm-init-seconds-before-status-checks", "5", "--cores", "2",
+             "--slurm-keep-successful-logs"]
+
+
+def _report(request, line: str) -> None:
+    """Print past pytest's output capture (durations belong in the CI log)."""
+    pm = request.config.pluginmanager
+    tr, capman = pm.get_plugin("terminalreporter"), pm.get_plugin("capturemanager")
+    if tr is None or capman is None:
+        print(f"[slurm] {line}", file=sys.stderr)
+        return
+    with capman.global_and_fixture_disabled():
+        tr.ensure_newline()
+        tr.write_line(f"[slurm] {line}")
+
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory, request):
+    """Start the cluster, yield the environment its clients need, always stop it."""
+    state = tmp_path_factory.mktemp("slurm")
+    t0 = time.monotonic()
+    start = subprocess.run(["bash", str(SCRIPTS / "start_slurm.sh"), str(state)],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    try:
+        if start.returncode == SKIP_RC:
+            msg = start.stderr.strip() or "start_slurm.sh: Slurm not available"
+            _report(request, msg)
+            pytest.skip(f"REAL-SLURM TEST SKIPPED (no apt/root here): {msg}")
+        assert start.returncode == 0, f"start_slurm.sh failed:\n{start.stdout}\n{start.stderr}"
+        _report(request, f"single-node Slurm up in {time.monotonic() - t0:.1f} s (state: {state})")
+        env = dict(os.environ)
+        env["SLURM_CONF"] = str(state / "slurm.conf")  # conftest points it at /nonexistent
+        env["PATH"] = f"{state / 'bin'}{os.pathsep}{env.get('PATH', '')}"  # srun shim, see script
+        env["PYTHONUNBUFFERED"] = "1"
+        yield env
+    finally:
+        stop = subprocess.run(["bash", str(SCRIPTS / "stop_slurm.sh"), str(state)],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        if stop.returncode != 0:
+            print(stop.stdout, stop.stderr, file=sys.stderr)
+        for pidfile in ("munged.pid", "slurmctld.pid", "slurmd.pid"):
+            p = state / pidfile
+            if p.is_file() and p.read_text().strip():
+                pid = int(p.read_text().strip())
+                assert not Path(f"/proc/{pid}").exists() or "zombie" in _proc_state(pid), \
+                    f"{pidfile[:-4]} (PID {pid}) still running after stop_slurm.sh"
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
+def test_profile_runs_tiny_dag_through_real_slurm(tmp_path, slurm_env, request):
+    sheet = _tiny_cohort(tmp_path / "data")
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "slurm"), *NO_ACCOUNTING,
+           *TEST_ONLY, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(REPO / "config" / "config.yaml"),
+           "--config", "cohort=sheet", f"samples={sheet}", "--until", "ingest"]
+    t0 = time.monotonic()
+    try:
+        res = subprocess.run(cmd, env=slurm_env, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=900)
+    except subprocess.TimeoutExpired as exc:  # the plugin can poll forever: never hang CI
+        pytest.fail(f"snakemake --profile slurm did not finish in 900 s:\n{exc.stdout}\n{exc.stderr}")
+    took = time.monotonic() - t0
+    out = res.stdout + res.stderr
+    _report(request, f"snakemake --profile slurm (tiny DAG, --until ingest): {took:.1f} s, rc={res.returncode}")
+    assert res.returncode == 0, out
+
+    # Outputs of every patient.
+    results = workdir / "results"
+    for i, center in enumerate(["siteA", "siteA", "siteB"]):
+        side = json.loads((results / "ingest" / f"p{i}" / f"p{i}_ingest.json").read_text())
+        assert side["center"] == center
+        assert (results / "ingest" / f"p{i}" / f"p{i}_swi.nii.gz").is_file()
+
+    # The jobs really went through Slurm: sbatch job ids in the log, their per-job Slurm logs,
+    # and slurmctld still lists them as COMPLETED (MinJobAge=600, no accounting database).
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: ([^)]+)\)", out)
+    assert submitted, out
+    for jobid, log in submitted:
+        assert Path(log).is_file(), f"missing Slurm log {log}"
+    sq = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], env=slurm_env,
+                        capture_output=True, text=True, timeout=60)
+    states = dict(line.split() for line in sq.stdout.splitlines() if line.strip())
+    for jobid, _ in submitted:
+        assert states.get(jobid) == "COMPLETED", (jobid, sq.stdout, sq.stderr)
+
+    # The per-patient rules were grouped: the 3 ingest jobs ran as ONE Slurm job.
+    group_logs = [log for _, log in submitted if "/group_subject" in log]
+    assert len(group_logs) == 1, submitted
+    assert out.count("(Rule: ingest)") == 3, out
+    assert len(submitted) <= 2, submitted  # validate_sheet + one group job (4 rule jobs)
+    _report(request, f"{len(submitted)} Slurm job(s) for 4 rule jobs: "
+                     + ", ".join(f"{j}:{Path(log).parent.name}" for j, log in submitted))
