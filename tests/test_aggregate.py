@@ -1,0 +1,163 @@
+"""Aggregation tables: point estimates, bootstrap CI, groupings, atomic writes."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from thrombseg.evaluation import aggregate as A
+
+
+def _table(seed=1):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for exp in ("base", "gmd"):
+        for seqs in ("dwi+adc", "dwi"):
+            for center in ("c1", "c2"):
+                for s in range(12):
+                    truth_empty = s == 0  # one lesion-free subject per center
+                    rows.append(
+                        {
+                            "subject": f"sub-{s:02d}",
+                            "center": center,
+                            "experiment": exp,
+                            "sequence_set": seqs,
+                            "dice": rng.uniform(0, 1),
+                            "hd95_mm": rng.gamma(2.0, 3.0),
+                            "detected": math.nan if truth_empty else float(rng.uniform() < 0.8),
+                            "hd95_penalized": bool(rng.uniform() < 0.1),
+                            "note": "text column is ignored",
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def test_point_estimates_match_pandas_and_groupings():
+    df = _table()
+    tabs = A.aggregate_tables(df, n_boot=200)
+    pc = tabs["per_center"].set_index(["experiment", "sequence_set", "center", "metric"])
+    ref = df.groupby(["experiment", "sequence_set", "center"])["dice"].agg(["mean", "median"])
+    for key, r in ref.iterrows():
+        row = pc.loc[(*key, "dice")]
+        assert row["mean"] == pytest.approx(r["mean"], abs=1e-12)
+        assert row["median"] == pytest.approx(r["median"], abs=1e-12)
+        assert row["n"] == 12 and row["n_subjects"] == 12
+    assert set(tabs["per_sequence_set"]["metric"]) == {
+        "dice", "hd95_mm", "detection_rate", "hd95_penalized"
+    }
+    pe = tabs["per_experiment"].set_index(["experiment", "metric"])
+    # per_experiment pools both sequence sets: 48 rows, 24 subjects (center+subject).
+    assert pe.loc[("gmd", "dice"), "n"] == 48 and pe.loc[("gmd", "dice"), "n_subjects"] == 24
+
+
+def test_detection_rate_excludes_not_applicable_cases():
+    df = _table()
+    ps = A.summarize(df, ["experiment", "sequence_set"], ["detected"], n_boot=500)
+    g = df[(df.experiment == "base") & (df.sequence_set == "dwi")]["detected"].dropna()
+    row = ps[(ps.experiment == "base") & (ps.sequence_set == "dwi")].iloc[0]
+    assert row["metric"] == "detection_rate" and row["n"] == 22
+    assert row["mean"] == pytest.approx(g.mean())
+    assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+
+
+def test_bootstrap_ci_seeded_configurable_and_plausible():
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame(
+        {
+            "subject": [f"s{i}" for i in range(n)],
+            "center": "c",
+            "experiment": "e",
+            "sequence_set": "all",
+            "x": rng.normal(5.0, 2.0, n),
+        }
+    )
+    a = A.summarize(df, ["experiment"], n_boot=4000, seed=3)
+    b = A.summarize(df, ["experiment"], n_boot=4000, seed=3)
+    c = A.summarize(df, ["experiment"], n_boot=4000, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert a["ci_low"].iloc[0] != c["ci_low"].iloc[0]
+    # Independent check: percentile bootstrap ≈ normal interval for a large sample.
+    se = df["x"].std(ddof=0) / math.sqrt(n)
+    assert a["ci_low"].iloc[0] == pytest.approx(df["x"].mean() - 1.96 * se, abs=0.1 * se * 1.96)
+    assert a["ci_high"].iloc[0] == pytest.approx(df["x"].mean() + 1.96 * se, abs=0.1 * se * 1.96)
+    # narrower interval for lower coverage
+    d = A.summarize(df, ["experiment"], n_boot=4000, seed=3, ci=0.5)
+    assert d["ci_high"].iloc[0] - d["ci_low"].iloc[0] < a["ci_high"].iloc[0] - a["ci_low"].iloc[0]
+
+
+def test_cluster_bootstrap_matches_explicit_resampling():
+    # Two rows per subject; the CI must come from resampling subjects.
+    df = pd.DataFrame(
+        {
+            "subject": ["a", "a", "b", "b", "c", "c"],
+            "center": "c1",
+            "experiment": "e",
+            "sequence_set": ["s1", "s2"] * 3,
+            "x": [0.0, 0.0, 1.0, 1.0, 5.0, np.nan],
+        }
+    )
+    # Exact bootstrap distribution: the 27 equally likely draws of 3 subjects.
+    sums, counts = {"a": 0.0, "b": 2.0, "c": 5.0}, {"a": 2, "b": 2, "c": 1}
+    means = np.sort(
+        [
+            sum(sums[k] for k in draw) / sum(counts[k] for k in draw)
+            for draw in itertools.product("abc", repeat=3)
+        ]
+    )
+    cdf = np.arange(1, 28) / 27
+
+    def quantile(q):  # inverse CDF; the chosen q lie away from its jumps
+        return means[np.searchsorted(cdf, q)]
+
+    for ci in (0.95, 0.6):
+        out = A.summarize(df, ["experiment"], n_boot=20000, seed=0, ci=ci).iloc[0]
+        assert out["n"] == 5 and out["n_subjects"] == 3
+        assert out["ci_low"] == pytest.approx(quantile((1 - ci) / 2), abs=1e-9)
+        assert out["ci_high"] == pytest.approx(quantile((1 + ci) / 2), abs=1e-9)
+    assert out["mean"] == pytest.approx(7.0 / 5.0)
+
+
+def test_single_subject_and_all_nan():
+    df = pd.DataFrame(
+        {"subject": ["a"], "center": ["c"], "experiment": ["e"], "sequence_set": ["s"],
+         "x": [0.7], "detected": [np.nan]}
+    )
+    out = A.summarize(df, ["experiment"], n_boot=50).set_index("metric")
+    assert out.loc["x", "ci_low"] == out.loc["x", "ci_high"] == pytest.approx(0.7)
+    assert out.loc["detection_rate", "n"] == 0
+    assert np.isnan(out.loc["detection_rate", ["mean", "median", "ci_low", "ci_high"]]).all()
+
+
+def test_validation():
+    df = _table()
+    with pytest.raises(ValueError, match="center"):
+        A.summarize(df.drop(columns="center"), ["experiment"])
+    with pytest.raises(ValueError, match="duplicated"):
+        A.summarize(pd.concat([df, df.iloc[:1]]), ["experiment"])
+    with pytest.raises(ValueError, match="n_boot"):
+        A.summarize(df, ["experiment"], n_boot=0)
+    with pytest.raises(ValueError, match="metric"):
+        A.summarize(df, ["experiment"], ["subject"])
+
+
+def test_write_tables_atomic_roundtrip(tmp_path):
+    df = _table()
+    out = tmp_path / "results" / "metrics"
+    paths = A.write_tables(df, out, n_boot=100, seed=7)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "per_center.tsv", "per_experiment.tsv", "per_sequence_set.tsv", "per_subject.tsv"
+    ]  # no temp files left behind
+    back = pd.read_csv(paths["per_subject"], sep="\t")
+    pd.testing.assert_frame_equal(back, df, check_dtype=False)
+    pc = pd.read_csv(paths["per_center"], sep="\t")
+    assert len(pc) == 2 * 2 * 2 * 4  # experiments x sequence sets x centers x metrics
+    expected = A.aggregate_tables(df, n_boot=100, seed=7)["per_center"]
+    np.testing.assert_allclose(pc["ci_high"], expected["ci_high"], rtol=1e-12)
+    # Rewriting replaces files in place.
+    A.write_tables(df.iloc[:10], out, n_boot=10)
+    assert len(pd.read_csv(paths["per_subject"], sep="\t")) == 10
