@@ -1,0 +1,71 @@
+"""One QC montage PNG per center: a row per patient, a column per sequence."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ORDER = ("swi", "t2star", "phase", "dwi", "adc", "flair", "t1w")
+
+
+def _window(a: np.ndarray, seq: str):
+    if seq == "phase":
+        lo, hi = np.percentile(a, [1, 99])
+    else:
+        nz = a[a > 0]
+        lo, hi = (0.0, np.percentile(nz, 99.5)) if nz.size else (0.0, 1.0)
+    return lo, hi if hi > lo else lo + 1
+
+
+def write_montage(center: str, results: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seqs = [s for s in ORDER if any(s in r["montage"]["panels"] for r in results)]
+    cols = [seqs[0], "zoom"] + seqs[1:] if seqs else []
+    n, m = len(results), len(cols)
+    fig, axes = plt.subplots(n, m, figsize=(1.9 * m, 1.9 * n + 0.4), squeeze=False, facecolor="black")
+    for i, r in enumerate(results):
+        panels = r["montage"]["panels"]
+        t = r["truth"]
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_facecolor("black")
+            seq = seqs[0] if col == "zoom" else col
+            if seq not in panels:
+                ax.text(0.5, 0.5, "missing", color="gray", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+                continue
+            img, aff, (ci, cj) = panels[seq]
+            lo, hi = _window(img, seq)
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+            if col == "zoom":
+                sp = np.sqrt((aff[:3, :3] ** 2).sum(0))
+                hw, hh = 22.0 / sp[0], 22.0 / sp[1]
+                ax.set_xlim(ci - hw, ci + hw)
+                ax.set_ylim(cj - hh, cj + hh)
+                mask = r["montage"]["thr_mask"]
+                if mask.shape == img.shape and mask.any():
+                    yy, xx = np.nonzero(mask)
+                    tx, ty = float(xx.mean()), float(yy.mean())
+                    # arrow towards the annotated thrombus (a contour would hide it)
+                    ax.annotate("", xy=(tx - 2.5 / sp[0], ty - 2.5 / sp[1]), xytext=(tx - 12 / sp[0], ty - 12 / sp[1]),
+                                arrowprops=dict(arrowstyle="->", color="red", lw=1.0))
+            if i == 0:
+                ax.set_title("zoom (arrow: mask)" if col == "zoom" else seq, color="white", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{t['subject']}\n{t['vessel']} {t['thrombus_volume_mm3']:.0f}mm³"
+                              + ("\nlow-contrast" if t["low_contrast"] else ""), color="white", fontsize=6)
+    height = 1.9 * n + 0.4
+    fig.text(0.5, 0.002, f"synthetic center {center}: susceptibility at the thrombus, diffusion/FLAIR at the "
+             "infarct (neurological orientation: left on the left)", color="white", fontsize=7, ha="center",
+             va="bottom")
+    fig.tight_layout(pad=0.2, rect=(0, 0.2 / height, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, facecolor="black", metadata={"Software": None, "Creation Time": None})
+    plt.close(fig)
+    return path
