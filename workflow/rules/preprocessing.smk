@@ -58,7 +58,7 @@ rule fit_landmarks:
 rule harmonize:
     input:
         preproc=rules.preprocess.output,
-        landmarks=rules.fit_landmarks.output,
+        landmarks=rules.fit_landmarks.output[0],
     output:
         directory(f"{RESULTS}/harmonized/{{subject}}"),
     params:
@@ -69,7 +69,7 @@ rule harmonize:
         mem_mb=2000,
         runtime=10,
     group:
-        "subject"
+        "harmonize"
     log:
         f"{LOGS}/harmonize/{{subject}}.log",
     script:
