@@ -1,0 +1,240 @@
+"""Figures, tables and provenance of the report stage on a small fabricated run.
+
+The fixture fabricates what the evaluation and inference stages write: for 2 experiments, 3 centers
+with 3 test patients each, every subset of each patient's sequences (centers differ in their
+protocols; center C has T2*-GRE instead of SWI), harmonized arrays on a tiny grid, thrombus truth
+and predicted masks (one patient per center missed, one with a false positive), and the
+aggregated tables from the real aggregation code.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from thrombseg.evaluation.aggregate import write_tables as write_metric_tables
+from thrombseg.report import figures, provenance, tables
+
+EXPERIMENTS = {"upattllstm_gmd": "staircase", "upattllstm_nodrop": "none"}
+PROTOCOLS = {"ctrA": ("swi", "phase", "dwi", "adc", "flair"), "ctrB": ("swi", "dwi", "adc", "flair"),
+             "ctrC": ("t2star", "dwi", "flair")}
+SHAPE = (32, 28, 12)
+SPACING = (1.0, 1.0, 2.0)
+
+
+def _dice(a, b):
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2.0 * (a & b).sum() / s
+
+
+def _fabricate(root: Path) -> dict:
+    rng = np.random.default_rng(7)
+    res = root / "results"
+    subjects = {f"{c}0{i}": c for c in PROTOCOLS for i in range(1, 4)}
+    truths = {}
+    for k, (sub, center) in enumerate(subjects.items()):
+        d = res / "harmonized" / sub
+        d.mkdir(parents=True)
+        truth = np.zeros(SHAPE, bool)
+        x, y, z = 10 + k, 12 + (k % 3), 4 + (k % 4)
+        size = 1 + k % 3  # thrombus sizes vary: 1..3 voxel half-widths
+        truth[x - size:x + size + 1, y - 1:y + 2, z:z + 2] = True
+        truths[sub] = truth
+        yy, xx = np.meshgrid(np.arange(SHAPE[1]), np.arange(SHAPE[0]))
+        brain = ((xx - 16) ** 2 / 14 ** 2 + (yy - 14) ** 2 / 12 ** 2) < 1
+        for seq in PROTOCOLS[center]:
+            img = rng.normal(1.0, 0.1, SHAPE).astype(np.float32) * brain[:, :, None]
+            if seq in ("swi", "t2star"):
+                img[truth] = 0.2  # blooming: the thrombus is dark
+            np.save(d / f"{sub}_{seq}.npy", img)
+        np.save(d / f"{sub}_label-thrombus.npy", truth.astype(np.uint8))
+        (d / f"{sub}_arrays.json").write_text(json.dumps(
+            {"affine_ras": np.diag([*SPACING, 1.0]).tolist(), "spacing_mm": list(SPACING)}))
+    rows = {e: [] for e in EXPERIMENTS}
+    for e_i, exp in enumerate(EXPERIMENTS):
+        for k, (sub, center) in enumerate(subjects.items()):
+            truth = truths[sub]
+            pred = np.zeros(SHAPE, bool)
+            if k % 3 != 2 or e_i == 0 and k == 2:  # the third patient of each center is missed
+                pred = np.roll(truth, shift=(k + e_i) % 3, axis=0)
+            if k % 4 == 1:
+                pred[25:27, 20:22, 8] = True  # a false-positive component
+            p = res / "predictions" / exp / sub
+            p.mkdir(parents=True)
+            aff = np.diag([*SPACING, 1.0])
+            nib.save(nib.Nifti1Image(pred.astype(np.uint8), aff), p / f"{sub}_thrombus_mask.nii.gz")
+            vol = float(truth.sum() * np.prod(SPACING))
+            full_dice = _dice(pred, truth)
+            seqs = sorted(PROTOCOLS[center])
+            for r in range(len(seqs), 0, -1):
+                for subset in itertools.combinations(seqs, r):
+                    full = r == len(seqs)
+                    loss = 0.0 if full else (0.08 if e_i == 0 else 0.2) * (len(seqs) - r)
+                    dice = full_dice if full else max(0.0, full_dice - loss + rng.normal(0, 0.02))
+                    det = float((pred & truth).any()) if full else float(dice > 0.05)
+                    rows[exp].append(dict(
+                        subject=sub, center=center, experiment=exp, sequence_set="+".join(subset),
+                        n_sequences=r, dice=dice, detected=det, n_fp_components=int(k % 4 == 1) + int(not full and r == 1),
+                        fp_volume_mm3=8.0 * (k % 4 == 1), n_fn_components=int(det == 0), fn_volume_mm3=vol * (det == 0),
+                        hd95_mm=1.0 if det else 40.0, hd95_penalized=not det, volume_error_mm3=0.0,
+                        lesion_f1=dice, infarct_dice=np.nan, raw_dice=dice, raw_detected=det,
+                        raw_n_fp_components=1, raw_fp_volume_mm3=8.0, true_volume_mm3=vol))
+    paths = {}
+    for exp in EXPERIMENTS:
+        df = pd.DataFrame(rows[exp])
+        paths[exp] = write_metric_tables(df, res / "metrics" / exp, n_boot=200)
+    sheet = root / "subjects.tsv"
+    sheet.write_text("subject\tcenter\n" + "".join(f"{s}\t{c}\n" for s, c in subjects.items()))
+    return {"root": root, "results": res, "paths": paths, "subjects": subjects, "sheet": sheet}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return _fabricate(tmp_path_factory.mktemp("report"))
+
+
+def _png_ok(path: Path, min_bytes: int = 8000):
+    from matplotlib.image import imread
+
+    assert path.is_file() and path.stat().st_size > min_bytes, path
+    img = imread(path)
+    assert img.shape[0] > 200 and img.shape[1] > 200
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+    pdf = path.with_suffix(".pdf")
+    assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
+    assert not list(path.parent.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_full_set_rows_picks_all_available_sequences(run):
+    ps = pd.read_csv(run["paths"]["upattllstm_gmd"]["per_subject"], sep="\t")
+    full = figures.full_set_rows(ps)
+    assert len(full) == len(run["subjects"])
+    for _, r in full.iterrows():
+        assert r["n_sequences"] == len(PROTOCOLS[r["center"]])
+
+
+def test_experiment_figures(run, tmp_path):
+    exp = "upattllstm_gmd"
+    res = run["results"]
+    out = figures.make_experiment_figures(
+        run["paths"][exp]["per_subject"], run["paths"][exp]["per_sequence_set"], res / "harmonized",
+        res / "predictions" / exp, tmp_path / exp, experiment=exp, n_boot=200)
+    assert set(out) == {"per_center_dice", "per_center_detection", "missing_sequences", "size_vs_detection",
+                        "overlays/ctrA", "overlays/ctrB", "overlays/ctrC"}
+    for png in out.values():
+        _png_ok(png)
+
+
+def test_comparison_figures(run, tmp_path):
+    labels = figures.experiment_labels({"defaults": {"dropout": {"schedule": "staircase"}},
+                                        "experiments": {"upattllstm_gmd": {},
+                                                        "upattllstm_nodrop": {"dropout": {"schedule": "none"}}}})
+    assert labels["upattllstm_nodrop"] == "upattllstm_nodrop (no dropout)"
+    assert "gradual" in labels["upattllstm_gmd"]
+    out = figures.make_comparison_figures(
+        [run["paths"][e]["per_subject"] for e in EXPERIMENTS],
+        [run["paths"][e]["per_sequence_set"] for e in EXPERIMENTS],
+        {name: tmp_path / name for name in ("ablation", "missing_sequences", "per_center_dice",
+                                            "per_center_detection")},
+        labels=labels, n_boot=200)
+    for png in out.values():
+        _png_ok(png)
+
+
+def test_overlay_picks_best_median_worst(run):
+    ps = pd.read_csv(run["paths"]["upattllstm_gmd"]["per_subject"], sep="\t")
+    full = figures.full_set_rows(ps)
+    picks = figures._pick_patients(full[full["center"] == "ctrA"])
+    d = full[full["center"] == "ctrA"].sort_values("dice", ascending=False)
+    assert [p[0] for p in picks] == ["best", "median", "worst"]
+    assert [p[1]["subject"] for p in picks] == list(d["subject"])
+    one = figures._pick_patients(full[full["subject"] == "ctrA01"])
+    assert one[0][0] == "best / median / worst"
+
+
+def test_empty_inputs_give_a_figure_not_a_crash(tmp_path):
+    cols = ["subject", "center", "experiment", "sequence_set", "n_sequences", "dice", "detected", "true_volume_mm3"]
+    empty = pd.DataFrame(columns=cols)
+    _png_ok(figures.plot_per_center_dice(empty, tmp_path / "a")[0], min_bytes=2000)
+    _png_ok(figures.plot_size_vs_detection(empty, tmp_path / "b")[0], min_bytes=2000)
+
+
+def test_tables_numbers_and_formats(run, tmp_path):
+    ps_paths = [run["paths"][e]["per_subject"] for e in EXPERIMENTS]
+    pss_paths = [run["paths"][e]["per_sequence_set"] for e in EXPERIMENTS]
+    out = tables.write_tables(ps_paths, pss_paths, tmp_path, n_boot=200)
+    pc = pd.read_csv(out["per_center"]["tsv"], sep="\t")
+    # Hand-computed: mean Dice of ctrB's patients (full sequence set) in the GMD experiment.
+    ps = pd.read_csv(ps_paths[0], sep="\t")
+    full_b = ps[(ps["center"] == "ctrB") & (ps["n_sequences"] == 4)]
+    assert len(full_b) == 3
+    row = pc[(pc["experiment"] == "upattllstm_gmd") & (pc["center"] == "ctrB")].iloc[0]
+    assert row["n"] == 3
+    assert row["dice_mean"] == pytest.approx(full_b["dice"].mean(), abs=1e-5)
+    assert row["dice_ci_low"] <= row["dice_mean"] <= row["dice_ci_high"]
+    assert row["detection_rate_mean"] == pytest.approx(full_b["detected"].mean(), abs=1e-5)
+    allrow = pc[(pc["experiment"] == "upattllstm_gmd") & (pc["center"] == tables.ALL_CENTERS)].iloc[0]
+    assert allrow["n"] == 9
+    assert set(pc["experiment"]) == set(EXPERIMENTS) and len(pc) == 2 * 4
+
+    md = out["per_center"]["md"].read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(lines) == 2 + len(pc)
+    assert len({ln.count("|") for ln in lines}) == 1  # every row has the same number of cells
+    assert re.fullmatch(r"\|(:?-{3}:?\|)+", lines[1])
+    assert f"{row['dice_mean']:.2f} [{row['dice_ci_low']:.2f}, {row['dice_ci_high']:.2f}]" in md
+
+    tex = out["per_center"]["tex"].read_text()
+    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+    assert r"\begin{tabular}{llrrrr}" in tex and r"\end{tabular}" in tex
+    body = tex[tex.index(r"\toprule"):tex.index(r"\bottomrule")]
+    data_rows = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
+    assert len(data_rows) == 1 + len(pc) and all(ln.count("&") == 5 for ln in data_rows)
+    assert r"upattllstm\_gmd" in tex and r"95 \% CI" in tex and "_gmd" not in tex.replace(r"\_", "")
+
+    pss = pd.read_csv(out["per_sequence_set"]["tsv"], sep="\t")
+    src = pd.read_csv(pss_paths[1], sep="\t")
+    want = src[(src["sequence_set"] == "dwi+flair") & (src["metric"] == "dice")].iloc[0]
+    got = pss[(pss["experiment"] == "upattllstm_nodrop") & (pss["sequence_set"] == "dwi+flair")].iloc[0]
+    assert got["dice_mean"] == pytest.approx(want["mean"], abs=1e-5) and got["n"] == want["n_subjects"] == 9
+    assert pss.groupby("experiment")["n_sequences"].apply(lambda s: s.is_monotonic_decreasing).all()
+    assert out["per_sequence_set"]["md"].read_text().count("\n|") >= len(pss)
+
+
+def test_provenance(run, tmp_path):
+    cfg = {"results": "results", "training": {"experiments": {"a": {"protocol": "multicentric"}}}, "centers": []}
+    paths = provenance.write_provenance(tmp_path / "prov", cfg, run["sheet"])
+    import hashlib
+
+    import yaml
+
+    rec = json.loads(paths["provenance"].read_text())
+    assert rec["sheet"]["sha256"] == hashlib.sha256(run["sheet"].read_bytes()).hexdigest()
+    assert set(rec["packages"]) == set(provenance.PACKAGES)
+    assert rec["packages"]["numpy"] == np.__version__ and rec["packages"]["pandas"] == pd.__version__
+    assert rec["packages"]["thrombseg"] != provenance.NOT_INSTALLED
+    assert rec["python"] and rec["platform"] and rec["timestamp"]
+    assert yaml.safe_load(paths["config"].read_text()) == cfg
+    assert re.fullmatch(r"[0-9a-f]{40}", rec["git"]["commit"]) or rec["git"]["commit"] == "unknown"
+    # Absent packages and non-git folders are reported plainly.
+    assert provenance.package_versions(["surely-not-a-package-xyz"]) == {"surely-not-a-package-xyz": "not installed"}
+    assert provenance.git_info(tmp_path) == {"commit": "unknown", "dirty": "unknown"}
+    missing = provenance.write_provenance(tmp_path / "p2", cfg, tmp_path / "nope.tsv")
+    assert json.loads(missing["provenance"].read_text())["sheet"]["sha256"] == "unknown"
+
+
+def test_dataset_description(tmp_path):
+    p = provenance.write_dataset_description(tmp_path / "harmonized", "thrombseg harmonized",
+                                             code_url="https://example.org/thrombseg")
+    d = json.loads(p.read_text())
+    assert d["BIDSVersion"] == "1.9.0" and d["DatasetType"] == "derivative" and d["Name"] == "thrombseg harmonized"
+    assert d["GeneratedBy"][0]["Name"] == "thrombseg" and d["GeneratedBy"][0]["Version"]
+    assert d["GeneratedBy"][0]["CodeURL"] == "https://example.org/thrombseg"
+    d2 = json.loads(provenance.write_dataset_description(tmp_path / "x", "x").read_text())
+    assert "CodeURL" not in d2["GeneratedBy"][0]
