@@ -40,7 +40,7 @@ class InferenceConfig:
     regrow_threshold: float = 0.3
     postprocess: bool = True
     infarct_threshold: float = 0.5
-    subsets: str | list = "all"  # "all" = every non-empty subset of the case's sequences; or a list
+    subsets: str | list = "all"  # all | leave-one-out | full | list of lists (see sequence_subsets)
     device: str = "auto"
 
     @classmethod
@@ -59,12 +59,23 @@ def case_sequences(case: Case, modalities: list[str]) -> list[str]:
 
 
 def sequence_subsets(available: list[str], subsets="all") -> list[tuple[str, ...]]:
-    """Every non-empty subset of ``available`` (largest first), or the configured ones it has."""
+    """Sequence subsets to predict with, largest first.
+
+    ``subsets`` is ``"all"`` (every non-empty subset: the full missing-sequence table),
+    ``"leave-one-out"`` (the full set and each set missing one sequence: cheap on a CPU),
+    ``"full"`` (only the full set), or a list of sequence lists (those the case has).
+    """
+    full = tuple(sorted(available))
     if subsets == "all":
-        out = [c for r in range(len(available), 0, -1) for c in itertools.combinations(sorted(available), r)]
-    else:
-        out = [tuple(sorted(s)) for s in subsets if set(s) <= set(available) and s]
-    return out
+        return [c for r in range(len(full), 0, -1) for c in itertools.combinations(full, r)]
+    if subsets == "leave-one-out":
+        return [full] + ([tuple(s for s in full if s != d) for d in full] if len(full) > 1 else [])
+    if subsets == "full":
+        return [full]
+    if isinstance(subsets, str):
+        raise InferenceError(f"inference.subsets: unknown value {subsets!r} "
+                             "(all | leave-one-out | full | a list of sequence lists)")
+    return [tuple(sorted(s)) for s in subsets if s and set(s) <= set(available)]
 
 
 def subset_name(subset) -> str:

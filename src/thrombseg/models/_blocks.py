@@ -15,33 +15,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def group_norm(channels: int, max_groups: int = 8) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``."""
-    groups = math.gcd(channels, max_groups)
-    return nn.GroupNorm(groups, channels)
-
-
 class ConvBlock(nn.Sequential):
-    """``n_convs`` x (3x3 conv -> GroupNorm -> LeakyReLU).
+    """``n_convs`` x (k x k conv -> GroupNorm -> LeakyReLU).
 
     Args:
         in_channels: Input channels.
         out_channels: Output channels.
         n_convs: Number of conv/norm/activation triplets.
         kernel_size: Spatial kernel size (odd).
-        groups: Convolution groups; with ``groups=M`` and channels laid out modality-major the
-            block processes M branches independently (norm groups never straddle branches).
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_convs: int = 2,
-                 kernel_size: int = 3, groups: int = 1) -> None:
+                 kernel_size: int = 3) -> None:
         layers: list[nn.Module] = []
         c = in_channels
         for _ in range(n_convs):
             # Bias is redundant right before a norm layer.
             layers += [nn.Conv2d(c, out_channels, kernel_size, padding=kernel_size // 2,
-                                 groups=groups, bias=False),
-                       nn.GroupNorm(groups * math.gcd(out_channels // groups, 8), out_channels),
+                                 bias=False),
+                       nn.GroupNorm(math.gcd(out_channels, 8), out_channels),
                        nn.LeakyReLU(0.01, inplace=True)]
             c = out_channels
         super().__init__(*layers)

@@ -7,19 +7,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _same_maxpool(x: Tensor, ph: int, pw: int) -> Tensor:
-    """Stride-1 max pool with a ph x pw window and 'same' output size.
+def _window_max(x: Tensor, p: int, dim: int) -> Tensor:
+    """Stride-1 max over windows of ``p`` along ``dim`` with 'same' output length.
 
-    Separable (rows then columns), which is exact for max and costs O(p) instead of O(p^2) per
-    voxel, so whole-slice windows stay cheap. Padding is -inf, so it never wins the max.
+    Uses doubling (max of maxes over 1, 2, 4, ... elements, the last two windows overlapping),
+    i.e. O(log p) elementwise maxima per voxel instead of the O(p) of ``max_pool2d``, so windows
+    as large as the whole slice stay cheap. Padding is -inf, so it never wins the max.
     """
-    if ph > 1:
-        x = F.pad(x, (0, 0, (ph - 1) // 2, ph // 2), value=float("-inf"))
-        x = F.max_pool2d(x, (ph, 1), stride=1)
-    if pw > 1:
-        x = F.pad(x, ((pw - 1) // 2, pw // 2), value=float("-inf"))
-        x = F.max_pool2d(x, (1, pw), stride=1)
-    return x
+    if p <= 1:
+        return x
+    n = x.shape[dim]
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [(p - 1) // 2, p // 2]
+    y = F.pad(x, pad, value=float("-inf"))
+    k = 1
+    while 2 * k <= p:  # invariant: y[i] = max(x_pad[i : i + k])
+        length = y.shape[dim] - k
+        y = torch.maximum(y.narrow(dim, 0, length), y.narrow(dim, k, length))
+        k *= 2
+    if k < p:
+        return torch.maximum(y.narrow(dim, 0, n), y.narrow(dim, p - k, n))
+    return y.narrow(dim, 0, n)
+
+
+def _same_maxpool(x: Tensor, ph: int, pw: int) -> Tensor:
+    """Separable (exact for max) stride-1 ph x pw max pooling, 'same' output size."""
+    return _window_max(_window_max(x, ph, -2), pw, -1)
 
 
 class TransferLayer(nn.Module):
@@ -27,8 +39,8 @@ class TransferLayer(nn.Module):
 
     Channels are split into ``k = channels // m`` consecutive groups of ``m``. Group ``i``
     (1-based) is max-pooled per channel with window ``p_i = 2 n / 2**i`` (``n`` = slice height,
-    resp. width; clipped to >= 1), stride 1. Group 1 therefore sees (about) the whole slice and later
-    groups ever more local neighbourhoods, which moves evidence across the image.
+    resp. width; clipped to >= 1), stride 1. Group 1 therefore sees (about) the whole slice and
+    later groups ever more local neighbourhoods, which moves evidence across the image.
 
     Args:
         channels: Number of input channels (``k * m``).

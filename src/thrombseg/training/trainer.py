@@ -74,6 +74,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision, GPU only
     val_every: int = 1
     val_overlap: float = 0.5
+    val_max_cases: int | None = None  # validate on the first N val cases (full volumes are costly on CPU)
     threshold: float = 0.5
 
     @classmethod
@@ -211,6 +212,8 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
         eligible = [cfg.modalities.index(m) for m in cfg.dropout.eligible if m in cfg.modalities]
     gmd = GradualModalityDropout(p=cfg.dropout.p, sigma=cfg.dropout.sigma, eligible=eligible)
 
+    if cfg.val_max_cases is not None:
+        val_cases = list(val_cases)[: cfg.val_max_cases]
     ds = StackDataset(train_cases * cfg.repeats, cfg.modalities, cfg.target, cfg.stack, cfg.crop,
                       cfg.fg_oversample, cfg.augment, cfg.seed)
     history: list[dict] = []
