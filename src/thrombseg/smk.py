@@ -8,8 +8,14 @@ anything else keeps its traceback in the log, because it is a bug.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
+
+
+def use_this_python() -> None:
+    """Put the running interpreter's bin folder first on PATH (for the jobs Snakemake spawns)."""
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

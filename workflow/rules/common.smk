@@ -8,11 +8,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from thrombseg.sheet import SheetError, validate_sheet
+from thrombseg.smk import use_this_python
 from thrombseg.stages import stage_status
 
-# Rules' shell/script steps must use this interpreter's environment (the project's venv) even when
-# the user calls .venv/bin/snakemake without activating it.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# Rules' script steps must use this interpreter's environment (the project's venv) even when the
+# user calls .venv/bin/snakemake without activating it.
+use_this_python()
 
 validate(config, str(resources.files("thrombseg") / "schemas" / "config.schema.json"))
 
@@ -87,7 +88,7 @@ def protocol_id(protocol, center=None):
 
 def parse_protocol(pid):
     for p in PROTOCOLS:
-        if pid == p or pid.startswith(p + "-"):
+        if pid == p or pid.startswith(f"{p}-"):
             return p, (pid[len(p) + 1:] or None)
     raise WorkflowError(f"unknown protocol {pid!r}; expected one of {PROTOCOLS}")
 
@@ -108,3 +109,96 @@ def splits_of(pid):
 def subjects_in(pid, *splits):
     df = splits_of(pid)
     return sorted(df.loc[df["split"].isin(splits), "subject"])
+
+
+# ------------------------------------------------------------------ helpers of training.smk
+from thrombseg.training.cli import experiment_settings
+
+
+TRAIN = config["training"]
+
+
+EXPERIMENTS = sorted(TRAIN["experiments"])
+
+
+def experiment_pid(experiment):
+    return TRAIN["experiments"][experiment]["protocol"]
+
+
+def _train_resources():
+    res = {"mem_mb": TRAIN["mem_mb"], "runtime": TRAIN["runtime_min"]}
+    if TRAIN["gpus"] > 0:
+        res["gpu"] = TRAIN["gpus"]
+    return res
+
+
+def _harmonized_for(pid):
+    return expand(rules.harmonize.output, subject=subjects_in(pid, "train", "val"))
+
+
+# ------------------------------------------------------------------ helpers of preprocessing.smk
+HARMONIZE_PID = config["harmonization"]["protocol"]
+
+
+PRE_THREADS = config["preprocess"].get("threads", 2)
+
+
+def _center_subjects(w):
+    return [s for s in SUBJECTS if CENTER_OF[s] == w.center]
+
+
+# ------------------------------------------------------------------ helpers of inference.smk
+def _test_subjects(experiment):
+    """Test patients of the experiment's protocol, restricted to the `centers` filter."""
+    return [s for s in subjects_in(experiment_pid(experiment), "test") if s in CENTER_OF]
+
+
+# ------------------------------------------------------------------ helpers of report.smk
+from thrombseg.report.figures import experiment_labels as _experiment_labels
+
+
+FIGURES = f"{RESULTS}/figures"
+
+
+TABLES = f"{RESULTS}/tables"
+
+
+REPORT_EXPERIMENTS = [e for e in EXPERIMENTS if _test_subjects(e)]
+
+
+EXPERIMENT_LABELS = _experiment_labels(config["training"])
+
+
+REPORT_N_BOOT = config["evaluation"].get("n_boot", 2000)
+# Image-derivative folders that get a BIDS-derivatives dataset_description.json.
+
+
+DERIVATIVES = {
+    "preprocessed": "thrombseg preprocessed images (skull-stripped, co-registered, bias-corrected)",
+    "harmonized": "thrombseg site-harmonized arrays on the reference grid",
+    "predictions": "thrombseg thrombus and infarct predictions",
+}
+
+
+def _fig(name, caption, subcategory="{experiment}", experiment="{experiment}"):
+    return report(
+        f"{FIGURES}/{{experiment}}/{name}.png",
+        category="5. Figures",
+        subcategory=subcategory,
+        caption=f"../report/{caption}.rst",
+        labels={"figure": name.replace("_", " "), "experiment": experiment},
+    )
+
+
+def _test_centers(experiment):
+    return sorted({CENTER_OF[s] for s in _test_subjects(experiment)})
+
+
+def _all_fig(name, caption):
+    return report(
+        f"{FIGURES}/{name}.png",
+        category="5. Figures",
+        subcategory="All experiments",
+        caption=f"../report/{caption}.rst",
+        labels={"figure": name.replace("_", " "), "experiment": "all"},
+    )

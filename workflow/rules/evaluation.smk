@@ -3,6 +3,8 @@
 
 
 rule evaluate:
+    conda:
+        "../../envs/torch.yaml"
     input:
         lambda w: expand(rules.predict.output, experiment=w.experiment, subject=_test_subjects(w.experiment)),
     output:

@@ -2,12 +2,9 @@
 # (missing-sequence tables without retraining) and lesion-guided post-processing.
 
 
-def _test_subjects(experiment):
-    """Test patients of the experiment's protocol, restricted to the `centers` filter."""
-    return [s for s in subjects_in(experiment_pid(experiment), "test") if s in CENTER_OF]
-
-
 rule predict:
+    conda:
+        "../../envs/torch.yaml"
     input:
         harmonized=f"{RESULTS}/harmonized/{{subject}}",
         thrombus=rules.train_thrombus.output.model,
@@ -16,7 +13,6 @@ rule predict:
         directory(f"{RESULTS}/predictions/{{experiment}}/{{subject}}"),
     params:
         center=lambda w: CENTER_OF[w.subject],
-        harmonized_root=f"{RESULTS}/harmonized",
         cfg=config["inference"],
     threads: 2
     resources:

@@ -3,6 +3,8 @@
 
 
 rule validate_sheet:
+    conda:
+        "../../envs/imaging.yaml"
     input:
         sheet=SHEET,
     output:
@@ -16,6 +18,8 @@ rule validate_sheet:
 
 
 rule ingest:
+    conda:
+        "../../envs/imaging.yaml"
     input:
         sheet=SHEET,
         validated=rules.validate_sheet.output,

@@ -1,18 +1,15 @@
 # Preprocessing: skull stripping -> co-registration -> N4 -> QC per patient, then site
 # harmonization whose Nyul landmarks are learned from training patients only.
 
-HARMONIZE_PID = config["harmonization"]["protocol"]
-PRE_THREADS = config["preprocess"].get("threads", 2)
-
-
 rule preprocess:
+    conda:
+        "../../envs/preprocessing.yaml"
     input:
         rules.ingest.output,
     output:
         directory(f"{RESULTS}/preprocessed/{{subject}}"),
     params:
         cfg=config["preprocess"],
-        ingest_root=f"{RESULTS}/ingest",
     threads: PRE_THREADS
     resources:
         mem_mb=4000,
@@ -26,6 +23,8 @@ rule preprocess:
 
 
 rule splits:
+    conda:
+        "../../envs/imaging.yaml"
     input:
         sheet=SHEET,
     output:
@@ -40,6 +39,8 @@ rule splits:
 
 
 rule fit_landmarks:
+    conda:
+        "../../envs/preprocessing.yaml"
     input:
         preproc=lambda w: expand(rules.preprocess.output, subject=subjects_in(HARMONIZE_PID, "train")),
         splits=f"{RESULTS}/splits/{HARMONIZE_PID}.tsv",
@@ -56,6 +57,8 @@ rule fit_landmarks:
 
 
 rule harmonize:
+    conda:
+        "../../envs/preprocessing.yaml"
     input:
         preproc=rules.preprocess.output,
         landmarks=rules.fit_landmarks.output[0],
@@ -63,8 +66,6 @@ rule harmonize:
         directory(f"{RESULTS}/harmonized/{{subject}}"),
     params:
         cfg=config["preprocess"],
-        preproc_root=f"{RESULTS}/preprocessed",
-        out_root=f"{RESULTS}/harmonized",
     resources:
         mem_mb=2000,
         runtime=10,
@@ -76,11 +77,9 @@ rule harmonize:
         "../scripts/harmonize.py"
 
 
-def _center_subjects(w):
-    return [s for s in SUBJECTS if CENTER_OF[s] == w.center]
-
-
 rule qc_center:
+    conda:
+        "../../envs/preprocessing.yaml"
     input:
         preproc=lambda w: expand(rules.preprocess.output, subject=_center_subjects(w)),
     output:

@@ -1,36 +1,9 @@
 # Report: paper figures per experiment and across experiments, paper tables (TSV/Markdown/LaTeX),
 # provenance (resolved config, versions, git commit, sheet checksum) and BIDS-derivatives
 # dataset_description.json files. Everything here is cheap: localrules.
-from thrombseg.report.figures import experiment_labels as _experiment_labels
-
-FIGURES = f"{RESULTS}/figures"
-TABLES = f"{RESULTS}/tables"
-REPORT_EXPERIMENTS = [e for e in EXPERIMENTS if _test_subjects(e)]
-EXPERIMENT_LABELS = _experiment_labels(config["training"])
-REPORT_N_BOOT = config["evaluation"].get("n_boot", 2000)
-# Image-derivative folders that get a BIDS-derivatives dataset_description.json.
-DERIVATIVES = {
-    "preprocessed": "thrombseg preprocessed images (skull-stripped, co-registered, bias-corrected)",
-    "harmonized": "thrombseg site-harmonized arrays on the reference grid",
-    "predictions": "thrombseg thrombus and infarct predictions",
-}
-
-
-def _fig(name, caption, subcategory="{experiment}", experiment="{experiment}"):
-    return report(
-        f"{FIGURES}/{{experiment}}/{name}.png",
-        category="5. Figures",
-        subcategory=subcategory,
-        caption=f"../report/{caption}.rst",
-        labels={"figure": name.replace("_", " "), "experiment": experiment},
-    )
-
-
-def _test_centers(experiment):
-    return sorted({CENTER_OF[s] for s in _test_subjects(experiment)})
-
-
 rule figures:
+    conda:
+        "../../envs/report.yaml"
     input:
         per_subject=rules.evaluate.output.per_subject,
         per_sequence_set=rules.evaluate.output.per_sequence_set,
@@ -68,17 +41,9 @@ rule figures:
         "../scripts/figures.py"
 
 
-def _all_fig(name, caption):
-    return report(
-        f"{FIGURES}/{name}.png",
-        category="5. Figures",
-        subcategory="All experiments",
-        caption=f"../report/{caption}.rst",
-        labels={"figure": name.replace("_", " "), "experiment": "all"},
-    )
-
-
 rule figures_all:
+    conda:
+        "../../envs/report.yaml"
     input:
         per_subject=expand(rules.evaluate.output.per_subject, experiment=REPORT_EXPERIMENTS),
         per_sequence_set=expand(rules.evaluate.output.per_sequence_set, experiment=REPORT_EXPERIMENTS),
@@ -102,6 +67,8 @@ rule figures_all:
 
 
 rule tables:
+    conda:
+        "../../envs/report.yaml"
     input:
         per_subject=expand(rules.evaluate.output.per_subject, experiment=REPORT_EXPERIMENTS),
         per_sequence_set=expand(rules.evaluate.output.per_sequence_set, experiment=REPORT_EXPERIMENTS),
@@ -133,6 +100,8 @@ rule tables:
 
 # Reruns whenever the resolved config (params) or the sample sheet (input) changes.
 rule provenance:
+    conda:
+        "../../envs/report.yaml"
     input:
         sheet=SHEET,
     output:

@@ -2,6 +2,8 @@
 
 
 rule synth:
+    conda:
+        "../../envs/imaging.yaml"
     output:
         sheet=f"{RESULTS}/synthetic/subjects.tsv",
         montages=report(
@@ -10,7 +12,6 @@ rule synth:
             caption="../report/synth_montage.rst",
         ),
     params:
-        outdir=f"{RESULTS}/synthetic",
         n_per_center=config["synthetic"]["n_per_center"],
         seed=config["synthetic"]["seed"],
         size=config["synthetic"]["size"],

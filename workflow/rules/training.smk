@@ -1,27 +1,8 @@
 # Curriculum training (GMD) of the thrombus model per experiment, and of the infarct model per
 # protocol (used by lesion-guided post-processing). GPU rules request the standard `gpu` resource.
-from thrombseg.training.cli import experiment_settings
-
-TRAIN = config["training"]
-EXPERIMENTS = sorted(TRAIN["experiments"])
-
-
-def experiment_pid(experiment):
-    return TRAIN["experiments"][experiment]["protocol"]
-
-
-def _train_resources():
-    res = {"mem_mb": TRAIN["mem_mb"], "runtime": TRAIN["runtime_min"]}
-    if TRAIN["gpus"] > 0:
-        res["gpu"] = TRAIN["gpus"]
-    return res
-
-
-def _harmonized_for(pid):
-    return expand(rules.harmonize.output, subject=subjects_in(pid, "train", "val"))
-
-
 rule train_thrombus:
+    conda:
+        "../../envs/torch.yaml"
     input:
         harmonized=lambda w: _harmonized_for(experiment_pid(w.experiment)),
         splits=lambda w: f"{RESULTS}/splits/{experiment_pid(w.experiment)}.tsv",
@@ -47,6 +28,8 @@ rule train_thrombus:
 
 
 rule train_infarct:
+    conda:
+        "../../envs/torch.yaml"
     input:
         harmonized=lambda w: _harmonized_for(w.pid),
         splits=f"{RESULTS}/splits/{{pid}}.tsv",

@@ -1,11 +1,13 @@
 """Rule harmonize: apply the landmarks + robust z-score, write memory-mappable .npy arrays."""
+from pathlib import Path
+
 from thrombseg.preprocessing.harmonize import harmonize_subject
 from thrombseg.smk import run_step
 
 
 def step(sm):
-    harmonize_subject(sm.params.preproc_root, sm.wildcards.subject, sm.input.landmarks,
-                      sm.params.out_root, sm.params.cfg)
+    harmonize_subject(Path(sm.input.preproc).parent, sm.wildcards.subject, sm.input.landmarks,
+                      Path(sm.output[0]).parent, sm.params.cfg)
 
 
 run_step(snakemake, step)  # noqa: F821

@@ -1,4 +1,6 @@
 """Rule predict: one test patient, every sequence subset (thrombseg.inference.predict)."""
+from pathlib import Path
+
 import torch
 
 from thrombseg.inference.predict import InferenceConfig, predict_subject
@@ -7,7 +9,7 @@ from thrombseg.smk import run_step
 
 def step(sm):
     torch.set_num_threads(sm.threads)
-    predict_subject(sm.params.harmonized_root, sm.wildcards.subject, sm.params.center, sm.input.thrombus,
+    predict_subject(Path(sm.input.harmonized).parent, sm.wildcards.subject, sm.params.center, sm.input.thrombus,
                     sm.input.infarct, sm.output[0], sm.wildcards.experiment,
                     InferenceConfig.from_dict(sm.params.cfg))
 

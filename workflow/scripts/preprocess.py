@@ -7,7 +7,7 @@ from thrombseg.smk import run_step
 
 def step(sm):
     cfg = dict(sm.params.cfg, threads=sm.threads)
-    preprocess_subject(sm.params.ingest_root, sm.wildcards.subject, Path(sm.output[0]).parent, cfg)
+    preprocess_subject(Path(sm.input[0]).parent, sm.wildcards.subject, Path(sm.output[0]).parent, cfg)
 
 
 run_step(snakemake, step)  # noqa: F821  (injected by Snakemake)
