@@ -90,7 +90,8 @@ def test_loss_falls_and_model_reloads(tmp_path):
 
 
 KILL_SCRIPT = """
-import sys, torch
+import logging, sys, torch
+logging.basicConfig(level=logging.INFO)
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from test_training import TINY

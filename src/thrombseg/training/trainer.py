@@ -217,7 +217,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     ds = StackDataset(train_cases * cfg.repeats, cfg.modalities, cfg.target, cfg.stack, cfg.crop,
                       cfg.fg_oversample, cfg.augment, cfg.seed)
     history: list[dict] = []
-    start, best = 0, -1.0
+    start, best = 0, float("-inf")
     last = outdir / "checkpoint_last.pt"
     if resume and last.is_file():
         ck = torch.load(last, map_location=device, weights_only=False)

@@ -1,0 +1,186 @@
+"""Shared helpers of the preprocessing stage: clear errors, image loading, atomic writes.
+
+Every file this stage writes goes through one of the ``atomic_*`` helpers: the content is written to
+a hidden temporary file in the destination folder and renamed over the target, so a crash or a kill
+never leaves a half-written output that Snakemake (or a human) could mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+# ANTs/ITK reads the thread count from the environment; keep the default polite on shared machines.
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
+
+import ants  # noqa: E402  (after the thread setting)
+
+# LPS (ITK/ANTs) <-> RAS (NIfTI/nibabel) flip of the first two physical axes.
+_LPS_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+class PreprocessingError(ValueError):
+    """Bad input to the preprocessing stage; the message names the file and the problem."""
+
+
+def set_threads(n: int | None) -> None:
+    """Use ``n`` threads for ITK/ANTs and torch (None: leave as is)."""
+    if not n:
+        return
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(n))
+    try:
+        import torch
+
+        torch.set_num_threads(int(n))
+    except Exception:  # torch absent or already initialised in a way that forbids it
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------------
+def load_image(path: str | Path, *, what: str = "image", allow_constant: bool = False) -> ants.ANTsImage:
+    """Read a 3-D NIfTI as a float32 ANTs image, or raise :class:`PreprocessingError`.
+
+    Checks: the file exists, is a readable NIfTI, is 3-D (a trailing singleton 4th axis is
+    squeezed), has a usable (non-singular) affine, only finite values, and is not constant.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise PreprocessingError(f"{path}: {what} not found")
+    try:
+        nii = nib.load(str(path))
+        shape = nii.shape
+    except Exception as exc:
+        raise PreprocessingError(f"{path}: {what} is not a readable NIfTI ({type(exc).__name__}: {exc})") from None
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise PreprocessingError(f"{path}: {what} must be 3-D, got shape {tuple(nii.shape)}")
+    if min(shape) < 2:
+        raise PreprocessingError(f"{path}: {what} has a degenerate shape {tuple(shape)}")
+    aff = nii.affine
+    if not np.isfinite(aff).all() or abs(np.linalg.det(aff[:3, :3])) < 1e-9:
+        raise PreprocessingError(f"{path}: {what} has a singular or non-finite affine")
+    try:
+        data = np.asarray(nii.dataobj, dtype=np.float32).reshape(shape)
+    except Exception as exc:
+        raise PreprocessingError(f"{path}: {what} voxel data unreadable ({type(exc).__name__}: {exc})") from None
+    if not np.isfinite(data).all():
+        raise PreprocessingError(f"{path}: {what} contains NaN/inf voxels")
+    if not allow_constant and float(data.max()) == float(data.min()):
+        raise PreprocessingError(f"{path}: {what} is constant (every voxel = {float(data.max()):g})")
+    return from_nibabel_arrays(data, aff)
+
+
+def from_nibabel_arrays(data: np.ndarray, affine: np.ndarray) -> ants.ANTsImage:
+    """ANTs image from a voxel array and a NIfTI (RAS) affine, geometry preserved exactly."""
+    affine = np.asarray(affine, float)
+    lin = _LPS_RAS @ affine[:3, :3]
+    spacing = np.linalg.norm(lin, axis=0)
+    direction = lin / spacing
+    origin = _LPS_RAS @ affine[:3, 3]
+    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32), origin=tuple(origin.tolist()),
+                           spacing=tuple(spacing.tolist()), direction=direction)
+
+
+def nifti_affine(img: ants.ANTsImage) -> np.ndarray:
+    """The NIfTI (RAS) voxel-to-world affine of an ANTs image."""
+    d = np.asarray(img.direction, float) @ np.diag(img.spacing)
+    aff = np.eye(4)
+    aff[:3, :3] = _LPS_RAS @ d
+    aff[:3, 3] = _LPS_RAS @ np.asarray(img.origin, float)
+    return aff
+
+
+def to_nibabel(img: ants.ANTsImage, dtype=np.float32):
+    """nibabel image (clean header: geometry only) of an ANTs image."""
+    import nibabel as nib
+
+    aff = nifti_affine(img)
+    out = nib.Nifti1Image(np.asarray(img.numpy(), dtype=dtype), aff)
+    out.set_qform(aff, code=1)
+    out.set_sform(aff, code=1)
+    out.header.set_xyzt_units("mm", "sec")
+    return out
+
+
+def like(ref: ants.ANTsImage, data: np.ndarray) -> ants.ANTsImage:
+    """ANTs image with ``ref``'s geometry and ``data``'s voxels (float32)."""
+    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32), origin=ref.origin,
+                           spacing=ref.spacing, direction=ref.direction)
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic writing
+# --------------------------------------------------------------------------------------------------
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffixes) and rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_nifti(img, path: str | Path, dtype=np.float32) -> Path:
+    """Write an ANTs or nibabel image as NIfTI atomically (ANTs images get a clean RAS header)."""
+    import nibabel as nib
+
+    nii = to_nibabel(img, dtype) if isinstance(img, ants.ANTsImage) else img
+    with atomic_path(path) as tmp:
+        nib.save(nii, str(tmp))
+    return Path(path)
+
+
+def atomic_save_npy(arr: np.ndarray, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(arr))
+    return Path(path)
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> Path:
+    return atomic_write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> Path:
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dst)
