@@ -8,6 +8,7 @@ validation checks file existence only), then times `snakemake -n` on it. Prints 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,7 @@ def main() -> None:
                    "--directory", str(d / f"run{n}"), "--configfile", str(REPO / "config/config.yaml"),
                    "--config", "cohort=sheet", f"samples={sheet}"]
             t = time.perf_counter()
-            res = subprocess.run(cmd, capture_output=True, text=True, env={"SLURM_CONF": "/nonexistent", "PATH": ""})
+            res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"SLURM_CONF": "/nonexistent"})
             dt = time.perf_counter() - t
             if res.returncode:
                 print(res.stdout[-2000:], res.stderr[-2000:])
