@@ -279,13 +279,14 @@ def run_pipeline(sheet, ing, out, real, quick=False):
         ms_meta["center"] = "real MS (4 seq, 1 mm)"
     rows = []
     for m in metas + ([ms_meta] if ms_meta else []):
-        r = {"center": m["center"], "subject": m["subject"], "n_seq": len(m["sequences"]), "grid": "x".join(map(str, m["grid"]["shape"]))}
+        r = {"center": m["center"], "subject": m["subject"], "n_seq": len(m["sequences"]),
+             "grid": "x".join(map(str, m["grid"]["shape"]))}
         r.update({k: v for k, v in m["timings_s"].items()})
         rows.append(r)
     df = pd.DataFrame(rows).fillna(0.0)
     df.to_csv(out / "timings_per_subject.tsv", sep="\t", index=False, float_format="%.3f")
-    steps = [c for c in ("load", "skullstrip", "registration", "grid", "resample", "n4", "labels", "write", "qc", "total")
-             if c in df.columns]
+    steps = [c for c in ("load", "skullstrip", "registration", "grid", "resample", "n4", "labels", "write", "qc",
+                         "total") if c in df.columns]
     agg = df.groupby("center")[["n_seq"] + steps].mean().reset_index()
     agg.insert(1, "n", df.groupby("center").size().values)
     show(f"4. Seconds per patient per step, preprocess_subject, default backend '{S.DEFAULT_BACKEND}', 2 threads",
