@@ -202,3 +202,12 @@ def _all_fig(name, caption):
         caption=f"../report/{caption}.rst",
         labels={"figure": name.replace("_", " "), "experiment": "all"},
     )
+
+
+def _hdbet_weights_dir():
+    from thrombseg.preprocessing.skullstrip import hdbet_default_folder
+
+    return str((config["preprocess"].get("skullstrip") or {}).get("hdbet_weights") or hdbet_default_folder())
+
+
+HDBET_WEIGHTS_DIR = _hdbet_weights_dir()

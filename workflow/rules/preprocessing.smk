@@ -108,3 +108,18 @@ rule qc_center:
 
 ALL_TARGETS += expand(rules.harmonize.output, subject=SUBJECTS)
 ALL_TARGETS += expand(rules.qc_center.output.tsv, center=CENTERS)
+
+
+# Opt-in, never part of `all`: `snakemake download_hdbet_weights --cores 1` on a machine with
+# internet (e.g. a login node) fetches HD-BET's weights into preprocess.skullstrip.hdbet_weights
+# (or HD-BET's default folder); compute nodes then run offline.
+rule download_hdbet_weights:
+    output:
+        directory(HDBET_WEIGHTS_DIR),
+    localrule: True
+    conda:
+        "../../envs/preprocessing.yaml"
+    log:
+        f"{LOGS}/download_hdbet_weights.log",
+    script:
+        "../scripts/download_hdbet_weights.py"

@@ -1,0 +1,10 @@
+"""Rule download_hdbet_weights: the only step that uses the network, and only when asked."""
+from thrombseg.preprocessing.skullstrip import download_hdbet_weights
+from thrombseg.smk import run_step
+
+
+def step(sm):
+    download_hdbet_weights(sm.output[0])
+
+
+run_step(snakemake, step)  # noqa: F821
