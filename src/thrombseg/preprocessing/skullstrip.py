@@ -89,7 +89,7 @@ def hdbet_weights_folder(configured: str | Path | None = None) -> Path:
         "HD-BET weights not found (need dataset.json, plans.json and fold_all/checkpoint_final.pth); "
         f"looked in: {looked}. Either set the config option '{HDBET_CONFIG_KEY}' (or ${HDBET_ENV}) to a "
         f"folder holding them, or run the opt-in download rule once on a machine with internet: "
-        f"`snakemake {HDBET_DOWNLOAD_RULE} --config allow_download=True` "
+        f"`snakemake {HDBET_DOWNLOAD_RULE} --cores 1` "
         f"(or `thrombseg preprocess download-hdbet-weights [FOLDER]`). "
         f"Offline alternatives: skull-strip backend 'deepbet' or 'ants'."
     )
