@@ -453,7 +453,7 @@ def plot_size_vs_detection(per_subject, out, labels: Mapping[str, str] | None = 
             xc = math.sqrt(edges[b] * edges[b + 1]) * (1 + off)
             ax.hlines(rate, edges[b], edges[b + 1], color=cols[i], lw=3, zorder=3,
                       label=lab[e] if b == 0 else None)
-            ax.errorbar([xc], [rate], yerr=[[rate - lo], [hi - rate]], fmt="o", color=cols[i], ecolor="0.2",
+            ax.errorbar([xc], [rate], yerr=[[max(rate - lo, 0.0)], [max(hi - rate, 0.0)]], fmt="o", color=cols[i], ecolor="0.2",
                         ms=5, capsize=4, zorder=5)
             ax.text(xc, 1.1 - 0.05 * i, f"{k}/{n}", ha="center", va="bottom", fontsize=7, color="0.1")
     for x in edges[1:-1]:
