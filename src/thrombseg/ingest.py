@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .sheet import LABELS, SEQUENCES, Problem, SheetError, label_reference, resolve, squeeze3d, validate_sheet
+from .sheet import LABELS, SEQUENCES, Problem, SheetError, label_reference, read_sheet, resolve, squeeze3d
 
 LABEL_OUT = {"thrombus_mask": "thrombus", "lesion_mask": "lesion"}
 
@@ -133,8 +133,10 @@ def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path) -> dict:
 
 def ingest_from_sheet(sheet: str | Path, subject: str, out_dir: str | Path) -> dict:
     """Look a subject up in a sheet and ingest it into ``out_dir``."""
-    df = validate_sheet(sheet, check_images=False)
-    rows = df[df["subject"] == subject]
+    # The whole sheet is validated once (rule validate_sheet / `thrombseg validate`); re-validating it
+    # per subject would make a large cohort's ingest quadratic in file checks.
+    df = read_sheet(sheet)
+    rows = df[df["subject"] == subject] if "subject" in df.columns else df.iloc[0:0]
     if rows.empty:
         raise SheetError(sheet, [Problem(None, subject, "subject", None, "subject not in the sheet")])
     return ingest_subject(rows.iloc[0].to_dict(), sheet, out_dir)

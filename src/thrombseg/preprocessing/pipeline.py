@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..sheet import LABEL_GRID as SHEET_LABEL_GRID
+from ..sheet import SEQUENCES
 from . import skullstrip as ss
 from ._io import (PreprocessingError, atomic_write_json, atomic_write_nifti, like, load_image, nifti_affine,
                   set_threads)
@@ -39,11 +41,10 @@ from .registration import (MAGNITUDE_OF_PHASE, SEQUENCE_PRIORITY, Registration, 
                            resample)
 import ants
 
-SEQUENCES: tuple[str, ...] = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")
+#: Sequence each label is drawn on, in order of preference: the sheet contract's, keyed by label name.
+LABEL_GRID: dict[str, tuple[str, ...]] = {k.removesuffix("_mask"): v for k, v in SHEET_LABEL_GRID.items()}
 #: Sequences that share their leader's acquisition and therefore its transform (first present leader).
 FOLLOWS: dict[str, tuple[str, ...]] = {"phase": MAGNITUDE_OF_PHASE, "adc": ("dwi",)}
-#: Sequence each label is drawn on, in order of preference (as the sheet contract says).
-LABEL_GRID: dict[str, tuple[str, ...]] = {"thrombus": ("swi", "t2star"), "lesion": ("dwi", "adc", "flair")}
 
 DEFAULT_CONFIG: dict = {
     "reference": None,                       # force a reference sequence; None = first of priority
