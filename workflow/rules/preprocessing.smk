@@ -60,7 +60,7 @@ rule harmonize:
     conda:
         "../../envs/preprocessing.yaml"
     input:
-        preproc=rules.preprocess.output,
+        preproc=rules.preprocess.output[0],
         landmarks=rules.fit_landmarks.output[0],
     output:
         directory(f"{RESULTS}/harmonized/{{subject}}"),
