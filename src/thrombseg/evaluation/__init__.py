@@ -1,6 +1,7 @@
 """Per-patient metrics and their aggregation into result tables."""
 
 from thrombseg.evaluation.aggregate import aggregate_tables, summarize, write_tables
+from thrombseg.evaluation.cli import load_pair
 from thrombseg.evaluation.metrics import (
     dice,
     evaluate_case,
@@ -15,6 +16,7 @@ __all__ = [
     "evaluate_case",
     "hd95",
     "lesion_f1",
+    "load_pair",
     "summarize",
     "thrombus_metrics",
     "write_tables",

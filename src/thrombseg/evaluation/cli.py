@@ -1,0 +1,111 @@
+"""``thrombseg evaluate`` / ``thrombseg aggregate`` (hooked into thrombseg.cli via :func:`add_subparsers`).
+
+    thrombseg evaluate PRED_MASK TRUTH_MASK [--infarct-pred M --infarct-truth M] [--min-overlap N]
+    thrombseg aggregate OUT_DIR METRICS_TSV... [--n-boot N] [--seed S]
+
+``evaluate`` prints :func:`thrombseg.evaluation.metrics.evaluate_case` as JSON (NaN -> null); both
+masks must lie on the same grid (e.g. a ``thrombseg predict`` native-space mask and an annotation
+drawn on that input). ``aggregate`` gathers per-subject metric TSVs (``<subject>_metrics.tsv``) into
+the per-center / per-sequence-set / per-experiment tables with bootstrap CIs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+_GRID_ATOL_MM = 1e-3  # = sheet._GRID_ATOL_MM
+
+
+def _user_error(msg: str):
+    from ..cli import UserError
+
+    return UserError(msg)
+
+
+def _load_mask(path: Path, what: str):
+    import nibabel as nib
+    import numpy as np
+
+    from ..sheet import squeeze3d
+
+    if not Path(path).is_file():
+        raise _user_error(f"{path}: {what} not found")
+    try:
+        img = nib.load(str(path))
+        data = squeeze3d(np.asanyarray(img.dataobj))
+    except Exception as exc:
+        raise _user_error(f"{path}: {what} is not a readable NIfTI ({type(exc).__name__}: {exc})") from None
+    if data is None:
+        raise _user_error(f"{path}: {what} must be 3-D, got shape {img.shape}")
+    return img, data > 0.5
+
+
+def load_pair(pred, truth, what: str = "thrombus"):
+    """(pred, truth, spacing) of two masks that must share one grid (shape and affine)."""
+    import numpy as np
+
+    pi, p = _load_mask(pred, f"predicted {what} mask")
+    ti, t = _load_mask(truth, f"reference {what} mask")
+    if p.shape != t.shape or not np.allclose(pi.affine, ti.affine, atol=_GRID_ATOL_MM):
+        raise _user_error(f"{pred}: predicted {what} mask is not on the grid of {truth} (shape {p.shape} vs "
+                          f"{t.shape}; compare a native-space prediction with the mask of the same input)")
+    return p, t, tuple(float(z) for z in ti.header.get_zooms()[:3])
+
+
+def _clean(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _cmd_evaluate(a) -> int:
+    from .metrics import dice, evaluate_case
+
+    if (a.infarct_pred is None) != (a.infarct_truth is None):
+        raise _user_error("give both --infarct-pred and --infarct-truth, or neither")
+    p, t, spacing = load_pair(a.pred, a.truth)
+    row = evaluate_case(p, t, spacing, min_overlap_voxels=a.min_overlap)
+    if a.infarct_pred:
+        # the infarct pair may lie on another grid (native space: DWI vs SWI), so it is scored on its own
+        ip, it, _ = load_pair(a.infarct_pred, a.infarct_truth, "infarct")
+        row["infarct_dice"] = dice(ip, it)
+    print(json.dumps({k: _clean(v) for k, v in row.items()}, indent=1))
+    return 0
+
+
+def _cmd_aggregate(a) -> int:
+    import pandas as pd
+
+    from .aggregate import write_tables
+
+    frames = []
+    for f in a.metrics:
+        if not Path(f).is_file():
+            raise _user_error(f"{f}: metrics table not found")
+        frames.append(pd.read_csv(f, sep="\t"))
+    try:
+        paths = write_tables(pd.concat(frames, ignore_index=True), a.out_dir, n_boot=a.n_boot, seed=a.seed)
+    except ValueError as exc:  # missing id columns, duplicated rows: the message says which
+        raise _user_error(str(exc)) from None
+    print("\n".join(f"wrote {p}" for p in paths.values()))
+    return 0
+
+
+def add_subparsers(subparsers) -> None:
+    """Hook for :mod:`thrombseg.cli`."""
+    s = subparsers.add_parser("evaluate", help="metrics of a predicted mask against a reference mask (JSON)")
+    s.add_argument("pred", type=Path, help="predicted thrombus mask")
+    s.add_argument("truth", type=Path, help="reference thrombus mask on the same grid")
+    s.add_argument("--infarct-pred", type=Path)
+    s.add_argument("--infarct-truth", type=Path)
+    s.add_argument("--min-overlap", type=int, default=1, help="voxels of overlap for detected_min_overlap")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = subparsers.add_parser("aggregate", help="per-center / sequence-set / experiment tables from metric TSVs")
+    s.add_argument("out_dir", type=Path)
+    s.add_argument("metrics", nargs="+", type=Path, help="per-subject metric TSVs")
+    s.add_argument("--n-boot", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_aggregate)

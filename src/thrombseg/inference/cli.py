@@ -1,0 +1,176 @@
+"""``thrombseg predict`` / ``thrombseg predict-harmonized`` (hooked into thrombseg.cli via :func:`add_subparsers`).
+
+    thrombseg predict OUT_DIR [--swi F] [--phase F] [--t2star F] [--dwi F] [--adc F] [--flair F] [--t1 F]
+        (--model M.pt --landmarks L.json [--infarct-model M.pt] [--config config.yaml] | --results DIR
+        [--experiment E]) [--subject ID] [--tta] [--device auto|cpu|cuda] [--threads N] [--keep-work]
+    thrombseg predict-harmonized HARMONIZED_DIR SUBJECT CENTER MODEL OUT_DIR [--infarct-model M.pt]
+        [--subsets all|leave-one-out|full] [--experiment E] [--config config.yaml]
+
+``--results DIR`` takes the files of a finished workflow run: ``DIR/models/<experiment>/thrombus/model.pt``,
+the infarct model of the experiment's protocol, ``DIR/harmonization/landmarks.json`` and the exact
+preprocessing/inference settings of that run; explicit options override each of them.
+Bad input exits with code 2 and one line naming the file or sequence.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SEQUENCES = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")  # = sheet.SEQUENCES; literal keeps --help light
+
+
+def _user_error(exc):
+    from ..cli import UserError
+
+    return UserError(str(exc))
+
+
+def _read_yaml(path) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise _user_error(f"{p}: config file not found")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise _user_error(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise _user_error(f"{p}: expected a mapping")
+    return d
+
+
+def results_files(results, experiment: str | None = None) -> dict:
+    """The model, infarct model, landmarks and settings of a workflow results folder.
+
+    Returns:
+        dict with ``model``, ``infarct_model`` (or None), ``landmarks``, ``preprocess`` (dict or None),
+        ``inference`` (dict), ``experiment``.
+    """
+    root = Path(results)
+    if not root.is_dir():
+        raise _user_error(f"{root}: results folder not found")
+    conf_path = root / "provenance" / "config.yaml"
+    conf = _read_yaml(conf_path) if conf_path.is_file() else {}
+    exps = sorted(p.parent.parent.name for p in (root / "models").glob("*/thrombus/model.pt"))
+    if experiment is None:
+        if len(exps) != 1:
+            raise _user_error(f"{root / 'models'}: give --experiment, one of {exps or 'none trained yet'}")
+        experiment = exps[0]
+    model = root / "models" / experiment / "thrombus" / "model.pt"
+    if not model.is_file():
+        raise _user_error(f"{model}: thrombus model of experiment {experiment!r} not found (trained: {exps})")
+    # the infarct model of the experiment's protocol (what rule predict uses), else the only one there
+    protocol = (((conf.get("training") or {}).get("experiments") or {}).get(experiment) or {}).get("protocol")
+    infarcts = sorted((root / "models" / "infarct").glob("*/model.pt"))
+    infarct = root / "models" / "infarct" / str(protocol) / "model.pt" if protocol else None
+    if infarct is None or not infarct.is_file():
+        infarct = infarcts[0] if len(infarcts) == 1 else None
+        if infarct is None and infarcts:
+            raise _user_error(f"{root / 'models' / 'infarct'}: several infarct models, give --infarct-model")
+    # the resolved preprocessing config actually used (defaults of that code version included)
+    pre = next(iter(sorted((root / "preprocessed").glob("*/*_preproc.json"))), None)
+    preprocess = json.loads(pre.read_text()).get("config") if pre else conf.get("preprocess")
+    return {"model": model, "infarct_model": infarct, "landmarks": root / "harmonization" / "landmarks.json",
+            "preprocess": preprocess, "inference": conf.get("inference") or {}, "experiment": experiment}
+
+
+def _inference_config(settings: dict, a):
+    from .predict import InferenceConfig
+
+    d = {k: v for k, v in (settings or {}).items() if k != "subsets"}
+    if getattr(a, "tta", False):
+        d["tta_flip"] = True
+    if getattr(a, "device", None):
+        d["device"] = a.device
+    try:
+        return InferenceConfig.from_dict(d)
+    except TypeError as exc:
+        raise _user_error(f"inference config: {exc}") from None
+
+
+def _cmd_predict(a) -> int:
+    from .patient import predict_patient
+
+    images = {s: getattr(a, s) for s in SEQUENCES if getattr(a, s)}
+    found = results_files(a.results, a.experiment) if a.results else {}
+    model = a.model or found.get("model")
+    landmarks = a.landmarks or found.get("landmarks")
+    if not model or not landmarks:
+        raise _user_error("give --model and --landmarks, or --results DIR of a workflow run")
+    conf = _read_yaml(a.config) if a.config else {}
+    preprocess = dict(conf.get("preprocess", conf) if a.config else (found.get("preprocess") or {}))
+    if a.threads:
+        preprocess["threads"] = a.threads
+    icfg = _inference_config(conf.get("inference") if a.config else found.get("inference"), a)
+    s = predict_patient(images, a.out_dir, model, landmarks, a.infarct_model or found.get("infarct_model"),
+                        preprocess, icfg, subject=a.subject, keep_work=a.keep_work)
+    print(json.dumps({k: s[k] for k in ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_components",
+                                        "infarct_volume_mm3", "device", "timings_s")} | {"out_dir": str(a.out_dir)},
+                     indent=1))
+    return 0
+
+
+def _cmd_predict_harmonized(a) -> int:
+    from .predict import predict_subject
+
+    conf = _read_yaml(a.config) if a.config else {}
+    icfg = _inference_config(conf.get("inference"), a)
+    icfg.subsets = a.subsets
+    df = predict_subject(a.harmonized_dir, a.subject, a.center, a.model, a.infarct_model, a.out_dir,
+                         a.experiment, icfg)
+    cols = [c for c in ("sequence_set", "dice", "detected", "n_fp_components") if c in df.columns]
+    print(df[cols].to_string(index=False))
+    return 0
+
+
+def _wrap(inner):
+    """Turn the stage's expected input errors into thrombseg.cli.UserError (exit 2, one line)."""
+
+    def run(args):
+        from ..preprocessing._io import PreprocessingError
+        from .predict import InferenceError
+
+        try:
+            return inner(args)
+        except (InferenceError, PreprocessingError) as exc:
+            raise _user_error(exc) from None
+
+    return run
+
+
+def add_subparsers(subparsers) -> None:
+    """Hook for :mod:`thrombseg.cli`."""
+    what = "predict one new patient from raw NIfTIs (any subset of the model's sequences)"
+    s = subparsers.add_parser("predict", help=what, description=what + "; masks on the reference grid and "
+                              "in each input's own space (OUT_DIR/native/)")
+    s.add_argument("out_dir", type=Path, help="the patient's output folder")
+    for seq in SEQUENCES:
+        s.add_argument(f"--{seq}", type=Path, metavar="NIFTI", help=f"{seq} image")
+    s.add_argument("--model", type=Path, help="thrombus model.pt")
+    s.add_argument("--infarct-model", type=Path, help="infarct model.pt (guides post-processing)")
+    s.add_argument("--landmarks", type=Path, help="the workflow's harmonization/landmarks.json")
+    s.add_argument("--config", type=Path, help="workflow config.yaml (preprocess: and inference: sections)")
+    s.add_argument("--results", type=Path, help="a workflow results folder: take model, landmarks, settings")
+    s.add_argument("--experiment", help="experiment under --results (default: the only one)")
+    s.add_argument("--subject", default="patient", help="id used in output file names")
+    s.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    s.add_argument("--threads", type=int, help="CPU threads (ANTs and torch)")
+    s.add_argument("--keep-work", action="store_true", help="keep ingest/preprocessed/harmonized under OUT_DIR/work")
+    s.set_defaults(func=_wrap(_cmd_predict))
+
+    s = subparsers.add_parser("predict-harmonized", help="predict a harmonized workflow patient, every sequence subset")
+    s.add_argument("harmonized_dir", type=Path)
+    s.add_argument("subject")
+    s.add_argument("center")
+    s.add_argument("model", type=Path)
+    s.add_argument("out_dir", type=Path)
+    s.add_argument("--infarct-model", type=Path)
+    s.add_argument("--subsets", choices=["all", "leave-one-out", "full"], default="full")
+    s.add_argument("--experiment", default="")
+    s.add_argument("--config", type=Path, help="workflow config.yaml (its inference: section)")
+    s.add_argument("--tta", action="store_true")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    s.set_defaults(func=_wrap(_cmd_predict_harmonized))

@@ -1,0 +1,249 @@
+"""``thrombseg predict`` on one new patient, ``predict-harmonized``, ``evaluate`` and ``aggregate``.
+
+One synthetic patient (thrombseg.synth, one center) is downsampled to 3 mm so that the real
+preprocessing (ANTs skull strip, registration) runs in a few seconds; its SWI is stored LPS so the
+way back to the user's voxel layout is exercised. Models are tiny untrained networks in the
+``model.pt`` format of the trainer; landmarks are fitted with ``fit_landmarks`` on the same patient.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("ants")
+
+from thrombseg.cli import main  # noqa: E402
+from thrombseg.inference.cli import results_files  # noqa: E402
+from thrombseg.inference.patient import check_sequences, known_sequences, predict_patient, to_native  # noqa: E402
+from thrombseg.inference.predict import InferenceError  # noqa: E402
+from thrombseg.training.trainer import TrainConfig, make_model  # noqa: E402
+
+FAST = {"threads": 2, "qc": {"montage": False}, "n4": {"enabled": False}, "registration": {"reg_spacing_mm": 4.0}}
+TINY = {"model": "unet25d", "model_kwargs": {"widths": [4, 8]}, "stack": 4}
+
+
+def _ball(img: nib.Nifti1Image, centre_vox, radius_mm) -> nib.Nifti1Image:
+    zooms = np.asarray(img.header.get_zooms()[:3])
+    g = np.stack(np.meshgrid(*[np.arange(n) for n in img.shape[:3]], indexing="ij"), -1)
+    lab = (np.linalg.norm((g - np.asarray(centre_vox)) * zooms, axis=-1) <= radius_mm).astype(np.uint8)
+    return nib.Nifti1Image(lab, img.affine)
+
+
+def _save(img: nib.Nifti1Image, path: Path) -> str:
+    nib.save(img, str(path))
+    return str(path)
+
+
+def _model(path: Path, modalities, seed=0) -> Path:
+    torch.manual_seed(seed)
+    cfg = TrainConfig.from_dict(TINY | {"modalities": list(modalities)})
+    torch.save({"model": make_model(cfg).state_dict(), "config": cfg.to_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory):
+    """Raw 3 mm inputs (SWI stored LPS), ball labels, landmarks, tiny models, a preprocessed copy."""
+    from nibabel.processing import resample_to_output
+
+    from thrombseg.ingest import ingest_subject
+    from thrombseg.preprocessing.harmonize import fit_landmarks
+    from thrombseg.preprocessing.pipeline import preprocess_subject
+    from thrombseg.synth import DEFAULT_CENTERS, generate_cohort
+
+    root = tmp_path_factory.mktemp("predict")
+    sheet = generate_cohort(root / "synth", n_per_center=1, centers=[DEFAULT_CENTERS[0]], seed=1)
+    row = pd.read_csv(sheet, sep="\t", dtype=str).fillna("").iloc[0]
+    raw = root / "raw"
+    raw.mkdir()
+    files = {}
+    for seq, zooms in (("swi", (3, 3, 3)), ("dwi", (3, 3, 5)), ("adc", (3, 3, 5))):
+        img = resample_to_output(nib.load(str(sheet.parent / row[seq])), zooms, order=1)
+        if seq == "swi":  # the user's file is LPS: outputs must come back LPS with this affine
+            img = img.as_reoriented(nib.orientations.ornt_transform(
+                nib.orientations.io_orientation(img.affine), nib.orientations.axcodes2ornt("LPS")))
+        files[seq] = _save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine), raw / f"{seq}.nii.gz")
+    swi, dwi = nib.load(files["swi"]), nib.load(files["dwi"])
+    labels = {"thrombus_mask": _save(_ball(swi, np.array(swi.shape) // 2 + [4, 3, 2], 7.0), raw / "thr.nii.gz"),
+              "lesion_mask": _save(_ball(dwi, np.array(dwi.shape) // 2 + [-5, 4, 0], 12.0), raw / "les.nii.gz")}
+    ingest_subject({"subject": "ref", "center": "c"} | files | labels, raw / "sheet.tsv", root / "ingest" / "ref")
+    preprocess_subject(root / "ingest", "ref", root / "pre", FAST)
+    lm = fit_landmarks(root / "pre", ["ref"], root / "landmarks.json")
+    return {"root": root, "files": files, "labels": labels, "landmarks": lm,
+            "model": _model(root / "thrombus.pt", ["swi", "dwi"]),
+            "infarct": _model(root / "infarct.pt", ["dwi", "adc"], seed=1)}
+
+
+@pytest.fixture(scope="module")
+def predicted(patient, tmp_path_factory):
+    """One full ``thrombseg predict`` run through the CLI (work folders kept for checks)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("out")
+    conf = root / "config.yaml"
+    conf.write_text(yaml.safe_dump({"preprocess": FAST, "inference": {"min_size_voxels": 2}}))
+    out = root / "p1"
+    f = patient["files"]
+    rc = main(["predict", str(out), "--swi", f["swi"], "--dwi", f["dwi"], "--adc", f["adc"],
+               "--model", str(patient["model"]), "--infarct-model", str(patient["infarct"]),
+               "--landmarks", str(patient["landmarks"]), "--config", str(conf), "--subject", "p1",
+               "--keep-work", "--threads", "2", "--device", "cpu"])
+    assert rc == 0
+    return out
+
+
+def test_reference_grid_outputs(predicted):
+    grid = nib.load(str(predicted / "work" / "preprocessed" / "p1" / "p1_brainmask.nii.gz"))
+    for name in ("thrombus_prob", "thrombus_mask", "infarct_mask"):
+        img = nib.load(str(predicted / f"p1_{name}.nii.gz"))
+        assert img.shape == grid.shape and np.allclose(img.affine, grid.affine, atol=1e-4), name
+    prob = nib.load(str(predicted / "p1_thrombus_prob.nii.gz")).get_fdata()
+    assert 0 <= prob.min() and prob.max() <= 1
+    s = json.loads((predicted / "p1_prediction.json").read_text())
+    assert s["sequences_used"] == ["dwi", "swi"] and s["infarct_sequences_used"] == ["adc", "dwi"]
+    assert s["device"] == "cpu" and s["inference"]["min_size_voxels"] == 2
+    assert {"ingest", "preprocess", "harmonize", "predict", "native", "total"} <= set(s["timings_s"])
+    assert s["thrombus_volume_mm3"] >= 0 and s["thrombus_n_components"] <= 1
+
+
+def test_native_outputs_have_input_shape_and_affine(patient, predicted):
+    for seq, path in patient["files"].items():
+        src = nib.load(path)
+        for name in ("thrombus_prob", "thrombus_mask", "infarct_mask"):
+            img = nib.load(str(predicted / "native" / f"p1_space-{seq}_{name}.nii.gz"))
+            assert img.shape == src.shape and np.allclose(img.affine, src.affine, atol=1e-5), (seq, name)
+    assert nib.aff2axcodes(nib.load(str(predicted / "native" / "p1_space-swi_thrombus_mask.nii.gz")).affine) == \
+        ("L", "P", "S")
+    prob = nib.load(str(predicted / "native" / "p1_space-dwi_thrombus_prob.nii.gz")).get_fdata()
+    assert 0 <= prob.min() and prob.max() <= 1
+
+
+def test_to_native_recovers_labels_in_user_space(patient):
+    """Labels moved to the grid by preprocessing come back onto the user's voxels (LPS SWI, moved DWI)."""
+    from thrombseg.preprocessing._io import load_image
+
+    pre = patient["root"] / "pre" / "ref"
+    meta = json.loads((pre / "ref_preproc.json").read_text())
+    grid = load_image(pre / "ref_brainmask.nii.gz", allow_constant=True)
+    for name, seq, src in (("thrombus", "swi", "thrombus_mask"), ("lesion", "dwi", "lesion_mask")):
+        arr = load_image(pre / f"ref_{name}.nii.gz", allow_constant=True).numpy()
+        mat = (meta["registration"].get(seq) or {}).get("matrix")
+        back, aff = to_native({"x_mask": arr}, grid, patient["root"] / "ingest" / "ref" / f"ref_{seq}.nii.gz",
+                              patient["files"][seq], mat)["x_mask"]
+        truth = nib.load(patient["labels"][src]).get_fdata() > 0
+        dice = 2 * (back.astype(bool) & truth).sum() / (back.sum() + truth.sum())
+        assert back.shape == truth.shape and np.allclose(aff, nib.load(patient["files"][seq]).affine)
+        assert dice > 0.85, (name, dice)
+
+
+def test_sequence_checks():
+    assert known_sequences(["swi", "dwi"]) == {"swi": "swi", "t2star": "swi", "dwi": "dwi"}
+    check_sequences({"t2star", "dwi"}, ["swi", "dwi"])  # T2* stands in for SWI
+    with pytest.raises(InferenceError, match=r"not trained with flair: it knows swi, t2star \(as swi\), dwi"):
+        check_sequences({"swi", "flair"}, ["swi", "dwi"])
+    with pytest.raises(InferenceError, match="none of the given sequences"):
+        check_sequences({"adc"}, ["swi", "dwi"], ["dwi", "adc"])
+
+
+def test_unknown_and_unusable_sequences_fail_before_any_work(patient, tmp_path):
+    f, kw = patient["files"], {"thrombus_model": patient["model"], "landmarks": patient["landmarks"]}
+    with pytest.raises(InferenceError, match="was not trained with flair.*it knows swi"):
+        predict_patient({"swi": f["swi"], "flair": f["dwi"]}, tmp_path / "o", **kw)
+    with pytest.raises(InferenceError, match="none of the given sequences"):
+        predict_patient({"adc": f["adc"]}, tmp_path / "o", infarct_model=patient["infarct"], **kw)
+    with pytest.raises(InferenceError, match="unknown sequence 'swan'"):
+        predict_patient({"swan": f["swi"]}, tmp_path / "o", **kw)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("what", ["image", "model", "landmarks", "garbage"])
+def test_cli_bad_file_exits_2_with_one_line(patient, tmp_path, capsys, what):
+    f = patient["files"]
+    args = {"--swi": f["swi"], "--model": str(patient["model"]), "--landmarks": str(patient["landmarks"])}
+    bad = tmp_path / "missing.nii.gz"
+    if what == "garbage":
+        bad.write_text("not a nifti")
+    args[{"image": "--swi", "model": "--model", "landmarks": "--landmarks", "garbage": "--swi"}[what]] = str(bad)
+    rc = main(["predict", str(tmp_path / "out")] + [x for kv in args.items() for x in kv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "missing.nii.gz" in err, err
+    assert err.startswith("thrombseg predict: error:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_failure_mid_pipeline_leaves_no_output(patient, tmp_path):
+    """A constant image passes the cheap checks and fails in preprocessing: nothing is left behind."""
+    flat = _save(nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.eye(4)), tmp_path / "flat.nii.gz")
+    out = tmp_path / "res" / "p"
+    with pytest.raises(ValueError, match="flat.nii.gz.*constant"):
+        predict_patient({"swi": flat}, out, patient["model"], patient["landmarks"], preprocess_config=FAST)
+    assert not list((tmp_path / "res").iterdir())
+
+
+def test_refuses_to_replace_a_foreign_folder(patient, tmp_path):
+    (tmp_path / "keep.txt").write_text("user data")
+    with pytest.raises(InferenceError, match="not a previous prediction"):
+        predict_patient({"swi": patient["files"]["swi"]}, tmp_path, patient["model"], patient["landmarks"])
+    assert (tmp_path / "keep.txt").is_file()
+
+
+def test_evaluate_cli(predicted, capsys):
+    nat = predicted / "native"
+    m = str(nat / "p1_space-swi_thrombus_mask.nii.gz")
+    assert main(["evaluate", m, m, "--infarct-pred", str(nat / "p1_space-dwi_infarct_mask.nii.gz"),
+                 "--infarct-truth", str(nat / "p1_space-dwi_infarct_mask.nii.gz")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["dice"] == 1.0 and row["infarct_dice"] == 1.0
+    assert main(["evaluate", m, str(nat / "p1_space-dwi_thrombus_mask.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not on the grid" in err
+
+
+def test_aggregate_cli(tmp_path, capsys):
+    df = pd.DataFrame({"subject": ["a", "b", "c"], "center": ["x", "x", "y"], "experiment": "e",
+                       "sequence_set": "swi", "dice": [0.5, 0.7, 0.1], "detected": [1.0, 1.0, 0.0]})
+    paths = []
+    for s, g in df.groupby("subject"):
+        paths.append(tmp_path / f"{s}_metrics.tsv")
+        g.to_csv(paths[-1], sep="\t", index=False)
+    assert main(["aggregate", str(tmp_path / "tables"), *map(str, paths), "--n-boot", "20"]) == 0
+    pc = pd.read_csv(tmp_path / "tables" / "per_center.tsv", sep="\t")
+    assert set(pc["center"]) == {"x", "y"}
+    assert main(["aggregate", str(tmp_path / "t2"), str(paths[0]), str(paths[0])]) == 2  # duplicated rows
+
+
+def test_predict_harmonized_cli(patient, predicted, tmp_path, capsys):
+    rc = main(["predict-harmonized", str(predicted / "work" / "harmonized"), "p1", "c", str(patient["model"]),
+               str(tmp_path / "h"), "--subsets", "leave-one-out", "--device", "cpu"])
+    assert rc == 0
+    assert (tmp_path / "h" / "p1_thrombus_mask.nii.gz").is_file()
+    assert len(pd.read_csv(tmp_path / "h" / "p1_metrics.tsv", sep="\t")) == 3  # dwi+swi, swi, dwi
+
+
+def test_results_folder_lookup(patient, tmp_path):
+    import shutil
+
+    import yaml
+
+    r = tmp_path / "results"
+    for d in ("models/exp1/thrombus", "models/infarct/multicentric", "models/infarct/monocentric-A", "provenance"):
+        (r / d).mkdir(parents=True)
+    shutil.copy(patient["model"], r / "models/exp1/thrombus/model.pt")
+    for d in ("multicentric", "monocentric-A"):
+        shutil.copy(patient["infarct"], r / "models/infarct" / d / "model.pt")
+    (r / "provenance/config.yaml").write_text(yaml.safe_dump({
+        "preprocess": {"threads": 1}, "inference": {"threshold": 0.4},
+        "training": {"experiments": {"exp1": {"protocol": "monocentric-A"}}}}))
+    found = results_files(r)
+    assert found["experiment"] == "exp1" and found["infarct_model"] == r / "models/infarct/monocentric-A/model.pt"
+    assert found["landmarks"] == r / "harmonization/landmarks.json" and found["inference"]["threshold"] == 0.4
+    assert found["preprocess"] == {"threads": 1}
