@@ -238,3 +238,34 @@ def test_dataset_description(tmp_path):
     assert d["GeneratedBy"][0]["CodeURL"] == "https://example.org/thrombseg"
     d2 = json.loads(provenance.write_dataset_description(tmp_path / "x", "x").read_text())
     assert "CodeURL" not in d2["GeneratedBy"][0]
+
+
+def test_ablation_rows_compare_the_same_patients(run):
+    ps = pd.concat([pd.read_csv(run["paths"][e]["per_subject"], sep="\t") for e in EXPERIMENTS])
+    rows = figures.ablation_rows(ps)
+    full = figures.full_set_rows(ps).set_index(["experiment", "subject"])
+    for exp in EXPERIMENTS:
+        r = rows[rows["experiment"] == exp]
+        # x = 0 is every patient's full set: the same values as the per-center figures use.
+        r0 = r[r["withheld"] == 0].set_index("subject")
+        assert set(r0.index) == set(run["subjects"])
+        for sub, row in r0.iterrows():
+            assert row["dice"] == pytest.approx(full.loc[(exp, sub), "dice"])
+        # A patient appears at every count its own protocol allows (down to one sequence left).
+        for w, d in r.groupby("withheld"):
+            assert set(d["subject"]) == {s for s, c in run["subjects"].items() if len(PROTOCOLS[c]) > w}
+
+
+def test_single_experiment_comparison_says_so(run, tmp_path):
+    lab = {"a": "a (no dropout)", "b": "b (fixed dropout)"}
+    assert "only one experiment" in figures._single_note(["a"], lab, True)
+    assert "a (no dropout)" in figures._single_note(["a"], lab, True)
+    assert figures._single_note(["a", "b"], lab, True) == ""
+    assert figures._single_note(["a"], lab, False) == ""  # per-experiment figures: no note
+    exp = "upattllstm_gmd"
+    out = figures.make_comparison_figures(
+        [run["paths"][exp]["per_subject"]], [run["paths"][exp]["per_sequence_set"]],
+        {name: tmp_path / name for name in ("ablation", "missing_sequences", "per_center_dice",
+                                            "per_center_detection")}, n_boot=50)
+    for png in out.values():
+        _png_ok(png)

@@ -43,6 +43,7 @@ __all__ = [
     "plot_per_center_dice",
     "plot_per_center_detection",
     "plot_missing_sequence_heatmap",
+    "ablation_rows",
     "plot_dropout_ablation",
     "plot_size_vs_detection",
     "plot_center_overlays",
@@ -66,10 +67,14 @@ HEATMAP_METRICS = (
 _SCHEDULE_NAMES = {
     "none": "no dropout",
     "fixed": "fixed dropout",
-    "staircase": "gradual dropout (staircase)",
-    "linear": "gradual dropout (linear)",
-    "cosine": "gradual dropout (cosine)",
+    "staircase": "gradual dropout, staircase",
+    "linear": "gradual dropout, linear",
+    "cosine": "gradual dropout, cosine",
 }
+# Appended to a cross-experiment figure's title when the run has a single experiment (the demo
+# config): the figure then shows that experiment alone, and says so.
+SINGLE_EXPERIMENT_NOTE = ("only one experiment in this run ({label}): nothing to compare;\n"
+                          "add experiments (e.g. dropout none / fixed, README \"Paper configuration\")")
 
 
 def palette(n: int) -> list:
@@ -166,6 +171,13 @@ def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
+def _single_note(exps: list[str], lab: Mapping[str, str], compare: bool) -> str:
+    """Title suffix of a cross-experiment figure drawn from fewer than two experiments."""
+    if not compare or len(exps) > 1:
+        return ""
+    return "\n" + SINGLE_EXPERIMENT_NOTE.format(label=", ".join(lab[e] for e in exps) or "none")
+
+
 def _empty_figure(out, title: str, message: str) -> tuple[Path, Path]:
     fig = Figure(figsize=(5, 2.5))
     ax = fig.add_subplot()
@@ -176,10 +188,12 @@ def _empty_figure(out, title: str, message: str) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- per-center figures
-def plot_per_center_dice(per_subject, out, labels: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+def plot_per_center_dice(per_subject, out, labels: Mapping[str, str] | None = None, *,
+                         compare: bool = False) -> tuple[Path, Path]:
     """Dice per center (box + one point per patient), experiments side by side (hue).
 
-    Uses each patient's full sequence set (:func:`full_set_rows`).
+    Uses each patient's full sequence set (:func:`full_set_rows`). ``compare``: a cross-experiment
+    figure, whose title says so when there is a single experiment.
     """
     import seaborn as sns
 
@@ -208,14 +222,15 @@ def plot_per_center_dice(per_subject, out, labels: Mapping[str, str] | None = No
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("Center (n = test patients)")
     ax.set_ylabel("Dice coefficient (unitless, 0–1)")
-    ax.set_title(title)
+    note = _single_note(exps, lab, compare)
+    ax.set_title(title + note, **({"fontsize": 10} if note else {}))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="Experiment", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, out)
 
 
 def plot_per_center_detection(per_subject, out, labels: Mapping[str, str] | None = None, *,
-                              n_boot: int = 2000, seed: int = 0) -> tuple[Path, Path]:
+                              n_boot: int = 2000, seed: int = 0, compare: bool = False) -> tuple[Path, Path]:
     """Detection rate per center (bars) with its 95 % percentile-bootstrap interval.
 
     The interval is :func:`thrombseg.evaluation.aggregate.summarize`'s (patients resampled),
@@ -258,7 +273,8 @@ def plot_per_center_detection(per_subject, out, labels: Mapping[str, str] | None
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("Center (labels above bars: detected / patients)")
     ax.set_ylabel("Detection rate (fraction of patients)")
-    ax.set_title(title)
+    note = _single_note(exps, lab, compare)
+    ax.set_title(title + note, **({"fontsize": 10} if note else {}))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="Experiment (error bar: 95 % bootstrap CI)", loc="upper left", bbox_to_anchor=(1.01, 1.0),
               frameon=False)
@@ -270,8 +286,8 @@ def _set_order(sets: Iterable[str]) -> list[str]:
     return sorted(set(sets), key=lambda s: (-len(s.split("+")), s))
 
 
-def plot_missing_sequence_heatmap(per_sequence_set, out, labels: Mapping[str, str] | None = None
-                                  ) -> tuple[Path, Path]:
+def plot_missing_sequence_heatmap(per_sequence_set, out, labels: Mapping[str, str] | None = None, *,
+                                  compare: bool = False) -> tuple[Path, Path]:
     """Sequence subset × metric heatmap (mean Dice, detection rate, FP components per patient).
 
     Rows: every subset of sequences given to the model (dots mark the sequences it contains,
@@ -363,26 +379,40 @@ def plot_missing_sequence_heatmap(per_sequence_set, out, labels: Mapping[str, st
     for r, ss in enumerate(sets):
         last.text(1.06, r + 0.5, f"n={int(nsub.get(ss, 0))}", transform=last.get_yaxis_transform(),
                   va="center", ha="left", fontsize=7)
-    fig.suptitle(title + "\n(rows: subsets of each patient's sequences; shared colour scales, brighter = better)",
+    note = _single_note(exps, lab, compare)
+    fig.suptitle(title + "\n(rows: subsets of each patient's sequences; shared colour scales, brighter = better)"
+                 + note,
                  y=1 - 1.5 / fig_h + 1.05 / fig_h, va="bottom", fontsize=10)
     return _save(fig, out)
 
 
 # --------------------------------------------------------------------------------- ablation
+def ablation_rows(per_subject: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, center, subject, withheld): mean ``dice`` / ``detected`` over the
+    subsets that withhold ``withheld`` of the patient's own sequences (0 = its full set)."""
+    df = per_subject.copy()
+    _require(df, ("experiment", "subject", "center", "n_sequences", "dice", "detected"), "per-subject table")
+    df["experiment"] = df["experiment"].astype(str)
+    full = df.groupby(["experiment", "center", "subject"])["n_sequences"].transform("max")
+    df["withheld"] = (full - df["n_sequences"]).astype(int)
+    return (df.groupby(["experiment", "center", "subject", "withheld"])[["dice", "detected"]]
+            .mean().reset_index())
+
+
 def plot_dropout_ablation(per_subject, out, labels: Mapping[str, str] | None = None, *,
                           n_boot: int = 2000, seed: int = 0) -> tuple[Path, Path]:
-    """Mean Dice and detection rate vs number of available sequences, one line per experiment.
+    """Mean Dice and detection rate vs number of sequences withheld, one line per experiment.
 
-    Each patient contributes one value per sequence count (its mean over the subsets of that
-    size); lines are the mean over patients with a 95 % bootstrap band (patients resampled).
+    x is how many of a patient's own sequences were withheld from the model (0 = all of them,
+    :func:`full_set_rows`): every patient is at x = 0 and at each x its protocol allows, so the
+    points compare the same patients (x = number of sequences given would compare centers with
+    different protocols). Each patient contributes one value per x (its mean over the subsets
+    with that many withheld); lines are the mean over patients with a 95 % bootstrap band
+    (patients resampled); tick labels give the patients at each x.
     """
     import seaborn as sns
 
-    df = _concat(per_subject)
-    _require(df, ("experiment", "subject", "center", "n_sequences", "dice", "detected"), "per-subject table")
-    df["experiment"] = df["experiment"].astype(str)
-    g = (df.groupby(["experiment", "center", "subject", "n_sequences"])[["dice", "detected"]]
-         .mean().reset_index())
+    g = ablation_rows(_concat(per_subject))
     title = "Dropout-schedule ablation under missing sequences"
     if g.empty:
         return _empty_figure(out, title, "no per-subject metrics")
@@ -390,25 +420,32 @@ def plot_dropout_ablation(per_subject, out, labels: Mapping[str, str] | None = N
     g["Experiment"] = g["experiment"].map(lab)
     pal = dict(zip([lab[e] for e in exps], palette(len(exps))))
     markers = dict(zip([lab[e] for e in exps], ["o", "s", "D", "^", "v", "P", "X"] * 3))
-    fig = Figure(figsize=(9.5, 3.8))
+    xs = sorted(g["withheld"].unique())
+    n_at = g.groupby(["withheld", "experiment"])["subject"].nunique().groupby(level=0).max()
+    ticks = [f"{x}\n(n={int(n_at.get(x, 0))})" + ("\nall given" if x == 0 else "") for x in xs]
+    fig = Figure(figsize=(9.5, 4.4), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, (col, ylab) in zip(axes, [("dice", "Mean Dice (unitless, 0–1)"),
                                       ("detected", "Detection rate (fraction of patients)")]):
         d = g[g[col].notna()]
         if not d.empty:
-            sns.lineplot(data=d, x="n_sequences", y=col, hue="Experiment", hue_order=[lab[e] for e in exps],
+            sns.lineplot(data=d, x="withheld", y=col, hue="Experiment", hue_order=[lab[e] for e in exps],
                          style="Experiment", markers=markers, dashes=False, palette=pal,
                          errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax, legend=ax is axes[1])
         ax.set_ylim(-0.02, 1.02)
-        ns = sorted(g["n_sequences"].unique())
-        ax.set_xticks(ns)
-        ax.set_xlabel("Number of available sequences (count)")
+        ax.set_xticks(xs, ticks)
+        ax.set_xlim(min(xs) - 0.3, max(xs) + 0.3)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_xlabel("")
         ax.set_ylabel(ylab)
         ax.grid(alpha=0.3)
     if axes[1].get_legend() is not None:
         sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
                         title="Experiment (band: 95 % bootstrap CI)")
-    fig.suptitle(title)
+    fig.supxlabel("Sequences withheld from each patient's own set (count; n = patients at each point)",
+                  fontsize=10)
+    note = _single_note(exps, lab, True)
+    fig.suptitle(title + note, **({"fontsize": 11} if note else {}))
     return _save(fig, out)
 
 
@@ -460,13 +497,17 @@ def plot_size_vs_detection(per_subject, out, labels: Mapping[str, str] | None = 
         ax.axvline(x, color="0.75", lw=0.8, ls=":")
     ax.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
+    # Minor ticks labelled too (a narrow range has few decades), only at 2 and 5 on wide ranges.
+    wide = math.log10(edges[-1] / edges[0]) > 1.2
+    lead = lambda v: round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0  # noqa: E731
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.xaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if not wide or lead(v) in (2, 5) else ""))
+    ax.tick_params(axis="x", which="both", labelsize=8)
     ax.set_ylim(-0.1, 1.2)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("True thrombus volume (mm³, log scale; dotted: bin edges)")
-    ax.set_ylabel("Detection rate (fraction of patients)\npoints: 1 = detected, 0 = missed")
+    ax.set_ylabel("Detection rate (fraction of patients)\npoints: 1 = detected, 0 = missed (jittered)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     handles, labs = ax.get_legend_handles_labels()
@@ -642,9 +683,9 @@ def make_comparison_figures(per_subject, per_sequence_set, out: Mapping[str, str
     pss = _concat(per_sequence_set)
     funcs = {
         "ablation": lambda p: plot_dropout_ablation(ps, p, labels, n_boot=n_boot),
-        "missing_sequences": lambda p: plot_missing_sequence_heatmap(pss, p, labels),
-        "per_center_dice": lambda p: plot_per_center_dice(ps, p, labels),
-        "per_center_detection": lambda p: plot_per_center_detection(ps, p, labels, n_boot=n_boot),
+        "missing_sequences": lambda p: plot_missing_sequence_heatmap(pss, p, labels, compare=True),
+        "per_center_dice": lambda p: plot_per_center_dice(ps, p, labels, compare=True),
+        "per_center_detection": lambda p: plot_per_center_detection(ps, p, labels, n_boot=n_boot, compare=True),
     }
     unknown = set(out) - set(funcs)
     if unknown:
