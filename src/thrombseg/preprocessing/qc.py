@@ -64,7 +64,8 @@ def qc_montage(images: dict, mask, labels: dict | None, out_png: str | Path, tit
     axial = sorted({int(np.clip(c[2] + d, z_lo, z_hi)) for d in (-max(4, (z_hi - z_lo) // 6), 0,
                                                                   max(4, (z_hi - z_lo) // 6))})
     views = [("ax", k) for k in axial] + [("cor", int(c[1])), ("sag", int(c[0]))]
-    colors = {"thrombus": "yellow", "lesion": "cyan"}
+    # Okabe-Ito colours: distinguishable with every common colour-vision deficiency
+    colors = {"thrombus": "#E69F00", "lesion": "#CC79A7"}
     names = list(images)
     fig, axes = plt.subplots(len(names), len(views), figsize=(2.2 * len(views), 2.3 * len(names)),
                              squeeze=False)
@@ -86,9 +87,9 @@ def qc_montage(images: dict, mask, labels: dict | None, out_png: str | Path, tit
             s, aspect = sl(a, view, k)
             ax.imshow(s, cmap="gray", origin="lower", vmin=lo, vmax=hi if hi > lo else lo + 1,
                       aspect=aspect, interpolation="nearest")
-            layers = [(m, "red", 0.6, "solid")] + [(labs[n], colors.get(n, "lime"), 0.9, "solid") for n in labs]
+            layers = [(m, "#56B4E9", 0.6, "solid")] + [(labs[n], colors.get(n, "#009E73"), 0.9, "solid") for n in labs]
             if icv_arr is not None:
-                layers.insert(0, (icv_arr, "orange", 0.5, "dashed"))
+                layers.insert(0, (icv_arr, "#F0E442", 0.5, "dashed"))
             for arr, colr, lw, ls in layers:
                 s2, _ = sl(arr, view, k)
                 if s2.any() and not s2.all():
@@ -103,7 +104,7 @@ def qc_montage(images: dict, mask, labels: dict | None, out_png: str | Path, tit
         fig.suptitle(title, color="white", fontsize=9)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=70, facecolor="black", format="png")
+        fig.savefig(tmp, dpi=90, facecolor="black", format="png")
     plt.close(fig)
     return Path(out_png)
 

@@ -337,7 +337,7 @@ def plot_training_curve(history: list[dict], cfg: TrainConfig, path: Path) -> Pa
         ax.text(e.mean(), 1.02, f"a={att:.2f}", ha="center", va="bottom", fontsize=8, transform=ax.get_xaxis_transform())
     ax.plot(ep, [r["train_loss"] for r in history], color="#0072B2", label="training loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (Dice + CE)" if cfg.loss == "dice_ce" else f"loss ({cfg.loss})")
+    ax.set_ylabel(("loss (Dice + CE" if cfg.loss == "dice_ce" else f"loss ({cfg.loss}") + ", unitless)")
     ax2 = ax.twinx()
     ax2.plot(ep, [r["val_dice"] for r in history], "o-", color="#D55E00", ms=3, label="val Dice")
     ax2.plot(ep, [r["val_detection"] for r in history], "s--", color="#009E73", ms=3, label="val detection rate")
@@ -346,7 +346,8 @@ def plot_training_curve(history: list[dict], cfg: TrainConfig, path: Path) -> Pa
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8)
-    ax.set_title(f"{cfg.model} / {cfg.target}: GMD stages shaded ({cfg.dropout.schedule})", fontsize=9)
+    # pad: the stage labels (a=...) sit just above the axes, under the title
+    ax.set_title(f"{cfg.model} / {cfg.target}: GMD stages shaded ({cfg.dropout.schedule})", fontsize=9, pad=16)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)
