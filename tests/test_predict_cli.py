@@ -113,6 +113,7 @@ def test_reference_grid_outputs(predicted):
     assert s["device"] == "cpu" and s["inference"]["min_size_voxels"] == 2
     assert {"ingest", "preprocess", "harmonize", "predict", "native", "total"} <= set(s["timings_s"])
     assert s["thrombus_volume_mm3"] >= 0 and s["thrombus_n_components"] <= 1
+    assert not [w for w in s["warnings"] if "Nyul" in w]  # landmarks were fitted for every input
 
 
 def test_native_outputs_have_input_shape_and_affine(patient, predicted):

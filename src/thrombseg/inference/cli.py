@@ -100,7 +100,11 @@ def _cmd_predict(a) -> int:
     if not model or not landmarks:
         raise _user_error("give --model and --landmarks, or --results DIR of a workflow run")
     conf = _read_yaml(a.config) if a.config else {}
-    preprocess = dict(conf.get("preprocess", conf) if a.config else (found.get("preprocess") or {}))
+    if a.config:  # a workflow config (its preprocess: section) or a file holding only that section
+        is_workflow = any(k in conf for k in ("preprocess", "inference", "training"))
+        preprocess = dict(conf.get("preprocess") or {}) if is_workflow else dict(conf)
+    else:
+        preprocess = dict(found.get("preprocess") or {})
     if a.threads:
         preprocess["threads"] = a.threads
     icfg = _inference_config(conf.get("inference") if a.config else found.get("inference"), a)

@@ -151,8 +151,9 @@ def _save(arr: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
 
 def _prepare_out(out_dir: Path, subject: str) -> None:
     """Refuse to replace a folder that is not empty and not a previous prediction (e.g. a home folder)."""
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
-                                                        and not (out_dir / SUMMARY.format(subject=subject)).is_file())):
+    if not out_dir.exists() or (out_dir / SUMMARY.format(subject=subject)).is_file():
+        return
+    if not out_dir.is_dir() or any(out_dir.iterdir()):
         raise InferenceError(f"{out_dir}: exists and is not a previous prediction of {subject} "
                              "(give a new or empty output folder)")
 
@@ -205,7 +206,9 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
         device = resolve_device(icfg.device)
     except RuntimeError as exc:
         raise InferenceError(str(exc)) from None
-    load_landmarks(landmarks)  # clear error for a missing or foreign file
+    lmk = load_landmarks(landmarks)  # clear error for a missing or foreign file
+    warnings = [f"{seq}: no Nyul landmarks in {landmarks} (z-score only)" for seq in paths
+                if seq not in lmk["landmarks"] and seq not in cfg["harmonize"]["nyul_skip"]]
     thr = _load(thrombus_model, device, "thrombus")
     inf = _load(infarct_model, device, "infarct") if infarct_model else None
     check_sequences(paths, thr[1].modalities, inf[1].modalities if inf else (), f"the thrombus model {thrombus_model}")
@@ -283,7 +286,7 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
             "infarct_volume_mm3": (round(float(np.asarray(res["infarct"]).sum() * vox), 3)
                                    if res["infarct"] is not None else None),
             "postprocess": res["info"], "inference": vars(icfg), "device": str(device),
-            "threads": torch.get_num_threads(), "preprocess_warnings": meta["warnings"],
+            "threads": torch.get_num_threads(), "warnings": warnings + meta["warnings"],
             "outputs": {n: f"{subject}_{n}.nii.gz" for n in arrays} | {"native": native},
         }
         if not keep_work:
