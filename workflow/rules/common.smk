@@ -11,6 +11,7 @@ from thrombseg.sheet import SheetError, validate_sheet
 from thrombseg.smk import use_this_python
 from thrombseg.stages import stage_status
 
+# Jobs inherit OMP_WAIT_POLICY=PASSIVE from importing thrombseg (see thrombseg/__init__.py).
 # Rules' script steps must use this interpreter's environment (the project's venv) even when the
 # user calls .venv/bin/snakemake without activating it.
 use_this_python()
@@ -125,6 +126,40 @@ def experiment_pid(experiment):
     return TRAIN["experiments"][experiment]["protocol"]
 
 
+# ------------------------------------------------------------------ single-center reruns
+# `--config centers=[X]` restricts the run to X's patients. Cohort-level outputs (metrics, figures,
+# tables, provenance) then go to results/selections/centers-X/ so the full run's are never
+# overwritten, and when every model and the harmonization landmarks already exist they are
+# *reused as given files*: the training and landmark rules are not defined at all, so nothing the
+# selection re-runs (`--forcerun ingest`) can make them out of date and retrain.
+SELECTION = "centers-" + "-".join(sorted(CENTERS_FILTER)) if CENTERS_FILTER else ""
+AGG = f"{RESULTS}/selections/{SELECTION}" if SELECTION else RESULTS
+AGG_LOGS = f"{AGG}/logs"  # logs of the cohort-level rules
+LANDMARKS = f"{RESULTS}/harmonization/landmarks.json"
+
+
+def thrombus_model(experiment):
+    return f"{RESULTS}/models/{experiment}/thrombus/model.pt"
+
+
+def infarct_model(pid):
+    return f"{RESULTS}/models/infarct/{pid}/model.pt"
+
+
+_FROZEN = [LANDMARKS, *(thrombus_model(e) for e in EXPERIMENTS),
+           *(infarct_model(experiment_pid(e)) for e in EXPERIMENTS)]
+REUSE_MODELS = bool(SELECTION) and all(os.path.exists(p) for p in _FROZEN)
+if SELECTION and not REUSE_MODELS:
+    print(f"thrombseg: centers={CENTERS_FILTER} but some models/landmarks are missing "
+          f"({', '.join(p for p in _FROZEN if not os.path.exists(p))}): they are trained on the whole "
+          "cohort first", file=sys.stderr)
+
+
+def frozen(path):
+    """A model or landmarks file as an input: ignore its age when it is reused as given."""
+    return ancient(path) if REUSE_MODELS else path
+
+
 def _train_resources():
     res = {"mem_mb": TRAIN["mem_mb"], "runtime": TRAIN["runtime_min"]}
     if TRAIN["gpus"] > 0:
@@ -157,10 +192,10 @@ def _test_subjects(experiment):
 from thrombseg.report.figures import experiment_labels as _experiment_labels
 
 
-FIGURES = f"{RESULTS}/figures"
+FIGURES = f"{AGG}/figures"
 
 
-TABLES = f"{RESULTS}/tables"
+TABLES = f"{AGG}/tables"
 
 
 REPORT_EXPERIMENTS = [e for e in EXPERIMENTS if _test_subjects(e)]
@@ -211,3 +246,11 @@ def _hdbet_weights_dir():
 
 
 HDBET_WEIGHTS_DIR = _hdbet_weights_dir()
+
+
+# Patients whose preprocessing a run asks for: everyone, or when a single-center rerun reuses the
+# models, only the selection's test patients (re-preprocessing its training patients would make
+# the models look out of date to the next full run).
+PREPROCESS_SUBJECTS = (
+    sorted({s for e in EXPERIMENTS for s in _test_subjects(e)}) if REUSE_MODELS else SUBJECTS
+)

@@ -8,21 +8,21 @@ rule evaluate:
     input:
         lambda w: expand(rules.predict.output, experiment=w.experiment, subject=_test_subjects(w.experiment)),
     output:
-        per_subject=f"{RESULTS}/metrics/{{experiment}}/per_subject.tsv",
+        per_subject=f"{AGG}/metrics/{{experiment}}/per_subject.tsv",
         per_center=report(
-            f"{RESULTS}/metrics/{{experiment}}/per_center.tsv",
+            f"{AGG}/metrics/{{experiment}}/per_center.tsv",
             category="4. Evaluation",
             subcategory="{experiment}",
             caption="../report/per_center.rst",
         ),
-        per_sequence_set=f"{RESULTS}/metrics/{{experiment}}/per_sequence_set.tsv",
-        per_experiment=f"{RESULTS}/metrics/{{experiment}}/per_experiment.tsv",
+        per_sequence_set=f"{AGG}/metrics/{{experiment}}/per_sequence_set.tsv",
+        per_experiment=f"{AGG}/metrics/{{experiment}}/per_experiment.tsv",
     params:
         subjects=lambda w: _test_subjects(w.experiment),
         n_boot=config["evaluation"].get("n_boot", 2000),
     localrule: True
     log:
-        f"{LOGS}/evaluate/{{experiment}}.log",
+        f"{AGG_LOGS}/evaluate/{{experiment}}.log",
     script:
         "../scripts/evaluate.py"
 

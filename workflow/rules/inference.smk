@@ -7,8 +7,8 @@ rule predict:
         "../../envs/torch.yaml"
     input:
         harmonized=f"{RESULTS}/harmonized/{{subject}}",
-        thrombus=rules.train_thrombus.output.model,
-        infarct=lambda w: f"{RESULTS}/models/infarct/{experiment_pid(w.experiment)}/model.pt",
+        thrombus=lambda w: frozen(thrombus_model(w.experiment)),
+        infarct=lambda w: frozen(infarct_model(experiment_pid(w.experiment))),
     output:
         directory(f"{RESULTS}/predictions/{{experiment}}/{{subject}}"),
     params:

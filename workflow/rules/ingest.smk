@@ -2,6 +2,8 @@
 # to canonical RAS float32 NIfTIs with a JSON sidecar.
 
 
+# The whole sheet, whatever the `centers` filter (checked at parse time): a one-center rerun must not
+# rewrite this file, which every patient's ingest depends on.
 rule validate_sheet:
     conda:
         "../../envs/imaging.yaml"
@@ -9,8 +11,6 @@ rule validate_sheet:
         sheet=SHEET,
     output:
         f"{RESULTS}/ingest/sheet_validation.json",
-    params:
-        centers=CENTERS_FILTER,
     log:
         f"{LOGS}/ingest/validate_sheet.log",
     script:
@@ -33,4 +33,4 @@ rule ingest:
         "../scripts/ingest.py"
 
 
-ALL_TARGETS += expand(rules.ingest.output, subject=SUBJECTS)
+ALL_TARGETS += expand(rules.ingest.output, subject=PREPROCESS_SUBJECTS)

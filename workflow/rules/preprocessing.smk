@@ -38,22 +38,25 @@ rule splits:
         "../scripts/splits.py"
 
 
-rule fit_landmarks:
-    conda:
-        "../../envs/preprocessing.yaml"
-    input:
-        preproc=lambda w: expand(rules.preprocess.output, subject=subjects_in(HARMONIZE_PID, "train")),
-        splits=f"{RESULTS}/splits/{HARMONIZE_PID}.tsv",
-    output:
-        f"{RESULTS}/harmonization/landmarks.json",
-    params:
-        cfg=config["preprocess"],
-        subjects=subjects_in(HARMONIZE_PID, "train"),
-        preproc_root=f"{RESULTS}/preprocessed",
-    log:
-        f"{LOGS}/harmonization/fit_landmarks.log",
-    script:
-        "../scripts/fit_landmarks.py"
+# Not defined when a single-center rerun reuses the landmarks (see common.smk).
+if not REUSE_MODELS:
+
+    rule fit_landmarks:
+        conda:
+            "../../envs/preprocessing.yaml"
+        input:
+            preproc=lambda w: expand(rules.preprocess.output, subject=subjects_in(HARMONIZE_PID, "train")),
+            splits=f"{RESULTS}/splits/{HARMONIZE_PID}.tsv",
+        output:
+            LANDMARKS,
+        params:
+            cfg=config["preprocess"],
+            subjects=subjects_in(HARMONIZE_PID, "train"),
+            preproc_root=f"{RESULTS}/preprocessed",
+        log:
+            f"{LOGS}/harmonization/fit_landmarks.log",
+        script:
+            "../scripts/fit_landmarks.py"
 
 
 rule harmonize:
@@ -61,7 +64,7 @@ rule harmonize:
         "../../envs/preprocessing.yaml"
     input:
         preproc=rules.preprocess.output[0],
-        landmarks=rules.fit_landmarks.output[0],
+        landmarks=frozen(LANDMARKS),
     output:
         directory(f"{RESULTS}/harmonized/{{subject}}"),
     params:
@@ -106,8 +109,9 @@ rule qc_center:
         "../scripts/qc_center.py"
 
 
-ALL_TARGETS += expand(rules.harmonize.output, subject=SUBJECTS)
-ALL_TARGETS += expand(rules.qc_center.output.tsv, center=CENTERS)
+ALL_TARGETS += expand(rules.harmonize.output, subject=PREPROCESS_SUBJECTS)
+if not REUSE_MODELS:
+    ALL_TARGETS += expand(rules.qc_center.output.tsv, center=CENTERS)
 
 
 # Opt-in, never part of `all`: `snakemake download_hdbet_weights --cores 1` on a machine with

@@ -36,7 +36,7 @@ rule figures:
         n_boot=REPORT_N_BOOT,
     localrule: True
     log:
-        f"{LOGS}/figures/{{experiment}}.log",
+        f"{AGG_LOGS}/figures/{{experiment}}.log",
     script:
         "../scripts/figures.py"
 
@@ -61,7 +61,7 @@ rule figures_all:
         n_boot=REPORT_N_BOOT,
     localrule: True
     log:
-        f"{LOGS}/figures/all_experiments.log",
+        f"{AGG_LOGS}/figures/all_experiments.log",
     script:
         "../scripts/figures.py"
 
@@ -93,7 +93,7 @@ rule tables:
         n_boot=REPORT_N_BOOT,
     localrule: True
     log:
-        f"{LOGS}/tables.log",
+        f"{AGG_LOGS}/tables.log",
     script:
         "../scripts/tables.py"
 
@@ -105,20 +105,21 @@ rule provenance:
     input:
         sheet=SHEET,
     output:
-        config=f"{RESULTS}/provenance/config.yaml",
+        config=f"{AGG}/provenance/config.yaml",
         provenance=report(
-            f"{RESULTS}/provenance/provenance.json",
+            f"{AGG}/provenance/provenance.json",
             category="7. Provenance",
             caption="../report/provenance.rst",
         ),
-        descriptions=[f"{RESULTS}/{d}/dataset_description.json" for d in DERIVATIVES],
+        # the derivative folders belong to the full run: a selection leaves them alone
+        descriptions=[] if SELECTION else [f"{RESULTS}/{d}/dataset_description.json" for d in DERIVATIVES],
     params:
         cfg=config,
         derivatives=DERIVATIVES,
         repo=workflow.basedir,
     localrule: True
     log:
-        f"{LOGS}/provenance.log",
+        f"{AGG_LOGS}/provenance.log",
     script:
         "../scripts/provenance.py"
 

@@ -1,55 +1,57 @@
 # Curriculum training (GMD) of the thrombus model per experiment, and of the infarct model per
 # protocol (used by lesion-guided post-processing). GPU rules request the standard `gpu` resource.
-rule train_thrombus:
-    conda:
-        "../../envs/torch.yaml"
-    input:
-        harmonized=lambda w: _harmonized_for(experiment_pid(w.experiment)),
-        splits=lambda w: f"{RESULTS}/splits/{experiment_pid(w.experiment)}.tsv",
-    output:
-        model=f"{RESULTS}/models/{{experiment}}/thrombus/model.pt",
-        metrics=f"{RESULTS}/models/{{experiment}}/thrombus/metrics.csv",
-        curve=report(
-            f"{RESULTS}/models/{{experiment}}/thrombus/training_curve.png",
-            category="3. Training",
-            subcategory="{experiment}",
-            caption="../report/training_curve.rst",
-        ),
-    params:
-        cfg=lambda w: experiment_settings(TRAIN, w.experiment, "thrombus")[0],
-        harmonized_root=f"{RESULTS}/harmonized",
-    threads: TRAIN["threads"]
-    resources:
-        **_train_resources(),
-    log:
-        f"{LOGS}/train/{{experiment}}_thrombus.log",
-    script:
-        "../scripts/train.py"
+# Not defined when a single-center rerun reuses the existing models (see common.smk).
+if not REUSE_MODELS:
+
+    rule train_thrombus:
+        conda:
+            "../../envs/torch.yaml"
+        input:
+            harmonized=lambda w: _harmonized_for(experiment_pid(w.experiment)),
+            splits=lambda w: f"{RESULTS}/splits/{experiment_pid(w.experiment)}.tsv",
+        output:
+            model=thrombus_model("{experiment}"),
+            metrics=f"{RESULTS}/models/{{experiment}}/thrombus/metrics.csv",
+            curve=report(
+                f"{RESULTS}/models/{{experiment}}/thrombus/training_curve.png",
+                category="3. Training",
+                subcategory="{experiment}",
+                caption="../report/training_curve.rst",
+            ),
+        params:
+            cfg=lambda w: experiment_settings(TRAIN, w.experiment, "thrombus")[0],
+            harmonized_root=f"{RESULTS}/harmonized",
+        threads: TRAIN["threads"]
+        resources:
+            **_train_resources(),
+        log:
+            f"{LOGS}/train/{{experiment}}_thrombus.log",
+        script:
+            "../scripts/train.py"
 
 
-rule train_infarct:
-    conda:
-        "../../envs/torch.yaml"
-    input:
-        harmonized=lambda w: _harmonized_for(w.pid),
-        splits=f"{RESULTS}/splits/{{pid}}.tsv",
-    output:
-        model=f"{RESULTS}/models/infarct/{{pid}}/model.pt",
-        metrics=f"{RESULTS}/models/infarct/{{pid}}/metrics.csv",
-        curve=f"{RESULTS}/models/infarct/{{pid}}/training_curve.png",
-    params:
-        cfg=lambda w: experiment_settings(TRAIN, EXPERIMENTS[0], "lesion")[0],
-        harmonized_root=f"{RESULTS}/harmonized",
-    threads: TRAIN["threads"]
-    resources:
-        **_train_resources(),
-    log:
-        f"{LOGS}/train/infarct_{{pid}}.log",
-    script:
-        "../scripts/train.py"
+    rule train_infarct:
+        conda:
+            "../../envs/torch.yaml"
+        input:
+            harmonized=lambda w: _harmonized_for(w.pid),
+            splits=f"{RESULTS}/splits/{{pid}}.tsv",
+        output:
+            model=infarct_model("{pid}"),
+            metrics=f"{RESULTS}/models/infarct/{{pid}}/metrics.csv",
+            curve=f"{RESULTS}/models/infarct/{{pid}}/training_curve.png",
+        params:
+            cfg=lambda w: experiment_settings(TRAIN, EXPERIMENTS[0], "lesion")[0],
+            harmonized_root=f"{RESULTS}/harmonized",
+        threads: TRAIN["threads"]
+        resources:
+            **_train_resources(),
+        log:
+            f"{LOGS}/train/infarct_{{pid}}.log",
+        script:
+            "../scripts/train.py"
 
-
-ALL_TARGETS += expand(rules.train_thrombus.output.model, experiment=EXPERIMENTS)
-ALL_TARGETS += expand(
-    rules.train_infarct.output.model, pid=sorted({experiment_pid(e) for e in EXPERIMENTS})
-)
+    ALL_TARGETS += expand(rules.train_thrombus.output.model, experiment=EXPERIMENTS)
+    ALL_TARGETS += expand(
+        rules.train_infarct.output.model, pid=sorted({experiment_pid(e) for e in EXPERIMENTS})
+    )

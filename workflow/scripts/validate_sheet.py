@@ -7,7 +7,7 @@ from thrombseg.sheet import SheetError, validate_sheet
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with open(sm.log[0], "w") as log:
     try:
-        df = validate_sheet(sm.input.sheet, centers=sm.params.centers or None)
+        df = validate_sheet(sm.input.sheet)
     except SheetError as exc:
         log.write(str(exc) + "\n")
         sys.stderr.write(str(exc) + "\n")
