@@ -18,8 +18,6 @@ rule predict:
     resources:
         mem_mb=4000,
         runtime=30,
-    group:
-        "predict"
     log:
         f"{LOGS}/predict/{{experiment}}/{{subject}}.log",
     script:

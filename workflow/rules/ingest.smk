@@ -25,8 +25,6 @@ rule ingest:
         validated=rules.validate_sheet.output,
     output:
         directory(f"{RESULTS}/ingest/{{subject}}"),
-    group:
-        "subject"
     log:
         f"{LOGS}/ingest/{{subject}}.log",
     script:

@@ -14,8 +14,6 @@ rule preprocess:
     resources:
         mem_mb=4000,
         runtime=20,
-    group:
-        "subject"
     log:
         f"{LOGS}/preprocess/{{subject}}.log",
     script:
@@ -72,8 +70,6 @@ rule harmonize:
     resources:
         mem_mb=2000,
         runtime=10,
-    group:
-        "harmonize"
     log:
         f"{LOGS}/harmonize/{{subject}}.log",
     script:
