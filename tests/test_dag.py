@@ -27,6 +27,7 @@ TINY = {
     "training": {
         "gpus": 0,
         "threads": 2,
+        "mem_mb": 3000,
         "defaults": {"epochs": 1, "batch_size": 2, "stack": 4, "crop": [32, 32], "repeats": 1,
                      "val_every": 1, "val_max_cases": 1, "model_kwargs": {"widths": [4, 8, 16, 32]}},
         "infarct": {"model": "unet25d", "model_kwargs": {"widths": [4, 8]}, "epochs": 1},
@@ -48,16 +49,22 @@ def _mtimes(results: Path) -> dict[str, int]:
             if p.is_file() and "logs" not in p.relative_to(results).parts}
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_cohort(d: Path) -> Path:
+    """A 2-center x 3-patient synthetic sheet cohort and the tiny config for it; returns the config."""
     from thrombseg.synth import generate_cohort
     from thrombseg.synth.centers import DEFAULT_CENTERS
 
-    d = tmp_path_factory.mktemp("dag")
     sheet = generate_cohort(d / "raw", n_per_center=3, seed=1, n_jobs=2,
                             centers=[c for c in DEFAULT_CENTERS if c["name"] in CENTERS])
     cfg = d / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY | {"samples": str(sheet)}))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dag")
+    cfg = tiny_cohort(d)
     t0 = time.monotonic()
     res = _snakemake(d / "run", cfg)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
