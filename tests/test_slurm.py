@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO
 from test_dag import tiny_cohort
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(2400)]
 
 SCRIPTS = REPO / "tests" / "slurm"
 SKIP_RC = 3  # start_slurm.sh: Slurm cannot be provided here (no apt / not root)
