@@ -54,9 +54,20 @@ def test_splits_are_deterministic_and_per_protocol():
     assert set(mono.center) == {"B"} and set(mono.split) == {"train", "val", "test"}
     loco = assign_splits(sheet, "leave-center-out", center="C")
     assert (loco.loc[loco.center == "C", "split"] == "test").all()
+    assert {"train", "val"} <= set(loco.loc[loco.center == "A", "split"])
     assert "test" not in set(loco.loc[loco.center != "C", "split"])
     with pytest.raises(ValueError, match="center 'Z' not in the cohort"):
         assign_splits(sheet, "monocentric", center="Z")
+
+
+def test_adding_a_center_keeps_the_other_centers_splits():
+    sheet = pd.DataFrame({"subject": [f"s{i}" for i in range(16)], "center": ["B"] * 8 + ["C"] * 8, "split": ""})
+    more = pd.concat([pd.DataFrame({"subject": [f"a{i}" for i in range(8)], "center": "A", "split": ""}), sheet])
+    for protocol in ("multicentric", "leave-center-out"):
+        before = assign_splits(sheet, protocol, seed=0, center="C" if protocol != "multicentric" else None)
+        after = assign_splits(more, protocol, seed=0, center="C" if protocol != "multicentric" else None)
+        merged = before.merge(after, on="subject", suffixes=("_before", "_after"))
+        assert len(merged) == 16 and (merged.split_before == merged.split_after).all(), protocol
 
 
 def test_stack_pairs_positive_then_target_free(tmp_path):

@@ -11,6 +11,7 @@ held-out center of leave-center-out, which is test by definition).
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ def assign_splits(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    sheet = sheet.reset_index(drop=True)  # a concatenated sheet may repeat index labels
     df = sheet[["subject", "center"]].copy()
     given = sheet["split"] if "split" in sheet.columns else pd.Series([""] * len(sheet), index=sheet.index)
     sizes = df.groupby("center").size()
@@ -57,18 +59,25 @@ def assign_splits(
         center = sorted(sizes.index, key=lambda c: (-sizes[c], c))[0]
     if center is not None and center not in sizes.index:
         raise ValueError(f"protocol {protocol}: center {center!r} not in the cohort ({sorted(sizes.index)})")
-    rng = np.random.default_rng(seed)
+
+    def rng(c: str) -> np.random.Generator:
+        # one stream per center: adding a center (or patients to one) never reshuffles the others,
+        # so their trained models and test sets stay valid
+        return np.random.default_rng([seed, zlib.crc32(str(c).encode())])
+
     split: dict[str, str] = {}
     if protocol == "monocentric":
         df = df[df["center"] == center]
-        split = _split_group(list(df["subject"]), rng, val_frac, test_frac)
+        split = _split_group(list(df["subject"]), rng(center), val_frac, test_frac)
     elif protocol == "multicentric":
         for c in sorted(sizes.index):
-            split |= _split_group(list(df.loc[df["center"] == c, "subject"]), rng, val_frac, test_frac)
+            split |= _split_group(list(df.loc[df["center"] == c, "subject"]), rng(c), val_frac, test_frac)
     else:
         held = df["center"] == center
         split = {s: "test" for s in df.loc[held, "subject"]}
-        split |= _split_group(list(df.loc[~held, "subject"]), rng, val_frac / (1 - test_frac), 0.0)
+        for c in sorted(set(sizes.index) - {center}):
+            split |= _split_group(list(df.loc[df["center"] == c, "subject"]), rng(c),
+                                  val_frac / (1 - test_frac), 0.0)
     # The sheet's split wins, except that a held-out center is test by definition.
     forced = set(df.loc[df["center"] == center, "subject"]) if protocol == "leave-center-out" else set()
     df["split"] = [split[s] if s in forced else (given.get(i) or split[s]) for i, s in zip(df.index, df["subject"])]
