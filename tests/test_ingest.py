@@ -57,7 +57,7 @@ def test_lps_image_becomes_ras_and_identifiers_are_dropped(tmp_path):
 def test_failure_leaves_no_partial_output(tmp_path):
     write_nifti(tmp_path / "ok.nii.gz", np.ones((4, 4, 4), np.float32))
     (tmp_path / "bad.nii.gz").write_bytes(b"garbage")
-    with pytest.raises(IngestError, match="bad.nii.gz: unreadable NIfTI"):
+    with pytest.raises(IngestError, match="bad.nii.gz: unreadable or corrupt NIfTI"):
         ingest_subject(_row(subject="p2", center="c", swi="ok.nii.gz", flair="bad.nii.gz"),
                        tmp_path / "sheet.tsv", tmp_path / "out" / "p2")
     assert not (tmp_path / "out" / "p2").exists()

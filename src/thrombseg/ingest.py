@@ -7,14 +7,13 @@ patient identifiers (descrip, db_name, aux_file, intent_name) never reach the ou
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from .sheet import LABELS, SEQUENCES, Problem, SheetError, label_reference, read_sheet, resolve, squeeze3d
+from ._fs import atomic_dir
+from .sheet import LABELS, SEQUENCES, Problem, SheetError, label_reference, read_nifti3d, read_sheet, resolve
 
 LABEL_OUT = {"thrombus_mask": "thrombus", "lesion_mask": "lesion"}
 
@@ -82,23 +81,17 @@ def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path) -> dict:
         The sidecar dictionary that is also written to ``<subject>_ingest.json``.
     """
     sid = row["subject"]
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sid}.", dir=out_dir.parent))
     sidecar: dict = {"subject": sid, "center": row.get("center", ""), "split": row.get("split", ""),
                      "sequences": {}, "labels": {}, "warnings": []}
-    try:
+    with atomic_dir(out_dir) as tmp:
         for col in (*SEQUENCES, *LABELS):
             path = resolve(sheet, row.get(col, ""))
             if path is None:
                 continue
             try:
-                orig = nib.load(str(path))
-                data = squeeze3d(np.asanyarray(orig.dataobj))
-            except Exception as exc:
-                raise IngestError(f"{path}: unreadable NIfTI ({type(exc).__name__}: {exc})") from None
-            if data is None:
-                raise IngestError(f"{path}: image is not 3-D (shape {orig.shape})")
+                orig, data = read_nifti3d(path)
+            except ValueError as exc:
+                raise IngestError(f"{path}: {exc}") from None
             img3 = nib.Nifti1Image(data, orig.affine, orig.header)
             canon = nib.as_closest_canonical(img3)
             cdata = np.asanyarray(canon.dataobj)
@@ -122,12 +115,6 @@ def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path) -> dict:
             else:
                 sidecar["sequences"][col] = info
         (tmp / f"{sid}_ingest.json").write_text(json.dumps(sidecar, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sidecar
 
 

@@ -30,7 +30,7 @@ LABEL_GRID: dict[str, tuple[str, ...]] = {
     "lesion_mask": ("dwi", "adc", "flair"),
 }
 
-_GRID_ATOL_MM = 1e-3  # affine tolerance when comparing a mask's grid to its image's grid
+GRID_ATOL_MM = 1e-3  # affine tolerance when comparing a mask's grid to its image's grid
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,15 @@ def squeeze3d(data: np.ndarray) -> np.ndarray | None:
     return data if data.ndim == 3 else None
 
 
+def read_nifti3d(path: str | Path):
+    """``(image, 3-D data)`` of a NIfTI; ValueError with a one-line reason when unreadable or not 3-D."""
+    img, data = _load_nifti(Path(path))
+    vol = squeeze3d(data)
+    if vol is None:
+        raise ValueError(f"{data.ndim}-D image of shape {data.shape}, 3-D expected")
+    return img, vol
+
+
 def validate_sheet(
     sheet: str | Path,
     centers: list[str] | None = None,
@@ -187,13 +196,9 @@ def validate_sheet(
                     usable.append(col)
                 continue
             try:
-                img, data = _load_nifti(path)
+                img, vol = read_nifti3d(path)
             except ValueError as exc:
                 problems.append(Problem(line, sid, col, str(path), str(exc)))
-                continue
-            vol = squeeze3d(data)
-            if vol is None:
-                problems.append(Problem(line, sid, col, str(path), f"{data.ndim}-D image of shape {data.shape}, 3-D expected"))
                 continue
             if not np.isfinite(img.affine).all() or abs(np.linalg.det(img.affine[:3, :3])) < 1e-9:
                 problems.append(Problem(line, sid, col, str(path), "invalid affine (singular or non-finite)"))
@@ -218,7 +223,7 @@ def validate_sheet(
             if label not in grids or ref is None or ref not in grids:
                 continue
             (lshape, laff), (rshape, raff) = grids[label], grids[ref]
-            if lshape != rshape or not np.allclose(laff, raff, atol=_GRID_ATOL_MM):
+            if lshape != rshape or not np.allclose(laff, raff, atol=GRID_ATOL_MM):
                 problems.append(Problem(
                     line, sid, label, str(resolve(sheet, row[label])),
                     f"mask grid {lshape} differs from the grid {rshape} of '{ref}' it is drawn on"

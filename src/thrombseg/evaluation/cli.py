@@ -15,7 +15,6 @@ import json
 import math
 from pathlib import Path
 
-_GRID_ATOL_MM = 1e-3  # = sheet._GRID_ATOL_MM
 
 
 def _user_error(msg: str):
@@ -25,20 +24,14 @@ def _user_error(msg: str):
 
 
 def _load_mask(path: Path, what: str):
-    import nibabel as nib
-    import numpy as np
-
-    from ..sheet import squeeze3d
+    from ..sheet import read_nifti3d
 
     if not Path(path).is_file():
         raise _user_error(f"{path}: {what} not found")
     try:
-        img = nib.load(str(path))
-        data = squeeze3d(np.asanyarray(img.dataobj))
-    except Exception as exc:
-        raise _user_error(f"{path}: {what} is not a readable NIfTI ({type(exc).__name__}: {exc})") from None
-    if data is None:
-        raise _user_error(f"{path}: {what} must be 3-D, got shape {img.shape}")
+        img, data = read_nifti3d(path)
+    except ValueError as exc:
+        raise _user_error(f"{path}: {what}: {exc}") from None
     return img, data > 0.5
 
 
@@ -46,9 +39,11 @@ def load_pair(pred, truth, what: str = "thrombus"):
     """(pred, truth, spacing) of two masks that must share one grid (shape and affine)."""
     import numpy as np
 
+    from ..sheet import GRID_ATOL_MM
+
     pi, p = _load_mask(pred, f"predicted {what} mask")
     ti, t = _load_mask(truth, f"reference {what} mask")
-    if p.shape != t.shape or not np.allclose(pi.affine, ti.affine, atol=_GRID_ATOL_MM):
+    if p.shape != t.shape or not np.allclose(pi.affine, ti.affine, atol=GRID_ATOL_MM):
         raise _user_error(f"{pred}: predicted {what} mask is not on the grid of {truth} (shape {p.shape} vs "
                           f"{t.shape}; compare a native-space prediction with the mask of the same input)")
     return p, t, tuple(float(z) for z in ti.header.get_zooms()[:3])

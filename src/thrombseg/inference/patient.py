@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .._fs import atomic_dir
 from ..sheet import SEQUENCES
 from ..training.data import DEFAULT_FALLBACK
 from .predict import InferenceConfig, InferenceError
@@ -216,93 +216,85 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
     _prepare_out(out_dir, subject)
     tick("checks_and_models", t0)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    work = stage / "work"
-    try:
-        t0 = time.perf_counter()
-        row = {"subject": subject, "center": center, "split": ""} | {s: str(p) for s, p in paths.items()}
-        ingest_subject(row, work / "sheet.tsv", work / "ingest" / subject)
-        tick("ingest", t0)
-        t0 = time.perf_counter()
-        meta = preprocess_subject(work / "ingest", subject, work / "preprocessed", cfg)
-        tick("preprocess", t0)
-        t0 = time.perf_counter()
-        harmonize_subject(work / "preprocessed", subject, landmarks, work / "harmonized", cfg)
-        tick("harmonize", t0)
+    with atomic_dir(out_dir) as stage:
+        work = stage / "work"
+        try:
+            t0 = time.perf_counter()
+            row = {"subject": subject, "center": center, "split": ""} | {s: str(p) for s, p in paths.items()}
+            ingest_subject(row, work / "sheet.tsv", work / "ingest" / subject)
+            tick("ingest", t0)
+            t0 = time.perf_counter()
+            meta = preprocess_subject(work / "ingest", subject, work / "preprocessed", cfg)
+            tick("preprocess", t0)
+            t0 = time.perf_counter()
+            harmonize_subject(work / "preprocessed", subject, landmarks, work / "harmonized", cfg)
+            tick("harmonize", t0)
 
-        t0 = time.perf_counter()
-        case = load_case(work / "harmonized" / subject, subject, center, mmap=False)
-        used = case_sequences(case, thr[1].modalities)
-        with torch.inference_mode():
-            res = predict_case(case, thr, inf, icfg, device=device)
-        tick("predict", t0)
+            t0 = time.perf_counter()
+            case = load_case(work / "harmonized" / subject, subject, center, mmap=False)
+            used = case_sequences(case, thr[1].modalities)
+            with torch.inference_mode():
+                res = predict_case(case, thr, inf, icfg, device=device)
+            tick("predict", t0)
 
-        # ---- outputs on the reference grid ---------------------------------------------------------
-        t0 = time.perf_counter()
-        pre = work / "preprocessed" / subject
-        grid = load_image(pre / f"{subject}_brainmask.nii.gz", what="brain mask", allow_constant=True)
-        gaff = nifti_affine(grid)
-        arrays = {"thrombus_prob": res["prob"], "thrombus_mask": res["mask"]}
-        if res["infarct"] is not None:
-            arrays["infarct_mask"] = res["infarct"]
-        for name, arr in arrays.items():
-            _save(arr, gaff, stage / f"{subject}_{name}.nii.gz", np.float32 if name.endswith("prob") else np.uint8)
-        if (pre / f"{subject}_qc.png").is_file():
-            shutil.copyfile(pre / f"{subject}_qc.png", stage / f"{subject}_qc.png")
-        tick("write_grid", t0)
+            # ---- outputs on the reference grid ---------------------------------------------------------
+            t0 = time.perf_counter()
+            pre = work / "preprocessed" / subject
+            grid = load_image(pre / f"{subject}_brainmask.nii.gz", what="brain mask", allow_constant=True)
+            gaff = nifti_affine(grid)
+            arrays = {"thrombus_prob": res["prob"], "thrombus_mask": res["mask"]}
+            if res["infarct"] is not None:
+                arrays["infarct_mask"] = res["infarct"]
+            for name, arr in arrays.items():
+                _save(arr, gaff, stage / f"{subject}_{name}.nii.gz", np.float32 if name.endswith("prob") else np.uint8)
+            if (pre / f"{subject}_qc.png").is_file():
+                shutil.copyfile(pre / f"{subject}_qc.png", stage / f"{subject}_qc.png")
+            tick("write_grid", t0)
 
-        # ---- back to each input's own space ----------------------------------------------------------
-        t0 = time.perf_counter()
-        (stage / "native").mkdir()
-        native = {}
-        for seq, src in paths.items():
-            mat = (meta["registration"].get(seq) or {}).get("matrix")
-            moved = to_native(arrays, grid, work / "ingest" / subject / f"{subject}_{seq}.nii.gz", src, mat)
-            native[seq] = {}
-            for name, (arr, aff) in moved.items():
-                f = stage / "native" / f"{subject}_space-{seq}_{name}.nii.gz"
-                _save(arr, aff, f, np.float32 if name.endswith("prob") else np.uint8)
-                native[seq][name] = f"native/{f.name}"
-        tick("native", t0)
+            # ---- back to each input's own space ----------------------------------------------------------
+            t0 = time.perf_counter()
+            (stage / "native").mkdir()
+            native = {}
+            for seq, src in paths.items():
+                mat = (meta["registration"].get(seq) or {}).get("matrix")
+                moved = to_native(arrays, grid, work / "ingest" / subject / f"{subject}_{seq}.nii.gz", src, mat)
+                native[seq] = {}
+                for name, (arr, aff) in moved.items():
+                    f = stage / "native" / f"{subject}_space-{seq}_{name}.nii.gz"
+                    _save(arr, aff, f, np.float32 if name.endswith("prob") else np.uint8)
+                    native[seq][name] = f"native/{f.name}"
+            tick("native", t0)
 
-        import cc3d
+            import cc3d
 
-        vox = float(np.prod(case.spacing))
-        mask = np.asarray(res["mask"]) > 0
-        summary = {
-            "subject": subject, "inputs": {s: str(p) for s, p in paths.items()},
-            "thrombus_model": str(thrombus_model), "infarct_model": str(infarct_model) if infarct_model else None,
-            "landmarks": str(landmarks), "model_channels": list(thr[1].modalities),
-            "sequences_used": used,
-            "infarct_sequences_used": case_sequences(case, inf[1].modalities) if res["infarct"] is not None else [],
-            "reference": meta["reference"], "grid": meta["grid"],
-            "thrombus_volume_mm3": round(float(mask.sum() * vox), 3),
-            "thrombus_n_components": int(cc3d.connected_components(mask.astype(np.uint8), connectivity=26,
-                                                                   return_N=True)[1]),
-            "thrombus_raw_n_components": int(cc3d.connected_components(np.asarray(res["raw"], np.uint8),
-                                                                       connectivity=26, return_N=True)[1]),
-            "thrombus_max_prob": round(float(np.max(res["prob"])), 4),
-            "infarct_volume_mm3": (round(float(np.asarray(res["infarct"]).sum() * vox), 3)
-                                   if res["infarct"] is not None else None),
-            "postprocess": res["info"], "inference": vars(icfg), "device": str(device),
-            "threads": torch.get_num_threads(), "warnings": warnings + meta["warnings"],
-            "outputs": {n: f"{subject}_{n}.nii.gz" for n in arrays} | {"native": native},
-        }
-        if not keep_work:
-            shutil.rmtree(work)
-        timings["total"] = round(time.perf_counter() - t_all, 3)
-        summary["timings_s"] = timings | {"preprocess_steps": meta["timings_s"]}
-        (stage / SUMMARY.format(subject=subject)).write_text(json.dumps(summary, indent=2, default=_json) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        stage.rename(out_dir)
-    except (PreprocessingError, IngestError) as exc:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise type(exc)(_user_paths(str(exc), work, subject, paths)) from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+            vox = float(np.prod(case.spacing))
+            mask = np.asarray(res["mask"]) > 0
+            summary = {
+                "subject": subject, "inputs": {s: str(p) for s, p in paths.items()},
+                "thrombus_model": str(thrombus_model), "infarct_model": str(infarct_model) if infarct_model else None,
+                "landmarks": str(landmarks), "model_channels": list(thr[1].modalities),
+                "sequences_used": used,
+                "infarct_sequences_used": case_sequences(case, inf[1].modalities) if res["infarct"] is not None else [],
+                "reference": meta["reference"], "grid": meta["grid"],
+                "thrombus_volume_mm3": round(float(mask.sum() * vox), 3),
+                "thrombus_n_components": int(cc3d.connected_components(mask.astype(np.uint8), connectivity=26,
+                                                                       return_N=True)[1]),
+                "thrombus_raw_n_components": int(cc3d.connected_components(np.asarray(res["raw"], np.uint8),
+                                                                           connectivity=26, return_N=True)[1]),
+                "thrombus_max_prob": round(float(np.max(res["prob"])), 4),
+                "infarct_volume_mm3": (round(float(np.asarray(res["infarct"]).sum() * vox), 3)
+                                       if res["infarct"] is not None else None),
+                "postprocess": res["info"], "inference": vars(icfg), "device": str(device),
+                "threads": torch.get_num_threads(), "warnings": warnings + meta["warnings"],
+                "outputs": {n: f"{subject}_{n}.nii.gz" for n in arrays} | {"native": native},
+            }
+            if not keep_work:
+                shutil.rmtree(work)
+            timings["total"] = round(time.perf_counter() - t_all, 3)
+            summary["timings_s"] = timings | {"preprocess_steps": meta["timings_s"]}
+            (stage / SUMMARY.format(subject=subject)).write_text(json.dumps(summary, indent=2, default=_json) + "\n")
+        except (PreprocessingError, IngestError) as exc:
+            raise type(exc)(_user_paths(str(exc), work, subject, paths)) from None
     return summary
 
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .._fs import atomic_dir
 from ..sheet import LABEL_GRID as SHEET_LABEL_GRID
 from ..sheet import SEQUENCES
 from . import skullstrip as ss
@@ -305,9 +304,6 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
 
     # ---- write (hidden temp folder, renamed at the end) --------------------------------------------
     t0 = time.perf_counter()
-    dest = Path(out_dir) / subject
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{subject}.", dir=dest.parent))
     vox_ml = float(np.prod(grid.spacing)) / 1000.0
     meta = {
         "subject": subject, "center": sidecar.get("center", ""), "split": sidecar.get("split", ""),
@@ -325,7 +321,7 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
         "warnings": list(sidecar.get("warnings", [])) + warnings,
         "config": cfg,
     }
-    try:
+    with atomic_dir(Path(out_dir) / subject) as tmp:
         for s, img in out_imgs.items():
             atomic_write_nifti(img, tmp / f"{subject}_{s}.nii.gz")
         atomic_write_nifti(brain_img, tmp / f"{subject}_brainmask.nii.gz", dtype=np.uint8)
@@ -343,10 +339,4 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
         timings["total"] = round(time.perf_counter() - t_all, 3)
         meta["timings_s"] = timings
         atomic_write_json(meta, tmp / f"{subject}_preproc.json")
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
