@@ -24,7 +24,7 @@ pytest.importorskip("ants")
 from thrombseg.cli import main  # noqa: E402
 from thrombseg.inference.cli import results_files  # noqa: E402
 from thrombseg.inference.patient import check_sequences, known_sequences, predict_patient, to_native  # noqa: E402
-from thrombseg.inference.predict import InferenceError  # noqa: E402
+from thrombseg.inference.predict import InferenceConfig, InferenceError  # noqa: E402
 from thrombseg.training.trainer import TrainConfig, make_model  # noqa: E402
 
 FAST = {"threads": 2, "qc": {"montage": False}, "n4": {"enabled": False}, "registration": {"reg_spacing_mm": 4.0}}
@@ -181,6 +181,23 @@ def test_cli_bad_file_exits_2_with_one_line(patient, tmp_path, capsys, what):
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_inference_settings_are_rejected_when_read(patient, tmp_path, capsys):
+    """Checked when the settings are built, not after preprocessing deep inside post-processing."""
+    with pytest.raises(InferenceError, match=r"regrow_threshold \(0.3\) must not exceed threshold \(0.2\)"):
+        InferenceConfig(threshold=0.2)
+    with pytest.raises(InferenceError, match="min_size_voxels must be >= 0"):
+        InferenceConfig.from_dict({"min_size_voxels": -1})
+    with pytest.raises(InferenceError, match="unknown key"):
+        InferenceConfig.from_dict({"treshold": 0.5})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("inference: {threshold: 2}\n")
+    rc = main(["predict", str(tmp_path / "out"), "--swi", str(patient["files"]["swi"]), "--model",
+               str(patient["model"]), "--landmarks", str(patient["landmarks"]), "--config", str(cfg)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "threshold must be a number in (0, 1]" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_failure_mid_pipeline_leaves_no_output(patient, tmp_path):
     """A constant image passes the cheap checks and fails in preprocessing: nothing is left behind."""
     flat = _save(nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.eye(4)), tmp_path / "flat.nii.gz")
@@ -197,13 +214,23 @@ def test_refuses_to_replace_a_foreign_folder(patient, tmp_path):
     assert (tmp_path / "keep.txt").is_file()
 
 
-def test_evaluate_cli(predicted, capsys):
+def test_evaluate_cli(predicted, tmp_path, capsys):
+    import nibabel as nib
+
     nat = predicted / "native"
     m = str(nat / "p1_space-swi_thrombus_mask.nii.gz")
-    assert main(["evaluate", m, m, "--infarct-pred", str(nat / "p1_space-dwi_infarct_mask.nii.gz"),
-                 "--infarct-truth", str(nat / "p1_space-dwi_infarct_mask.nii.gz")]) == 0
+    ref = nib.load(m)
+    pred, truth = np.zeros(ref.shape, np.uint8), np.zeros(ref.shape, np.uint8)
+    pred[10:14, 10:14, 5:7] = 1  # 32 voxels
+    truth[12:16, 10:14, 5:7] = 1  # 32 voxels, 16 shared -> Dice 0.5
+    for name, arr in (("pred", pred), ("truth", truth)):
+        nib.save(nib.Nifti1Image(arr, ref.affine), tmp_path / f"{name}.nii.gz")
+    inf = str(nat / "p1_space-dwi_infarct_mask.nii.gz")
+    assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "truth.nii.gz"),
+                 "--infarct-pred", inf, "--infarct-truth", inf]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["dice"] == 1.0 and row["infarct_dice"] == 1.0
+    assert row["dice"] == pytest.approx(0.5) and row["detected"] == 1.0 and row["overlap_voxels"] == 16
+    assert row["infarct_dice"] in (1.0, None)  # identical infarct masks (None: both empty)
     assert main(["evaluate", m, str(nat / "p1_space-dwi_thrombus_mask.nii.gz")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not on the grid" in err

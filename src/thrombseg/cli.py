@@ -116,13 +116,12 @@ def _stage_hooks():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .ingest import IngestError
-    from .sheet import SheetError
+    from .smk import _user_errors
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SheetError, IngestError, UserError, FileNotFoundError) as exc:
+    except (*_user_errors(), UserError) as exc:
         print(f"thrombseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -29,6 +29,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         errs.append(PreprocessingError)
     except ImportError:  # pragma: no cover - stage not installed
         pass
+    try:
+        from .inference.predict import InferenceError
+
+        errs.append(InferenceError)
+    except ImportError:  # pragma: no cover - stage not installed
+        pass
     return tuple(errs)
 
 

@@ -43,8 +43,33 @@ class InferenceConfig:
     subsets: str | list = "all"  # all | leave-one-out | full | list of lists (see sequence_subsets)
     device: str = "auto"
 
+    def __post_init__(self):
+        # Checked here, before any preprocessing or model runs, instead of deep inside post-processing.
+        bad = []
+        for name in ("threshold", "regrow_threshold", "infarct_threshold"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+                bad.append(f"{name} must be a number in (0, 1], got {v!r}")
+        if not bad and self.postprocess and self.regrow_threshold > self.threshold:
+            bad.append(f"regrow_threshold ({self.regrow_threshold}) must not exceed threshold ({self.threshold})")
+        if not isinstance(self.overlap, (int, float)) or not 0 <= self.overlap < 1:
+            bad.append(f"overlap must be in [0, 1), got {self.overlap!r}")
+        for name in ("batch_size",):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("min_size_voxels", "min_volume_mm3", "keep_within_mm"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+                bad.append(f"{name} must be >= 0, got {v!r}")
+        if bad:
+            raise InferenceError("inference settings: " + "; ".join(bad))
+
     @classmethod
     def from_dict(cls, d: dict | None) -> "InferenceConfig":
+        unknown = sorted(set(d or {}) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise InferenceError(f"inference settings: unknown key(s) {unknown} "
+                                 f"(known: {', '.join(cls.__dataclass_fields__)})")
         return cls(**(d or {}))
 
 
