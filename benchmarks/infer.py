@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-SEQS = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")
+from thrombseg.sheet import SEQUENCES as SEQS
 
 
 def one(args) -> dict:
@@ -67,8 +67,7 @@ def one(args) -> dict:
             spent["postprocess"] += time.perf_counter() - t
 
     P.predict_probabilities, P.postprocess_thrombus = timed_prob, timed_post
-    icfg = P.InferenceConfig.from_dict({k: v for k, v in found["inference"].items() if k != "subsets"})
-    icfg.device = "cpu"
+    icfg = P.inference_settings(found["inference"], found["postprocess"], subsets="full", device="cpu")
     pre = dict(found["preprocess"] or {}, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="thrombseg-bench-") as td:
         s = predict_patient(images, Path(td) / args.one, found["model"], found["landmarks"], found["infarct_model"],
@@ -112,7 +111,7 @@ def timing_table(args):
                    OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY=args.omp_wait_policy)
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
-            sys.exit(f"{sub}: {out.stderr.strip().splitlines()[-1]}")
+            sys.exit(f"{sub}: {(out.stderr.strip().splitlines() or ['exit code %d' % out.returncode])[-1]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  {sub}: {rows[-1]['total']:.1f} s", file=sys.stderr)
     df = pd.DataFrame(rows)

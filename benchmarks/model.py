@@ -15,6 +15,7 @@ import argparse
 import platform
 import time
 
+import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 
 from thrombseg.models import MODEL_REGISTRY, build_model

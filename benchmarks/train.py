@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 import yaml
 from torch.utils.data import DataLoader

@@ -247,6 +247,9 @@ def test_aggregate_cli(tmp_path, capsys):
     pc = pd.read_csv(tmp_path / "tables" / "per_center.tsv", sep="\t")
     assert set(pc["center"]) == {"x", "y"}
     assert main(["aggregate", str(tmp_path / "t2"), str(paths[0]), str(paths[0])]) == 2  # duplicated rows
+    (tmp_path / "bin.tsv").write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["aggregate", str(tmp_path / "t3"), str(tmp_path / "bin.tsv")]) == 2
+    assert "bin.tsv: not a readable metrics table" in capsys.readouterr().err
 
 
 def test_predict_harmonized_cli(patient, predicted, tmp_path, capsys):
@@ -255,6 +258,38 @@ def test_predict_harmonized_cli(patient, predicted, tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "h" / "p1_thrombus_mask.nii.gz").is_file()
     assert len(pd.read_csv(tmp_path / "h" / "p1_metrics.tsv", sep="\t")) == 3  # dwi+swi, swi, dwi
+    capsys.readouterr()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(patient["model"].read_bytes()[:100])
+    rc = main(["predict-harmonized", str(predicted / "work" / "harmonized"), "p1", "c", str(bad), str(tmp_path / "h2")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "truncated.pt: not a readable thrombseg thrombus model" in err
+
+
+def test_tune_postprocess_cli(patient, predicted, tmp_path, capsys):
+    """Choose post-processing on 'val' rows, then predict with the choice."""
+    import shutil
+
+    harm = tmp_path / "harmonized"  # the predicted patient, given a thrombus annotation
+    shutil.copytree(predicted / "work" / "harmonized" / "p1", harm / "p1")
+    shape = np.load(harm / "p1" / "p1_swi.npy", mmap_mode="r").shape
+    lab = np.zeros(shape, np.uint8)
+    lab[shape[0] // 2:shape[0] // 2 + 3, shape[1] // 2:shape[1] // 2 + 3, shape[2] // 2] = 1
+    np.save(harm / "p1" / "p1_label-thrombus.npy", lab)
+    harm = str(harm)
+    splits = tmp_path / "splits.tsv"
+    pd.DataFrame({"subject": ["p1"], "center": ["c"], "split": ["val"]}).to_csv(splits, sep="\t", index=False)
+    out = tmp_path / "pp.json"
+    assert main(["tune-postprocess", harm, str(splits), str(patient["model"]), str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["subjects"] == ["p1"] and len(r["candidates"]) == 4  # configured 20 is also in the default grid
+    assert set(r["chosen"]) == {"min_size_voxels"} and r["chosen"]["min_size_voxels"] in (0, 5, 10, 20)
+    capsys.readouterr()
+    assert main(["predict-harmonized", harm, "p1", "c", str(patient["model"]), str(tmp_path / "h"),
+                 "--postprocess", str(out)]) == 0
+    pd.DataFrame({"subject": ["p1"], "center": ["c"], "split": ["test"]}).to_csv(splits, sep="\t", index=False)
+    assert main(["tune-postprocess", harm, str(splits), str(patient["model"]), str(tmp_path / "x.json")]) == 2
+    assert "no 'val' patients" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
 def test_results_folder_lookup(patient, tmp_path):
@@ -274,4 +309,6 @@ def test_results_folder_lookup(patient, tmp_path):
     found = results_files(r)
     assert found["experiment"] == "exp1" and found["infarct_model"] == r / "models/infarct/monocentric-A/model.pt"
     assert found["landmarks"] == r / "harmonization/landmarks.json" and found["inference"]["threshold"] == 0.4
-    assert found["preprocess"] == {"threads": 1}
+    assert found["preprocess"] == {"threads": 1} and found["postprocess"] is None
+    (r / "models/exp1/thrombus/postprocess.json").write_text(json.dumps({"chosen": {"min_size_voxels": 5}}))
+    assert results_files(r)["postprocess"] == r / "models/exp1/thrombus/postprocess.json"

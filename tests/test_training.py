@@ -86,6 +86,29 @@ def test_stack_pairs_positive_then_target_free(tmp_path):
     assert torch.equal(a, b)  # same (seed, epoch, index) -> same draw
 
 
+def test_target_free_stacks_cover_the_brain_or_stay_near(tmp_path):
+    """``brain`` negatives are drawn over the brain's in-plane extent (what a whole-slice crop
+    sees), ``near`` ones around the target; both stay at target-free neighbouring slices."""
+    case = load_case(make_case(tmp_path, "c0", 0, shape=(120, 100, 12)))
+    brain = np.zeros(case.shape, bool)
+    brain[10:110, 20:90] = True
+    case.brain = brain
+    centre = np.argwhere(case.labels["thrombus"] > 0).mean(0)
+    for mode in ("brain", "near"):
+        ds = StackDataset([case] * 200, ["swi", "dwi"], stack=4, crop=(16, 16), negatives=mode)
+        rng = np.random.default_rng(0)
+        xy = np.array([ds._window(rng, i, positive=False)[:2] for i in range(200)]) + 8  # crop centres
+        off = np.abs(xy - centre[:2])
+        if mode == "near":
+            assert (off <= 4 + 1).all()  # crop/4 around the target
+        else:
+            assert off.max() > 30 and xy[:, 0].min() >= 10 - 1 and xy[:, 0].max() <= 110
+            assert xy[:, 1].min() >= 20 - 1 and xy[:, 1].max() <= 90
+        assert all(ds[2 * i + 1]["y"].sum() == 0 for i in range(5))
+    with pytest.raises(ValueError, match="negatives"):
+        StackDataset([case], ["swi"], negatives="far")
+
+
 def test_loss_falls_and_model_reloads(tmp_path):
     torch.set_num_threads(2)
     cases = [load_case(make_case(tmp_path / "data", f"c{i}", i)) for i in range(4)]

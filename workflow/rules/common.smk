@@ -146,8 +146,25 @@ def infarct_model(pid):
     return f"{RESULTS}/models/infarct/{pid}/model.pt"
 
 
+def tuned_postprocess(experiment):
+    """Post-processing settings chosen on the experiment's validation patients (rule tune_postprocess)."""
+    return f"{RESULTS}/models/{experiment}/thrombus/postprocess.json"
+
+
+from thrombseg.inference.tune import DEFAULT_GRID as _DEFAULT_TUNE_GRID
+
+COHORT_CENTER = dict(_cohort)  # every patient's center, whatever the `centers` filter
+
+
+def tunes(experiment):
+    """Whether the experiment's post-processing is chosen on validation patients (it needs some)."""
+    grid = config["inference"].get("tune", _DEFAULT_TUNE_GRID)
+    return bool(grid) and bool(subjects_in(experiment_pid(experiment), "val"))
+
+
 _FROZEN = [LANDMARKS, *(thrombus_model(e) for e in EXPERIMENTS),
-           *(infarct_model(experiment_pid(e)) for e in EXPERIMENTS)]
+           *(infarct_model(experiment_pid(e)) for e in EXPERIMENTS),
+           *(tuned_postprocess(e) for e in EXPERIMENTS if tunes(e))]
 REUSE_MODELS = bool(SELECTION) and all(os.path.exists(p) for p in _FROZEN)
 if SELECTION and not REUSE_MODELS:
     print(f"thrombseg: centers={CENTERS_FILTER} but some models/landmarks are missing "

@@ -1,6 +1,7 @@
 """Rules train_thrombus / train_infarct: resumable training (thrombseg.training)."""
 from pathlib import Path
 
+import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 
 from thrombseg.smk import run_step

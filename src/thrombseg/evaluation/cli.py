@@ -79,7 +79,10 @@ def _cmd_aggregate(a) -> int:
     for f in a.metrics:
         if not Path(f).is_file():
             raise _user_error(f"{f}: metrics table not found")
-        frames.append(pd.read_csv(f, sep="\t"))
+        try:
+            frames.append(pd.read_csv(f, sep="\t"))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise _user_error(f"{f}: not a readable metrics table ({str(exc).splitlines()[0]})") from None
     try:
         paths = write_tables(pd.concat(frames, ignore_index=True), a.out_dir, n_boot=a.n_boot, seed=a.seed)
     except ValueError as exc:  # missing id columns, duplicated rows: the message says which

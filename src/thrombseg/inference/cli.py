@@ -1,14 +1,17 @@
-"""``thrombseg predict`` / ``thrombseg predict-harmonized`` (hooked into thrombseg.cli via :func:`add_subparsers`).
+"""``thrombseg predict`` / ``predict-harmonized`` / ``tune-postprocess`` (hooked into thrombseg.cli).
 
     thrombseg predict OUT_DIR [--swi F] [--phase F] [--t2star F] [--dwi F] [--adc F] [--flair F] [--t1 F]
         (--model M.pt --landmarks L.json [--infarct-model M.pt] [--config config.yaml] | --results DIR
-        [--experiment E]) [--subject ID] [--tta] [--device auto|cpu|cuda] [--threads N] [--keep-work]
+        [--experiment E]) [--postprocess P.json] [--subject ID] [--tta] [--device auto|cpu|cuda]
+        [--threads N] [--keep-work]
     thrombseg predict-harmonized HARMONIZED_DIR SUBJECT CENTER MODEL OUT_DIR [--infarct-model M.pt]
-        [--subsets all|leave-one-out|full] [--experiment E] [--config config.yaml]
+        [--subsets all|leave-one-out|full] [--experiment E] [--config config.yaml] [--postprocess P.json]
+    thrombseg tune-postprocess HARMONIZED_DIR SPLITS MODEL OUT_JSON [--infarct-model M.pt] [--config config.yaml]
 
 ``--results DIR`` takes the files of a finished workflow run: ``DIR/models/<experiment>/thrombus/model.pt``,
-the infarct model of the experiment's protocol, ``DIR/harmonization/landmarks.json`` and the exact
-preprocessing/inference settings of that run; explicit options override each of them.
+the infarct model of the experiment's protocol, ``DIR/harmonization/landmarks.json``, the exact
+preprocessing/inference settings of that run and the post-processing settings chosen on its validation
+patients (``postprocess.json`` beside the model); explicit options override each of them.
 Bad input exits with code 2 and one line naming the file or sequence.
 """
 
@@ -46,7 +49,7 @@ def results_files(results, experiment: str | None = None) -> dict:
 
     Returns:
         dict with ``model``, ``infarct_model`` (or None), ``landmarks``, ``preprocess`` (dict or None),
-        ``inference`` (dict), ``experiment``.
+        ``inference`` (dict), ``experiment``, ``postprocess`` (the tuned settings' file, or None).
     """
     root = Path(results)
     if not root.is_dir():
@@ -72,22 +75,22 @@ def results_files(results, experiment: str | None = None) -> dict:
     # the resolved preprocessing config actually used (defaults of that code version included)
     pre = next(iter(sorted((root / "preprocessed").glob("*/*_preproc.json"))), None)
     preprocess = json.loads(pre.read_text()).get("config") if pre else conf.get("preprocess")
+    tuned = model.parent / "postprocess.json"  # settings chosen on the validation patients
     return {"model": model, "infarct_model": infarct, "landmarks": root / "harmonization" / "landmarks.json",
-            "preprocess": preprocess, "inference": conf.get("inference") or {}, "experiment": experiment}
+            "preprocess": preprocess, "inference": conf.get("inference") or {}, "experiment": experiment,
+            "postprocess": tuned if tuned.is_file() else None}
 
 
-def _inference_config(settings: dict, a):
-    from .predict import InferenceConfig
+def _inference_config(settings: dict, a, tuned=None):
+    """Settings of a config section (+ a tuning file), then the command line's --tta / --device."""
+    from .predict import inference_settings
 
-    d = {k: v for k, v in (settings or {}).items() if k != "subsets"}
+    over = {"subsets": "full"}
     if getattr(a, "tta", False):
-        d["tta_flip"] = True
+        over["tta_flip"] = True
     if getattr(a, "device", None):
-        d["device"] = a.device
-    try:
-        return InferenceConfig.from_dict(d)
-    except TypeError as exc:
-        raise _user_error(f"inference config: {exc}") from None
+        over["device"] = a.device
+    return inference_settings(settings, tuned, **over)  # InferenceError names a bad or unknown key
 
 
 def _cmd_predict(a) -> int:
@@ -107,7 +110,8 @@ def _cmd_predict(a) -> int:
         preprocess = dict(found.get("preprocess") or {})
     if a.threads:
         preprocess["threads"] = a.threads
-    icfg = _inference_config(conf.get("inference") if a.config else found.get("inference"), a)
+    tuned = a.postprocess or (None if a.config else found.get("postprocess"))
+    icfg = _inference_config(conf.get("inference") if a.config else found.get("inference"), a, tuned)
     s = predict_patient(images, a.out_dir, model, landmarks, a.infarct_model or found.get("infarct_model"),
                         preprocess, icfg, subject=a.subject, keep_work=a.keep_work)
     print(json.dumps({k: s[k] for k in ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_components",
@@ -120,7 +124,7 @@ def _cmd_predict_harmonized(a) -> int:
     from .predict import predict_subject
 
     conf = _read_yaml(a.config) if a.config else {}
-    icfg = _inference_config(conf.get("inference"), a)
+    icfg = _inference_config(conf.get("inference"), a, a.postprocess)
     icfg.subsets = a.subsets
     df = predict_subject(a.harmonized_dir, a.subject, a.center, a.model, a.infarct_model, a.out_dir,
                          a.experiment, icfg)
@@ -129,19 +133,24 @@ def _cmd_predict_harmonized(a) -> int:
     return 0
 
 
-def _wrap(inner):
-    """Turn the stage's expected input errors into thrombseg.cli.UserError (exit 2, one line)."""
+def _cmd_tune(a) -> int:
+    import pandas as pd
 
-    def run(args):
-        from ..preprocessing._io import PreprocessingError
-        from .predict import InferenceError
+    from .tune import tune_subjects
 
-        try:
-            return inner(args)
-        except (InferenceError, PreprocessingError) as exc:
-            raise _user_error(exc) from None
-
-    return run
+    if not a.splits.is_file():
+        raise _user_error(f"{a.splits}: splits table not found")
+    sp = pd.read_csv(a.splits, sep="\t", dtype=str, keep_default_na=False)
+    if not {"subject", "center", "split"} <= set(sp.columns):
+        raise _user_error(f"{a.splits}: needs the columns subject, center, split")
+    val = sp[sp["split"] == "val"]
+    if val.empty:
+        raise _user_error(f"{a.splits}: no 'val' patients to tune on")
+    section = (_read_yaml(a.config).get("inference") or {}) if a.config else {}
+    r = tune_subjects(a.harmonized_dir, dict(zip(val["subject"], val["center"])), a.model, a.infarct_model,
+                      a.out_json, section)
+    print(json.dumps({"chosen": r["chosen"], "subjects": r["subjects"], "out": str(a.out_json)}))
+    return 0
 
 
 def add_subparsers(subparsers) -> None:
@@ -159,11 +168,13 @@ def add_subparsers(subparsers) -> None:
     s.add_argument("--results", type=Path, help="a workflow results folder: take model, landmarks, settings")
     s.add_argument("--experiment", help="experiment under --results (default: the only one)")
     s.add_argument("--subject", default="patient", help="id used in output file names")
+    s.add_argument("--postprocess", type=Path, metavar="JSON",
+                   help="post-processing settings chosen on validation patients (thrombseg tune-postprocess)")
     s.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     s.add_argument("--threads", type=int, help="CPU threads (ANTs and torch)")
     s.add_argument("--keep-work", action="store_true", help="keep ingest/preprocessed/harmonized under OUT_DIR/work")
-    s.set_defaults(func=_wrap(_cmd_predict))
+    s.set_defaults(func=_cmd_predict)
 
     s = subparsers.add_parser("predict-harmonized", help="predict a harmonized workflow patient, every sequence subset")
     s.add_argument("harmonized_dir", type=Path)
@@ -175,6 +186,17 @@ def add_subparsers(subparsers) -> None:
     s.add_argument("--subsets", choices=["all", "leave-one-out", "full"], default="full")
     s.add_argument("--experiment", default="")
     s.add_argument("--config", type=Path, help="workflow config.yaml (its inference: section)")
+    s.add_argument("--postprocess", type=Path, metavar="JSON", help="tuned post-processing settings")
     s.add_argument("--tta", action="store_true")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    s.set_defaults(func=_wrap(_cmd_predict_harmonized))
+    s.set_defaults(func=_cmd_predict_harmonized)
+
+    what = "choose post-processing settings on the validation patients of a splits table"
+    s = subparsers.add_parser("tune-postprocess", help=what, description=what + " (the config's inference.tune grid)")
+    s.add_argument("harmonized_dir", type=Path)
+    s.add_argument("splits", type=Path, help="splits table (subject, center, split): its 'val' rows are used")
+    s.add_argument("model", type=Path, help="thrombus model.pt")
+    s.add_argument("out_json", type=Path)
+    s.add_argument("--infarct-model", type=Path)
+    s.add_argument("--config", type=Path, help="workflow config.yaml (its inference: section and tune: grid)")
+    s.set_defaults(func=_cmd_tune)

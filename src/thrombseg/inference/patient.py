@@ -83,18 +83,6 @@ def _check_inputs(images: dict) -> dict[str, Path]:
     return out
 
 
-def _load(path, device, what):
-    from ..training.trainer import load_model
-
-    p = Path(path)
-    if not p.is_file():
-        raise InferenceError(f"{p}: {what} model file not found")
-    try:
-        return load_model(p, device)
-    except Exception as exc:  # torch/pickle raise many types for a wrong or truncated file
-        raise InferenceError(f"{p}: not a readable thrombseg {what} model ({type(exc).__name__}: {exc})") from None
-
-
 def _reorient_like(data: np.ndarray, canon_affine: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
     """Undo ingest's ``nib.as_closest_canonical``: canonical (RAS) voxels -> the original file's axis order."""
     import nibabel as nib
@@ -185,8 +173,7 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
     from ..preprocessing.harmonize import harmonize_subject, load_landmarks
     from ..preprocessing.pipeline import preprocess_subject, resolve_config
     from ..training.data import load_case
-    from ..training.trainer import resolve_device
-    from .predict import case_sequences, predict_case
+    from .predict import case_sequences, inference_device, load_checked, predict_case
 
     icfg = icfg or InferenceConfig()
     t_all = time.perf_counter()
@@ -202,15 +189,12 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
     paths = _check_inputs(images)
     cfg = resolve_config(preprocess_config)
     set_threads(cfg["threads"])
-    try:
-        device = resolve_device(icfg.device)
-    except RuntimeError as exc:
-        raise InferenceError(str(exc)) from None
+    device = inference_device(icfg.device)
     lmk = load_landmarks(landmarks)  # clear error for a missing or foreign file
     warnings = [f"{seq}: no Nyul landmarks in {landmarks} (z-score only)" for seq in paths
                 if seq not in lmk["landmarks"] and seq not in cfg["harmonize"]["nyul_skip"]]
-    thr = _load(thrombus_model, device, "thrombus")
-    inf = _load(infarct_model, device, "infarct") if infarct_model else None
+    thr = load_checked(thrombus_model, device, "thrombus")
+    inf = load_checked(infarct_model, device, "infarct") if infarct_model else None
     check_sequences(paths, thr[1].modalities, inf[1].modalities if inf else (), f"the thrombus model {thrombus_model}")
     out_dir = Path(out_dir).expanduser().resolve()
     _prepare_out(out_dir, subject)

@@ -77,6 +77,29 @@ class InferenceError(ValueError):
     """A patient or model that cannot be predicted; the message says why."""
 
 
+def inference_device(name: str):
+    """torch device for ``name`` (auto | cpu | cuda); a requested but absent GPU is an InferenceError."""
+    from ..training.trainer import resolve_device
+
+    try:
+        return resolve_device(name)
+    except RuntimeError as exc:
+        raise InferenceError(str(exc)) from None
+
+
+def load_checked(path, device, what: str = "thrombus"):
+    """(model, TrainConfig) from a model file; a missing or unreadable file is an InferenceError."""
+    from ..training.trainer import load_model
+
+    p = Path(path)
+    if not p.is_file():
+        raise InferenceError(f"{p}: {what} model file not found")
+    try:
+        return load_model(p, device)
+    except Exception as exc:  # torch/pickle raise many types for a wrong or truncated file
+        raise InferenceError(f"{p}: not a readable thrombseg {what} model ({type(exc).__name__}: {exc})") from None
+
+
 def case_sequences(case: Case, modalities: list[str]) -> list[str]:
     """The case's sequences that feed one of the model's channels (directly or as fallback)."""
     feeds = {m: (m, *DEFAULT_FALLBACK.get(m, ())) for m in modalities}
@@ -141,16 +164,34 @@ def predict_case(case: Case, thrombus, infarct=None, icfg: InferenceConfig | Non
         if any(s in keep for s in icfg_model.modalities):
             iprob = predict_probabilities(imodel, icfg_model, case, keep, icfg, device)
             infarct_mask = iprob >= icfg.infarct_threshold
-    raw = prob >= icfg.threshold
-    info: dict = {}
-    if icfg.postprocess:
-        mask, info = postprocess_thrombus(
-            prob, case.spacing, infarct_mask if infarct_mask is not None and infarct_mask.any() else None,
-            threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels, min_volume_mm3=icfg.min_volume_mm3,
-            keep_within_mm=icfg.keep_within_mm, regrow_threshold=icfg.regrow_threshold)
-    else:
-        mask = raw.astype(np.uint8)
-    return {"prob": prob, "raw": raw, "mask": mask, "infarct": infarct_mask, "info": info}
+    mask, info = postprocess_case(prob, infarct_mask, case.spacing, icfg)
+    return {"prob": prob, "raw": prob >= icfg.threshold, "mask": mask, "infarct": infarct_mask, "info": info}
+
+
+def postprocess_case(prob, infarct_mask, spacing, icfg: InferenceConfig) -> tuple[np.ndarray, dict]:
+    """Lesion-guided post-processing with the settings of ``icfg`` (or plain thresholding)."""
+    if not icfg.postprocess:
+        return (prob >= icfg.threshold).astype(np.uint8), {}
+    return postprocess_thrombus(
+        prob, spacing, infarct_mask if infarct_mask is not None and infarct_mask.any() else None,
+        threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels, min_volume_mm3=icfg.min_volume_mm3,
+        keep_within_mm=icfg.keep_within_mm, regrow_threshold=icfg.regrow_threshold)
+
+
+def inference_settings(section: dict | None, tuned: str | Path | None = None, **overrides) -> InferenceConfig:
+    """InferenceConfig from the workflow's ``inference:`` section, with the settings chosen on the
+    validation patients (``postprocess.json`` of rule tune_postprocess) when given, then ``overrides``."""
+    d = {k: v for k, v in (section or {}).items() if k != "tune"}
+    if tuned is not None:
+        p = Path(tuned)
+        try:
+            chosen = json.loads(p.read_text())["chosen"]
+            if not isinstance(chosen, dict):
+                raise TypeError("'chosen' is not a mapping")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InferenceError(f"{p}: not a post-processing tuning file ({type(exc).__name__}: {exc})") from None
+        d |= chosen
+    return InferenceConfig.from_dict(d | overrides)
 
 
 def _save_nifti(arr, affine, path: Path, dtype) -> None:
@@ -182,16 +223,14 @@ def predict_subject(harmonized_dir: str | Path, subject: str, center: str, throm
     """
     import torch
 
-    from ..training.trainer import load_model, resolve_device
-
     icfg = icfg or InferenceConfig()
-    device = resolve_device(icfg.device)
+    device = inference_device(icfg.device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(harmonized_dir) / subject
     case = load_case(folder, subject, center)
-    thr = load_model(thrombus_model, device)
-    inf = load_model(infarct_model, device) if infarct_model else None
+    thr = load_checked(thrombus_model, device, "thrombus")
+    inf = load_checked(infarct_model, device, "infarct") if infarct_model else None
     seqs = case_sequences(case, thr[1].modalities)
     if not seqs:
         raise InferenceError(f"{subject}: none of its sequences {sorted(case.images)} is known to the model "

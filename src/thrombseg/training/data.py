@@ -118,10 +118,15 @@ class StackDataset(Dataset):
         fg_oversample: probability that the "negative" slot draws another positive stack instead.
         augment: augmentation config, or None for none.
         seed: base seed.
+        negatives: in-plane position of the target-free stack: ``"brain"`` anywhere in the brain
+            (what a whole-slice 256x256 crop sees), ``"near"`` around the target.
     """
 
     def __init__(self, cases, modalities, target="thrombus", stack=12, crop=(128, 128),
-                 fg_oversample=0.0, augment: AugmentConfig | None = None, seed=0):
+                 fg_oversample=0.0, augment: AugmentConfig | None = None, seed=0, negatives="brain"):
+        if negatives not in ("brain", "near"):
+            raise ValueError(f"negatives must be 'brain' or 'near', got {negatives!r}")
+        self.negatives = negatives
         self.cases = list(cases)
         self.modalities = list(modalities)
         self.target = target
@@ -133,6 +138,16 @@ class StackDataset(Dataset):
         self.epoch = 0
         self.site_strength = 0.0
         self._fg = [self._foreground(c) for c in self.cases]
+        self._brain_xy = [self._brain_extent(c) for c in self.cases]
+
+    @staticmethod
+    def _brain_extent(case: Case):
+        """In-plane (x, y) bounding box of the brain, or None (then the whole slice)."""
+        if case.brain is None or not np.any(case.brain):
+            return None
+        xy = np.asarray(case.brain).any(axis=2)
+        xs, ys = np.flatnonzero(xy.any(1)), np.flatnonzero(xy.any(0))
+        return (xs[0], xs[-1]), (ys[0], ys[-1])
 
     def _foreground(self, case: Case):
         lab = case.labels.get(self.target)
@@ -166,7 +181,11 @@ class StackDataset(Dataset):
                 below = list(range(0, max(0, lo[2] - s) + 1)) if lo[2] - s >= 0 else []
                 near = [z for z in above[:s] + below[-s:]] or list(range(max(1, Z - s + 1)))
                 z0 = int(rng.choice(near))
-                cx, cy = ctr[0] + rng.uniform(-h / 4, h / 4), ctr[1] + rng.uniform(-w / 4, w / 4)
+                if self.negatives == "near":
+                    cx, cy = ctr[0] + rng.uniform(-h / 4, h / 4), ctr[1] + rng.uniform(-w / 4, w / 4)
+                else:  # vessels, veins and microbleeds of the whole slice are the false positives to learn
+                    (x_lo, x_hi), (y_lo, y_hi) = self._brain_xy[case_i] or ((0, X - 1), (0, Y - 1))
+                    cx, cy = rng.uniform(x_lo, x_hi + 1), rng.uniform(y_lo, y_hi + 1)
             else:
                 z0 = int(rng.integers(0, max(1, Z - s + 1)))
                 cx, cy = rng.uniform(h / 2, max(h / 2, X - h / 2)), rng.uniform(w / 2, max(w / 2, Y - w / 2))

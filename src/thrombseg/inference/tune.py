@@ -1,0 +1,124 @@
+"""Choose the post-processing settings on the validation patients (nnU-Net does it on its folds).
+
+Thrombus sizes and a model's confidence depend on the grid, the cohort and how long the model
+trained, so a fixed minimum component size that suits one run drops the true thrombus in another.
+The thrombus and infarct models predict each validation patient once, with all its sequences;
+every candidate of the grid then post-processes those maps, and the candidate with the best mean
+detection, then the best mean Dice, wins. Ties keep the configured settings, so a grid that cannot
+tell candidates apart changes nothing. The test patients are never looked at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation.metrics import evaluate_case
+from .predict import InferenceConfig, InferenceError, postprocess_case, predict_probabilities
+
+__all__ = ["DEFAULT_GRID", "TUNABLE", "candidates", "tune_postprocessing", "tune_subjects", "write_tuning"]
+
+DEFAULT_GRID = {"min_size_voxels": [0, 5, 10, 20]}
+TUNABLE = ("threshold", "min_size_voxels", "min_volume_mm3", "keep_within_mm", "regrow_threshold",
+           "infarct_threshold")
+
+
+def candidates(icfg: InferenceConfig, grid: dict) -> list[dict]:
+    """The configured settings first, then every combination of the grid's values."""
+    bad = sorted(set(grid) - set(TUNABLE))
+    if bad:
+        raise InferenceError(f"inference.tune: cannot tune {bad} (tunable: {', '.join(TUNABLE)})")
+    base = {k: getattr(icfg, k) for k in grid}
+    out = [base]
+    for values in itertools.product(*(list(v) for v in grid.values())):
+        cand = dict(zip(grid, values))
+        if cand not in out:
+            dataclasses.replace(icfg, **cand)  # validates the candidate (InferenceError)
+            out.append(cand)
+    return out
+
+
+def tune_postprocessing(cases, thrombus, infarct, icfg: InferenceConfig | None = None,
+                        grid: dict | None = None, device="cpu") -> dict:
+    """Score every candidate on ``cases`` and return the choice with the whole table.
+
+    Args:
+        cases: validation cases (harmonized, with a thrombus label).
+        thrombus, infarct: (model, TrainConfig) pairs; infarct may be None.
+        icfg: the configured inference settings (the tie-breaker).
+        grid: ``{setting: [values]}``; default :data:`DEFAULT_GRID`.
+
+    Returns:
+        ``{"chosen": {...}, "candidates": [{...settings, "detection", "dice"}], "subjects": [...]}``.
+    """
+    import torch
+
+    icfg = icfg or InferenceConfig()
+    cands = candidates(icfg, DEFAULT_GRID if grid is None else grid)
+    cases = [c for c in cases if c.labels.get("thrombus") is not None]
+    if not cases:
+        raise InferenceError("post-processing tuning needs validation patients with a thrombus label")
+    maps = []
+    with torch.inference_mode():
+        for case in cases:
+            keep = tuple(sorted(case.images))  # all the patient's sequences, as in its full-set prediction
+            prob = predict_probabilities(*thrombus, case, keep, icfg, device)
+            inf = None
+            if infarct is not None and any(s in keep for s in infarct[1].modalities):
+                inf = predict_probabilities(*infarct, case, keep, icfg, device)
+            maps.append((case, prob, inf))
+    table = []
+    for cand in cands:
+        cfg = dataclasses.replace(icfg, **cand)
+        det, dice = [], []
+        for case, prob, iprob in maps:
+            inf = iprob >= cfg.infarct_threshold if iprob is not None else None
+            mask, _ = postprocess_case(prob, inf, case.spacing, cfg)
+            m = evaluate_case(mask, np.asarray(case.labels["thrombus"]) > 0, case.spacing)
+            det.append(m["detected"])
+            dice.append(m["dice"])
+        table.append(cand | {"detection": float(np.nanmean(det)), "dice": float(np.nanmean(dice))})
+    best = 0
+    for i, row in enumerate(table):  # strict '>' keeps the earlier (configured first) on ties
+        if (row["detection"], row["dice"]) > (table[best]["detection"], table[best]["dice"]):
+            best = i
+    return {"chosen": cands[best], "criterion": "mean detection, then mean Dice; ties keep the configured value",
+            "candidates": table, "subjects": [c.subject for c, _, _ in maps]}
+
+
+def write_tuning(result: dict, path: str | Path) -> Path:
+    """Write the tuning result atomically (rule predict reads ``chosen``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus_model: str | Path,
+                  infarct_model: str | Path | None, out_json: str | Path, section: dict | None = None) -> dict:
+    """Tune on harmonized patients ``{subject: center}`` and write ``out_json``.
+
+    ``section`` is the workflow's ``inference:`` section; its ``tune:`` grid (default
+    :data:`DEFAULT_GRID`) lists the candidates.
+    """
+    from ..training.data import load_case
+    from .predict import inference_device, inference_settings, load_checked
+
+    section = dict(section or {})
+    grid = section.get("tune", DEFAULT_GRID)
+    icfg = inference_settings(section)
+    device = inference_device(icfg.device)
+    thr = load_checked(thrombus_model, device, "thrombus")
+    inf = load_checked(infarct_model, device, "infarct") if infarct_model else None
+    cases = [load_case(Path(harmonized_dir) / s, s, c) for s, c in subjects.items()]
+    result = tune_postprocessing(cases, thr, inf, icfg, grid, device)
+    result |= {"thrombus_model": str(thrombus_model), "infarct_model": str(infarct_model) if infarct_model else None}
+    write_tuning(result, out_json)
+    return result
