@@ -7,6 +7,7 @@ About 4 minutes on 2 cores, most of it preprocessing; run once per module.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -88,6 +89,9 @@ def test_full_dag_ends_in_metrics_figures_and_provenance(tiny_run):
     assert {p.name for p in (results / "figures" / "upattllstm_gmd" / "overlays").glob("*.png")} >= \
         {f"{c}.png" for c in CENTERS}
     assert (results / "models" / "upattllstm_gmd" / "thrombus" / "training_curve.png").is_file()
+    tuned = json.loads((results / "models" / "upattllstm_gmd" / "thrombus" / "postprocess.json").read_text())
+    val = sorted(splits.loc[splits["split"] == "val", "subject"])
+    assert tuned["subjects"] == val and set(tuned["chosen"]) == {"min_volume_mm3"}  # chosen on val only
     assert (results / "tables" / "per_center.tex").is_file()
     assert (results / "provenance" / "provenance.json").is_file()
     assert (results / "predictions" / "dataset_description.json").is_file()
@@ -113,7 +117,7 @@ def test_single_center_rerun_reuses_models_and_touches_only_that_center(tiny_run
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-5000:]
     assert "rule train_thrombus" not in text and "rule train_infarct" not in text
-    assert "rule fit_landmarks" not in text
+    assert "rule fit_landmarks" not in text and "rule tune_postprocess" not in text
     after = _mtimes(results)
 
     changed = {p for p in before if after.get(p) != before[p]}

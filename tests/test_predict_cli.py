@@ -282,8 +282,8 @@ def test_tune_postprocess_cli(patient, predicted, tmp_path, capsys):
     out = tmp_path / "pp.json"
     assert main(["tune-postprocess", harm, str(splits), str(patient["model"]), str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["subjects"] == ["p1"] and len(r["candidates"]) == 4  # configured 20 is also in the default grid
-    assert set(r["chosen"]) == {"min_size_voxels"} and r["chosen"]["min_size_voxels"] in (0, 5, 10, 20)
+    assert r["subjects"] == ["p1"] and len(r["candidates"]) == 4  # the configured value, then the grid's 3
+    assert set(r["chosen"]) == {"min_volume_mm3"} and r["chosen"]["min_volume_mm3"] in (None, 20, 40, 80)
     capsys.readouterr()
     assert main(["predict-harmonized", harm, "p1", "c", str(patient["model"]), str(tmp_path / "h"),
                  "--postprocess", str(out)]) == 0
