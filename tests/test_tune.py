@@ -35,7 +35,7 @@ def _case(subject, thrombus_at, fp_at, infarct_at, size=2):
 
 @pytest.fixture
 def models():
-    thr = (Oracle(), TrainConfig.from_dict({"modalities": ["swi"], "stack": 4}))
+    thr = (Oracle(), TrainConfig.from_dict({"modalities": ["swi", "dwi"], "stack": 4}))  # reads swi only
     inf = (Oracle(), TrainConfig.from_dict({"modalities": ["dwi"], "stack": 4, "target": "lesion"}))
     return thr, inf
 

@@ -151,15 +151,14 @@ def tuned_postprocess(experiment):
     return f"{RESULTS}/models/{experiment}/thrombus/postprocess.json"
 
 
-from thrombseg.inference.tune import DEFAULT_GRID as _DEFAULT_TUNE_GRID
+from thrombseg.inference.tune import tune_grid
 
 COHORT_CENTER = dict(_cohort)  # every patient's center, whatever the `centers` filter
 
 
 def tunes(experiment):
     """Whether the experiment's post-processing is chosen on validation patients (it needs some)."""
-    grid = config["inference"].get("tune", _DEFAULT_TUNE_GRID)
-    return bool(grid) and bool(subjects_in(experiment_pid(experiment), "val"))
+    return bool(tune_grid(config["inference"])) and bool(subjects_in(experiment_pid(experiment), "val"))
 
 
 _FROZEN = [LANDMARKS, *(thrombus_model(e) for e in EXPERIMENTS),

@@ -18,10 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.metrics import evaluate_case
-from .predict import InferenceConfig, InferenceError, postprocess_case, predict_probabilities
-
-__all__ = ["DEFAULT_GRID", "TUNABLE", "candidates", "tune_postprocessing", "tune_subjects", "write_tuning"]
+__all__ = ["DEFAULT_GRID", "TUNABLE", "candidates", "tune_grid", "tune_postprocessing", "tune_subjects",
+           "write_tuning"]
 
 # In mm^3, so one grid suits any voxel size. Nothing below 20 mm^3 (10 voxels of the demo grid):
 # with no size floor, a 1-2 voxel speck beside the infarct wins the nearest-infarct selection
@@ -31,8 +29,19 @@ TUNABLE = ("threshold", "min_size_voxels", "min_volume_mm3", "keep_within_mm", "
            "infarct_threshold")
 
 
-def candidates(icfg: InferenceConfig, grid: dict) -> list[dict]:
+def tune_grid(section: dict | None) -> dict:
+    """The ``tune:`` grid of an ``inference:`` section: absent -> DEFAULT_GRID, null or {} -> off ({}).
+
+    Kept free of torch imports: the Snakefile calls it when it parses.
+    """
+    section = section or {}
+    return dict(section.get("tune", DEFAULT_GRID) or {})
+
+
+def candidates(icfg, grid: dict) -> list[dict]:
     """The configured settings first, then every combination of the grid's values."""
+    from .predict import InferenceError
+
     bad = sorted(set(grid) - set(TUNABLE))
     if bad:
         raise InferenceError(f"inference.tune: cannot tune {bad} (tunable: {', '.join(TUNABLE)})")
@@ -46,14 +55,13 @@ def candidates(icfg: InferenceConfig, grid: dict) -> list[dict]:
     return out
 
 
-def tune_postprocessing(cases, thrombus, infarct, icfg: InferenceConfig | None = None,
-                        grid: dict | None = None, device="cpu") -> dict:
+def tune_postprocessing(cases, thrombus, infarct, icfg=None, grid: dict | None = None, device="cpu") -> dict:
     """Score every candidate on ``cases`` and return the choice with the whole table.
 
     Args:
         cases: validation cases (harmonized, with a thrombus label).
         thrombus, infarct: (model, TrainConfig) pairs; infarct may be None.
-        icfg: the configured inference settings (the tie-breaker).
+        icfg: the configured InferenceConfig (the tie-breaker).
         grid: ``{setting: [values]}``; default :data:`DEFAULT_GRID`.
 
     Returns:
@@ -61,26 +69,26 @@ def tune_postprocessing(cases, thrombus, infarct, icfg: InferenceConfig | None =
     """
     import torch
 
+    from ..evaluation.metrics import evaluate_case
+    from .predict import InferenceConfig, InferenceError, case_sequences, postprocess_case, predict_case
+
     icfg = icfg or InferenceConfig()
     cands = candidates(icfg, DEFAULT_GRID if grid is None else grid)
     cases = [c for c in cases if c.labels.get("thrombus") is not None]
     if not cases:
         raise InferenceError("post-processing tuning needs validation patients with a thrombus label")
-    maps = []
+    maps = []  # each patient predicted once, exactly as rule predict's full-set row (post-processing off)
+    raw_cfg = dataclasses.replace(icfg, postprocess=False)
     with torch.inference_mode():
         for case in cases:
-            keep = tuple(sorted(case.images))  # all the patient's sequences, as in its full-set prediction
-            prob = predict_probabilities(*thrombus, case, keep, icfg, device)
-            inf = None
-            if infarct is not None and any(s in keep for s in infarct[1].modalities):
-                inf = predict_probabilities(*infarct, case, keep, icfg, device)
-            maps.append((case, prob, inf))
+            res = predict_case(case, thrombus, infarct, raw_cfg, tuple(case_sequences(case, thrombus[1].modalities)),
+                               device)
+            maps.append((case, res["prob"], res["infarct"]))
     table = []
     for cand in cands:
         cfg = dataclasses.replace(icfg, **cand)
         det, dice = [], []
-        for case, prob, iprob in maps:
-            inf = iprob >= cfg.infarct_threshold if iprob is not None else None
+        for case, prob, inf in maps:
             mask, _ = postprocess_case(prob, inf, case.spacing, cfg)
             m = evaluate_case(mask, np.asarray(case.labels["thrombus"]) > 0, case.spacing)
             det.append(m["detected"])
@@ -114,8 +122,7 @@ def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus
     from ..training.data import load_case
     from .predict import inference_device, inference_settings, load_checked
 
-    section = dict(section or {})
-    grid = section.get("tune", DEFAULT_GRID)
+    grid = tune_grid(section)
     icfg = inference_settings(section)
     device = inference_device(icfg.device)
     thr = load_checked(thrombus_model, device, "thrombus")

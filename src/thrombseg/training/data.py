@@ -137,8 +137,10 @@ class StackDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.site_strength = 0.0
-        self._fg = [self._foreground(c) for c in self.cases]
-        self._brain_xy = [self._brain_extent(c) for c in self.cases]
+        # per distinct case: the trainer repeats each case ``repeats`` times in ``cases``
+        extents = {id(c): (self._foreground(c), self._brain_extent(c)) for c in self.cases}
+        self._fg = [extents[id(c)][0] for c in self.cases]
+        self._brain_xy = [extents[id(c)][1] for c in self.cases]
 
     @staticmethod
     def _brain_extent(case: Case):

@@ -195,8 +195,6 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
         raise ValueError("no training cases (check the protocol's splits)")
     device = resolve_device(cfg.device)
     torch.use_deterministic_algorithms(cfg.deterministic and device.type == "cpu", warn_only=True)
-    if device.type == "cpu":  # subnormal floats from near-empty background stacks slow CPU kernels ~15 %
-        torch.set_flush_denormal(True)
     _seed_all(cfg.seed)
     model = make_model(cfg).to(device)
     if cfg.optimizer == "adam":
