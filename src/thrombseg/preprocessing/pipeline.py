@@ -10,9 +10,10 @@ it is built in a hidden temporary folder and renamed):
 * ``<subject>_brainmask.nii.gz`` (uint8) the brain: the skull-strip backend's mask minus its outer
   CSF/skull rim (``skullstrip.tighten``); N4 is fitted and harmonisation statistics are taken in it;
 * ``<subject>_icvmask.nii.gz`` (uint8) the intracranial mask the images are stripped with: the
-  backend's own mask (brain + subarachnoid CSF) united with the brain. Images keep their values
-  there, so a thrombus in a cortical branch or a CSF-like chronic infarct at the surface is never
-  zeroed even when the tight brain mask leaves it out;
+  backend's own mask (brain + subarachnoid CSF) united with the brain, grown by
+  ``skullstrip.vessel_margin_mm`` inside its convex hull (the skull-base cisterns). Images keep their values there, so a thrombus in a cortical
+  branch, in the intracranial ICA or basilar artery at the skull base, or a CSF-like chronic
+  infarct at the surface is never zeroed even when the tight brain mask leaves it out;
 * ``<subject>_<thrombus|lesion>.nii.gz`` (uint8) labels on the output grid;
 * ``<subject>_preproc.json``   grid, reference, per-sequence registration (matrix, MI before/after),
   label volumes before/after, intensity percentiles, brain volume, ADC units, timings per step;
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from .._fs import atomic_dir
 from ..sheet import LABEL_GRID as SHEET_LABEL_GRID
@@ -58,6 +60,11 @@ DEFAULT_CONFIG: dict = {
         "ants_refine": True,
         "ants_template_resolution": 2,
         "tighten": True,                     # brain mask = backend mask minus its CSF/skull rim
+        # The images also keep what lies within this margin of the intracranial mask and inside its
+        # convex hull: the intracranial ICA and the basilar artery run at or under the stripped
+        # brain's inferior edge (demo: 4 of 4 ICA/basilar thrombi 12-51 % outside the backend's
+        # mask, all kept with 8 mm). 0 = the mask as it is.
+        "vessel_margin_mm": 8.0,
     },
     "registration": {
         "transform": "rigid",                # rigid | affine
@@ -101,6 +108,29 @@ def resolve_config(config: dict | None = None) -> dict:
     if bad:
         raise PreprocessingError(f"config: preprocess.reference_priority has unknown sequences {bad}")
     return cfg
+
+
+def _grow_into_hull(mask: np.ndarray, spacing, margin_mm: float) -> np.ndarray:
+    """``mask`` plus the voxels within ``margin_mm`` of it that lie inside its 3-D convex hull.
+
+    The hull holds the concavities under the brain (between the temporal lobes, in front of the
+    brainstem) where the intracranial ICA, the carotid siphon and the basilar artery run, but not
+    the scalp and skull over the convexity, which a plain dilation would bring back.
+    """
+    if margin_mm <= 0 or not mask.any():
+        return mask
+    from scipy.spatial import ConvexHull, Delaunay, QhullError
+
+    near = ndimage.distance_transform_edt(~mask, sampling=spacing) <= margin_mm
+    cand = np.argwhere(near & ~mask)
+    surface = np.argwhere(mask & ~ndimage.binary_erosion(mask))  # the hull of a mask is its surface's
+    try:
+        hull = Delaunay(surface[ConvexHull(surface).vertices])
+    except QhullError:  # a flat or degenerate mask (one slice): nothing to fill
+        return mask
+    out = mask.copy()
+    out[tuple(cand[hull.find_simplex(cand) >= 0].T)] = True
+    return out
 
 
 def choose_reference(available, priority=SEQUENCE_PRIORITY, forced: str | None = None) -> str:
@@ -258,6 +288,8 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
     grid = _grid(ref, lo, hi, cfg["grid"]["spacing_mm"])
     brain = resample(mask_ref, grid, None, "linear").numpy() >= 0.5
     icv = (resample(icv_ref, grid, None, "linear").numpy() >= 0.5) | brain
+    icv_volume_ml = float(icv.sum() * np.prod(grid.spacing) / 1000.0)  # QC: before the vessel margin
+    icv = _grow_into_hull(icv, tuple(grid.spacing), float(scfg["vessel_margin_mm"]))
     brain_img = like(grid, brain.astype(np.float32))
     icv_img = like(grid, icv.astype(np.float32))
     tick("grid", t0)
@@ -313,7 +345,7 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
                  "crop_index_lo": lo.tolist(), "crop_index_hi": hi.tolist(),
                  "reference_shape": list(ref.shape), "crop_margin_mm": cfg["grid"]["crop_margin_mm"]},
         "skullstrip": ss_info, "brain_volume_ml": round(float(brain.sum() * vox_ml), 3),
-        "icv_volume_ml": round(float(icv.sum() * vox_ml), 3),
+        "icv_volume_ml": round(icv_volume_ml, 3),
         "registration": {s: regs[s].to_dict() for s in seqs if s != reference},
         "labels": label_info,
         "intensity": {s: _percentiles(out_imgs[s].numpy(), brain) for s in seqs},
