@@ -70,6 +70,25 @@ def test_nearest_to_infarct_beats_more_confident():
     assert mask[21, 21, 11] and mask[3, 3, 3] and info["n_kept"] == 2
 
 
+def test_proximity_weighs_confidence_mass_against_distance():
+    p = _box(_prob(), (20, 20, 10), (22, 22, 12), 0.6)  # 8 voxels touching the infarct: mass 4.8
+    _box(p, (8, 8, 8), (13, 13, 13), 0.95)  # 125 confident voxels further upstream: mass 118.75
+    inf = _infarct_near((25, 25, 12))
+    d_near, d_far = np.sqrt(2 * 4**2 + 1), np.sqrt(2 * 13**2)  # closest voxels (21,21,11), (12,12,12)
+    mask, info = postprocess_thrombus(p, SP, inf, min_size_voxels=1, regrow=False)
+    assert mask[20, 20, 10] and not mask[10, 10, 10]  # nearest only: the speck
+    mask, info = postprocess_thrombus(p, SP, inf, min_size_voxels=1, regrow=False, proximity_mm=20.0)
+    assert mask[10, 10, 10] and not mask[20, 20, 10] and info["n_kept"] == 1
+    assert info["selection"] == "confident_near_infarct"
+    assert sorted(info["scores"].values()) == pytest.approx(
+        sorted([4.8 * np.exp(-d_near / 20), 118.75 * np.exp(-d_far / 20)]), rel=1e-5)
+    # a short scale makes distance dominate again: exp(-(d_far - d_near) / 2) outweighs the mass ratio
+    mask, _ = postprocess_thrombus(p, SP, inf, min_size_voxels=1, regrow=False, proximity_mm=2.0)
+    assert mask[20, 20, 10] and not mask[10, 10, 10]
+    with pytest.raises(ValueError, match="proximity_mm"):
+        postprocess_thrombus(p, SP, inf, proximity_mm=-1.0)
+
+
 def test_selection_ignores_components_removed_as_small():
     p = _box(_prob(), (2, 2, 2), (5, 5, 5), 0.9)  # 27 voxels, far
     p[24, 24, 12] = 0.9  # 1 voxel, closest to the infarct

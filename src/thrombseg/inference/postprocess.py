@@ -8,7 +8,12 @@ Steps, each switchable, applied to ``prob >= threshold``:
    nearest the infarct's centre of mass, plus every component whose distance
    to that centre is ≤ ``keep_within_mm``. A component's distance is that of
    its closest voxel (not its centroid), in mm: a thrombus is elongated and
-   sits upstream of the infarct, so its nearest end is what matters. Without
+   sits upstream of the infarct, so its nearest end is what matters. With
+   ``proximity_mm`` > 0 the kept component is instead the one with the highest
+   probability mass (sum of its probabilities) times ``exp(-distance /
+   proximity_mm)``: the model's confidence then counts too, so a large, sure
+   component in the artery upstream beats a speck of vein touching the infarct
+   (nearest-only lost 1-2 of 8 detected demo thrombi that way). Without
    an infarct (None or empty), keep the most confident component: highest
    ``max`` probability (default, so a small component with a sure core wins
    over a large lukewarm one) or highest ``mean``; ties go to the larger one.
@@ -56,6 +61,7 @@ def postprocess_thrombus(
     min_size_voxels: int = 20,
     min_volume_mm3: float | None = None,
     keep_within_mm: float | None = None,
+    proximity_mm: float | None = None,
     regrow_threshold: float = 0.3,
     regrow_radius_mm: float | None = None,
     confidence: str = "max",
@@ -74,6 +80,8 @@ def postprocess_thrombus(
         min_size_voxels: smallest component kept by ``remove_small``.
         min_volume_mm3: if given, used instead of ``min_size_voxels``.
         keep_within_mm: also keep components this close to the infarct centre.
+        proximity_mm: length scale of the confidence-weighted selection; None or
+            0 = the nearest component (the paper's rule).
         regrow_threshold: lower threshold of regrowth (≤ ``threshold``).
         regrow_radius_mm: limit regrowth to this distance from the kept
             component; None = unlimited.
@@ -110,6 +118,8 @@ def postprocess_thrombus(
         raise ValueError("minimum size must be >= 0")
     if keep_within_mm is not None and keep_within_mm < 0:
         raise ValueError(f"keep_within_mm must be >= 0, got {keep_within_mm}")
+    if proximity_mm is not None and proximity_mm < 0:
+        raise ValueError(f"proximity_mm must be >= 0, got {proximity_mm}")
     if regrow_radius_mm is not None and regrow_radius_mm < 0:
         raise ValueError(f"regrow_radius_mm must be >= 0, got {regrow_radius_mm}")
     infarct = None
@@ -139,11 +149,18 @@ def postprocess_thrombus(
         if cand.size and infarct is not None and infarct.any():
             com = np.array(ndimage.center_of_mass(infarct)) * sp
             dist = _nearest_distances(labels, n, com, sp)
-            best = cand[np.argmin(dist[cand])]
+            if proximity_mm:
+                mass = np.asarray(ndimage.sum(prob, labels, cand + 1), dtype=float)
+                score = mass * np.exp(-dist[cand] / proximity_mm)
+                best = cand[np.argmax(score)]
+                info["selection"] = "confident_near_infarct"
+                info["scores"] = {int(c) + 1: float(v) for c, v in zip(cand, score)}
+            else:
+                best = cand[np.argmin(dist[cand])]
+                info["selection"] = "nearest_infarct"
             chosen = dist <= (keep_within_mm if keep_within_mm is not None else -1.0)
             chosen[best] = True
             keep &= chosen
-            info["selection"] = "nearest_infarct"
             info["infarct_com_mm"] = com.tolist()
             info["distances_mm"] = {int(c) + 1: float(dist[c]) for c in cand}
         elif cand.size:

@@ -37,6 +37,7 @@ class InferenceConfig:
     min_size_voxels: int = 20
     min_volume_mm3: float | None = None
     keep_within_mm: float | None = None
+    proximity_mm: float | None = None  # None: keep the component nearest the infarct (see postprocess)
     regrow_threshold: float = 0.3
     postprocess: bool = True
     infarct_threshold: float = 0.5
@@ -57,7 +58,7 @@ class InferenceConfig:
         for name in ("batch_size",):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("min_size_voxels", "min_volume_mm3", "keep_within_mm"):
+        for name in ("min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 bad.append(f"{name} must be >= 0, got {v!r}")
@@ -175,7 +176,7 @@ def postprocess_case(prob, infarct_mask, spacing, icfg: InferenceConfig) -> tupl
     return postprocess_thrombus(
         prob, spacing, infarct_mask if infarct_mask is not None and infarct_mask.any() else None,
         threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels, min_volume_mm3=icfg.min_volume_mm3,
-        keep_within_mm=icfg.keep_within_mm, regrow_threshold=icfg.regrow_threshold)
+        keep_within_mm=icfg.keep_within_mm, proximity_mm=icfg.proximity_mm, regrow_threshold=icfg.regrow_threshold)
 
 
 def inference_settings(section: dict | None, tuned: str | Path | None = None, **overrides) -> InferenceConfig:

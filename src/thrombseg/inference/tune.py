@@ -25,8 +25,8 @@ __all__ = ["DEFAULT_GRID", "TUNABLE", "candidates", "tune_grid", "tune_postproce
 # with no size floor, a 1-2 voxel speck beside the infarct wins the nearest-infarct selection
 # (measured on the demo: 2 of 8 test thrombi detected with no floor, 4 of 8 with 20-40 mm^3).
 DEFAULT_GRID = {"min_volume_mm3": [20.0, 40.0, 80.0]}
-TUNABLE = ("threshold", "min_size_voxels", "min_volume_mm3", "keep_within_mm", "regrow_threshold",
-           "infarct_threshold")
+TUNABLE = ("threshold", "min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm",
+           "regrow_threshold", "infarct_threshold")
 
 
 def tune_grid(section: dict | None) -> dict:
