@@ -492,3 +492,29 @@ def test_vessel_margin_fills_the_gap_under_the_brain_not_the_convexity():
     assert not grown[20, 20, 39] and not grown[20, 31, 12]
     assert (_grow_into_hull(mask, (1.0, 1.0, 1.0), 0.0) == mask).all()
     assert not _grow_into_hull(np.zeros((5, 5, 5), bool), (1, 1, 1), 4.0).any()
+
+
+def test_two_runs_are_bit_identical(ms_case, tmp_path):
+    """Default (deterministic) config: ITK single-threaded, so seeded ANTs registrations (template
+    skull strip, co-registrations) repeat exactly even when the patient asks for 2 threads.
+    Subprocesses, because ITK reads its thread count once per process."""
+    import subprocess
+    import sys
+
+    ing = ms_case[0] / "ing"
+    outs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        r = subprocess.run([sys.executable, "-m", "thrombseg.cli", "preprocess", "subject", str(ing), "ms07",
+                            str(out), "--threads", "2"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(out / "ms07")
+    meta = [json.loads((o / "ms07_preproc.json").read_text()) for o in outs]
+    mats = [{s: r["matrix"] for s, r in m["registration"].items() if "matrix" in r} for m in meta]
+    assert len(mats[0]) >= 2 and mats[0] == mats[1]
+    assert meta[0]["skullstrip"]["volume_ml"] == meta[1]["skullstrip"]["volume_ml"]
+    names = sorted(p.name for p in outs[0].glob("*.nii.gz"))
+    assert len(names) >= 7 and names == sorted(p.name for p in outs[1].glob("*.nii.gz"))
+    for n in names:
+        a, b = (nib.load(str(o / n)) for o in outs)
+        assert np.array_equal(a.affine, b.affine) and np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)), n

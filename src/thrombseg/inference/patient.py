@@ -188,7 +188,7 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
         raise InferenceError(f"subject id {subject!r}: use letters, digits, '.', '_' or '-'")
     paths = _check_inputs(images)
     cfg = resolve_config(preprocess_config)
-    set_threads(cfg["threads"])
+    set_threads(cfg["threads"], cfg["deterministic"])
     device = inference_device(icfg.device)
     lmk = load_landmarks(landmarks)  # clear error for a missing or foreign file
     warnings = [f"{seq}: no Nyul landmarks in {landmarks} (z-score only)" for seq in paths

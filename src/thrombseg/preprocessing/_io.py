@@ -29,11 +29,17 @@ class PreprocessingError(ValueError):
     """Bad input to the preprocessing stage; the message names the file and the problem."""
 
 
-def set_threads(n: int | None) -> None:
-    """Use ``n`` threads for ITK/ANTs and torch (None: leave as is)."""
+def set_threads(n: int | None, deterministic: bool = False) -> None:
+    """Use ``n`` threads for ITK/ANTs and torch (None: leave as is).
+
+    ``deterministic`` keeps ITK single-threaded: ANTs registrations with several threads differ from
+    run to run even with a fixed seed (the metric's partial sums are reduced in scheduling order; on
+    the demo every preprocessed volume differed between two runs), so patients are parallelised by
+    Snakemake instead. ITK reads the setting once per process, before its first filter runs.
+    """
     if not n:
         return
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(n))
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1" if deterministic else str(int(n))
     try:
         import torch
 

@@ -51,6 +51,7 @@ DEFAULT_CONFIG: dict = {
     "reference": None,                       # force a reference sequence; None = first of priority
     "reference_priority": list(SEQUENCE_PRIORITY),
     "threads": 2,
+    "deterministic": True,                   # ITK/ANTs single-threaded: bit-identical reruns
     "skullstrip": {
         "backend": ss.DEFAULT_BACKEND,       # deepbet | ants | hdbet
         "sequence": None,                    # sequence to strip; None = the reference
@@ -187,7 +188,7 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
         hdbet backend has no weights.
     """
     cfg = resolve_config(config)
-    set_threads(cfg["threads"])
+    set_threads(cfg["threads"], cfg["deterministic"])
     t_all = time.perf_counter()
     timings: dict[str, float] = dict.fromkeys(("load", "skullstrip", "registration", "grid", "resample", "n4",
                                                "labels", "write", "qc"), 0.0)
