@@ -18,7 +18,6 @@ are outside the demo's splits, so a rule can be chosen here without looking at i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import thrombseg  # noqa: E402,F401  (before torch: OMP_WAIT_POLICY)
 
+# (name, InferenceConfig overrides); the library default is the paper's nearest-component rule
 # (name, InferenceConfig overrides); the library default is the paper's nearest-component rule
 RULES = [
     ("nearest, 20 voxels", {}),
@@ -35,18 +35,16 @@ RULES = [
     ("proximity 20 mm, 40 mm3", {"proximity_mm": 20.0, "min_volume_mm3": 40.0}),
     ("proximity 40 mm, 20 mm3", {"proximity_mm": 40.0, "min_volume_mm3": 20.0}),
     ("most confident (no infarct)", {"min_volume_mm3": 20.0, "_no_infarct": True}),
-    ("raw map >= 0.5 (ceiling)", {"_raw": True}),
+    ("raw map >= 0.5 (ceiling)", {"postprocess": False}),  # every component: what a selection can keep
 ]
 
 
 def main(argv=None) -> int:
-    import numpy as np
     import pandas as pd
     import torch
 
-    from thrombseg.evaluation.metrics import evaluate_case
-    from thrombseg.inference.predict import (InferenceConfig, case_sequences, load_checked, postprocess_case,
-                                             predict_case)
+    from thrombseg.inference.predict import InferenceConfig, load_checked
+    from thrombseg.inference.tune import raw_maps, score_maps
     from thrombseg.training.data import load_case
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,24 +60,15 @@ def main(argv=None) -> int:
     thr = load_checked(res / "models" / a.experiment / "thrombus" / "model.pt", "cpu")
     inf = load_checked(res / "models" / "infarct" / a.protocol / "model.pt", "cpu", "infarct")
     subjects = pd.read_csv(cohort / "splits" / f"{a.protocol}.tsv", sep="\t")
-    raw = dataclasses.replace(InferenceConfig(), postprocess=False)
+    cases = [load_case(cohort / "harmonized" / r["subject"], r["subject"], r["center"]) for _, r in subjects.iterrows()]
+    maps = raw_maps(cases, thr, inf)  # each patient predicted once; every rule post-processes the same maps
     rows = []
-    for _, r in subjects.iterrows():
-        case = load_case(cohort / "harmonized" / r["subject"], r["subject"], r["center"])
-        truth = np.asarray(case.labels["thrombus"]) > 0
-        with torch.inference_mode():
-            p = predict_case(case, thr, inf, raw, tuple(case_sequences(case, thr[1].modalities)), "cpu")
-        for name, over in RULES:
-            over = dict(over)
-            infarct = None if over.pop("_no_infarct", False) else p["infarct"]
-            if over.pop("_raw", False):  # every component: what any selection can at most keep
-                mask = p["prob"] >= 0.5
-            else:
-                mask, _ = postprocess_case(p["prob"], infarct, case.spacing, InferenceConfig(**over))
-            m = evaluate_case(mask, truth, case.spacing)
-            rows.append({"rule": name, "subject": r["subject"], "center": r["center"], "detected": m["detected"],
+    for name, over in RULES:
+        over = dict(over)
+        use = [(c, p, None) for c, p, _ in maps] if over.pop("_no_infarct", False) else maps
+        for (case, _, _), m in zip(use, score_maps(use, InferenceConfig(**over))):
+            rows.append({"rule": name, "subject": case.subject, "center": case.center, "detected": m["detected"],
                          "dice": m["dice"], "n_fp_components": m["n_fp_components"]})
-        print(f"{r['subject']} done", file=sys.stderr, flush=True)
     df = pd.DataFrame(rows)
     table = df.groupby("rule", sort=False).agg(
         detected=("detected", "sum"), patients=("detected", "size"), dice=("dice", "mean"),

@@ -134,6 +134,12 @@ def test_bad_inputs_name_file_and_problem(tmp_path, capsys):
     assert "s1_dwi.nii.gz" in err and "Traceback" not in err
     with pytest.raises(_io.PreprocessingError, match="unknown option 'preprocess.skullstrip.bakend'"):
         resolve_config({"preprocess": {"skullstrip": {"bakend": "ants"}}})
+    with pytest.raises(_io.PreprocessingError, match="preprocess.deterministic must be true or false, got 'no'"):
+        resolve_config({"deterministic": "no"})  # a string would otherwise count as true
+    with pytest.raises(_io.PreprocessingError, match="preprocess.threads must be an integer >= 1, got 0"):
+        resolve_config({"threads": 0})
+    with pytest.raises(_io.PreprocessingError, match="vessel_margin_mm must be a number >= 0 .*'8 mm'"):
+        resolve_config({"skullstrip": {"vessel_margin_mm": "8 mm"}})
     with pytest.raises(_io.PreprocessingError, match="unknown skull-strip backend"):
         S.skull_strip(_io.like(ants.from_numpy(np.zeros((4, 4, 4), np.float32)), a), "bet2")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_GRID", "TUNABLE", "candidates", "tune_grid", "tune_postprocessing", "tune_subjects",
-           "write_tuning"]
+__all__ = ["DEFAULT_GRID", "TUNABLE", "candidates", "raw_maps", "score_maps", "tune_grid", "tune_postprocessing",
+           "tune_subjects", "write_tuning"]
 
 # In mm^3, so one grid suits any voxel size. Nothing below 20 mm^3 (10 voxels of the demo grid):
 # with no size floor, a 1-2 voxel speck beside the infarct wins the nearest-infarct selection
@@ -55,6 +55,35 @@ def candidates(icfg, grid: dict) -> list[dict]:
     return out
 
 
+def raw_maps(cases, thrombus, infarct, icfg=None, device="cpu") -> list[tuple]:
+    """Predict each case once, with all its sequences and post-processing off, exactly as rule
+    predict's full-set row: ``[(case, thrombus probability, infarct mask or None)]``."""
+    import torch
+
+    from .predict import InferenceConfig, case_sequences, predict_case
+
+    raw_cfg = dataclasses.replace(icfg or InferenceConfig(), postprocess=False)
+    maps = []
+    with torch.inference_mode():
+        for case in cases:
+            res = predict_case(case, thrombus, infarct, raw_cfg, tuple(case_sequences(case, thrombus[1].modalities)),
+                               device)
+            maps.append((case, res["prob"], res["infarct"]))
+    return maps
+
+
+def score_maps(maps, icfg) -> list[dict]:
+    """Post-process every map of :func:`raw_maps` with ``icfg``; one metrics dict per case."""
+    from ..evaluation.metrics import evaluate_case
+    from .predict import postprocess_case
+
+    out = []
+    for case, prob, inf in maps:
+        mask, _ = postprocess_case(prob, inf, case.spacing, icfg)
+        out.append(evaluate_case(mask, np.asarray(case.labels["thrombus"]) > 0, case.spacing))
+    return out
+
+
 def tune_postprocessing(cases, thrombus, infarct, icfg=None, grid: dict | None = None, device="cpu") -> dict:
     """Score every candidate on ``cases`` and return the choice with the whole table.
 
@@ -67,33 +96,19 @@ def tune_postprocessing(cases, thrombus, infarct, icfg=None, grid: dict | None =
     Returns:
         ``{"chosen": {...}, "candidates": [{...settings, "detection", "dice"}], "subjects": [...]}``.
     """
-    import torch
-
-    from ..evaluation.metrics import evaluate_case
-    from .predict import InferenceConfig, InferenceError, case_sequences, postprocess_case, predict_case
+    from .predict import InferenceConfig, InferenceError
 
     icfg = icfg or InferenceConfig()
     cands = candidates(icfg, DEFAULT_GRID if grid is None else grid)
     cases = [c for c in cases if c.labels.get("thrombus") is not None]
     if not cases:
         raise InferenceError("post-processing tuning needs validation patients with a thrombus label")
-    maps = []  # each patient predicted once, exactly as rule predict's full-set row (post-processing off)
-    raw_cfg = dataclasses.replace(icfg, postprocess=False)
-    with torch.inference_mode():
-        for case in cases:
-            res = predict_case(case, thrombus, infarct, raw_cfg, tuple(case_sequences(case, thrombus[1].modalities)),
-                               device)
-            maps.append((case, res["prob"], res["infarct"]))
+    maps = raw_maps(cases, thrombus, infarct, icfg, device)
     table = []
     for cand in cands:
-        cfg = dataclasses.replace(icfg, **cand)
-        det, dice = [], []
-        for case, prob, inf in maps:
-            mask, _ = postprocess_case(prob, inf, case.spacing, cfg)
-            m = evaluate_case(mask, np.asarray(case.labels["thrombus"]) > 0, case.spacing)
-            det.append(m["detected"])
-            dice.append(m["dice"])
-        table.append(cand | {"detection": float(np.nanmean(det)), "dice": float(np.nanmean(dice))})
+        ms = score_maps(maps, dataclasses.replace(icfg, **cand))
+        table.append(cand | {"detection": float(np.nanmean([m["detected"] for m in ms])),
+                             "dice": float(np.nanmean([m["dice"] for m in ms]))})
     best = 0
     for i, row in enumerate(table):  # strict '>' keeps the earlier (configured first) on ties
         if (row["detection"], row["dice"]) > (table[best]["detection"], table[best]["dice"]):

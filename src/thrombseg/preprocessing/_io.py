@@ -29,10 +29,10 @@ class PreprocessingError(ValueError):
     """Bad input to the preprocessing stage; the message names the file and the problem."""
 
 
-def set_threads(n: int | None, deterministic: bool = False) -> None:
+def set_threads(n: int | None, deterministic: bool = True) -> None:
     """Use ``n`` threads for ITK/ANTs and torch (None: leave as is).
 
-    ``deterministic`` keeps ITK single-threaded: ANTs registrations with several threads differ from
+    ``deterministic`` (default) keeps ITK single-threaded: ANTs registrations with several threads differ from
     run to run even with a fixed seed (the metric's partial sums are reduced in scheduling order; on
     the demo every preprocessed volume differed between two runs), so patients are parallelised by
     Snakemake instead. ITK reads the setting once per process, before its first filter runs.

@@ -105,6 +105,15 @@ def resolve_config(config: dict | None = None) -> dict:
     if cfg["skullstrip"]["backend"] not in ss.BACKENDS:
         raise PreprocessingError(f"config: preprocess.skullstrip.backend must be one of {ss.BACKENDS}, "
                                  f"got {cfg['skullstrip']['backend']!r}")
+    if not isinstance(cfg["deterministic"], bool):
+        raise PreprocessingError(f"config: preprocess.deterministic must be true or false, got {cfg['deterministic']!r}")
+    if cfg["threads"] is not None and (isinstance(cfg["threads"], bool) or not isinstance(cfg["threads"], int)
+                                       or cfg["threads"] < 1):
+        raise PreprocessingError(f"config: preprocess.threads must be an integer >= 1, got {cfg['threads']!r}")
+    margin = cfg["skullstrip"]["vessel_margin_mm"]
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
+        raise PreprocessingError(f"config: preprocess.skullstrip.vessel_margin_mm must be a number >= 0 (mm), "
+                                 f"got {margin!r}")
     bad = [s for s in cfg["reference_priority"] if s not in SEQUENCES]
     if bad:
         raise PreprocessingError(f"config: preprocess.reference_priority has unknown sequences {bad}")

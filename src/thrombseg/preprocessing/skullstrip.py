@@ -319,8 +319,8 @@ def tighten_mask(img: ants.ANTsImage, mask: np.ndarray, *, shell_mm: float = 3.0
 
 def skull_strip(image, backend: str = DEFAULT_BACKEND, *, hdbet_weights: str | Path | None = None,
                 device: str = "cpu", tta: bool = False, ants_refine: bool = True, tighten: bool = True,
-                template_resolution: int = 2, threads: int | None = None, seed: int = 42,
-                return_info: bool = False):
+                template_resolution: int = 2, threads: int | None = None, deterministic: bool = True,
+                seed: int = 42, return_info: bool = False):
     """Brain mask of ``image`` (path or ANTs image) with ``backend``; binary float ANTs image on its grid.
 
     Args:
@@ -330,6 +330,8 @@ def skull_strip(image, backend: str = DEFAULT_BACKEND, *, hdbet_weights: str | P
         ants_refine: ``ants`` backend: add the masked SyN refinement after the affine.
         tighten: trim the outer CSF/skull rim (:func:`tighten_mask`), for every backend.
         template_resolution: ``ants`` backend: MNI152 template at 1 or 2 mm.
+        threads, deterministic: see :func:`~thrombseg.preprocessing._io.set_threads` (ITK single-threaded
+            by default, so the template registration repeats exactly).
         return_info: also return ``{"backend", "seconds", "volume_ml"}``.
 
     Raises:
@@ -338,7 +340,7 @@ def skull_strip(image, backend: str = DEFAULT_BACKEND, *, hdbet_weights: str | P
     if backend not in BACKENDS:
         raise PreprocessingError(f"unknown skull-strip backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     img = image if isinstance(image, ants.ANTsImage) else load_image(image, what="skull-strip input")
-    set_threads(threads)
+    set_threads(threads, deterministic)
     t0 = time.perf_counter()
     if backend == "deepbet":
         raw = _mask_deepbet(img)
