@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT / "src"))
 import thrombseg  # noqa: E402,F401  (before torch: OMP_WAIT_POLICY)
 
 # (name, InferenceConfig overrides); the library default is the paper's nearest-component rule
-# (name, InferenceConfig overrides); the library default is the paper's nearest-component rule
 RULES = [
     ("nearest, 20 voxels", {}),
     ("nearest, 20 mm3", {"min_volume_mm3": 20.0}),
@@ -34,6 +33,8 @@ RULES = [
     ("proximity 20 mm, 20 mm3", {"proximity_mm": 20.0, "min_volume_mm3": 20.0}),
     ("proximity 20 mm, 40 mm3", {"proximity_mm": 20.0, "min_volume_mm3": 40.0}),
     ("proximity 40 mm, 20 mm3", {"proximity_mm": 40.0, "min_volume_mm3": 20.0}),
+    ("nearest, 20 mm3, same side 10 mm", {"min_volume_mm3": 20.0, "same_side_mm": 10.0}),
+    ("proximity 20 mm, 20 mm3, same side 10 mm", {"proximity_mm": 20.0, "min_volume_mm3": 20.0, "same_side_mm": 10.0}),
     ("most confident (no infarct)", {"min_volume_mm3": 20.0, "_no_infarct": True}),
     ("raw map >= 0.5 (ceiling)", {"postprocess": False}),  # every component: what a selection can keep
 ]

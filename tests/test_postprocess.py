@@ -89,6 +89,44 @@ def test_proximity_weighs_confidence_mass_against_distance():
         postprocess_thrombus(p, SP, inf, proximity_mm=-1.0)
 
 
+def test_same_side_rule_drops_clots_across_the_midline():
+    # midline at x = 14.5; infarct at x = 25 (right of it): the clot feeding it is on that side
+    inf = _infarct_near((25, 15, 10))
+    p = _box(_prob(), (2, 14, 9), (5, 17, 12), 0.95)  # 27 sure voxels at x = 3, the other hemisphere
+    _box(p, (17, 14, 9), (19, 16, 11), 0.7)  # 8 voxels at x = 17.5, same side, further from the infarct
+    kw = dict(min_size_voxels=1, regrow=False, proximity_mm=20.0)
+    mask, _ = postprocess_thrombus(p, SP, inf, **kw)
+    assert mask[3, 15, 10] and not mask[17, 14, 9]  # without the rule the larger mass wins
+    mask, info = postprocess_thrombus(p, SP, inf, same_side_mm=10.0, midline=(0, 14.5), **kw)
+    assert mask[17, 14, 9] and not mask[3, 15, 10] and info["n_removed_other_side"] == 1
+    # without a midline (grid orientation unknown) the rule is off
+    mask, info = postprocess_thrombus(p, SP, inf, same_side_mm=10.0, **kw)
+    assert mask[3, 15, 10] and "n_removed_other_side" not in info
+    # an infarct within the margin of the midline (brainstem, both ACAs) keeps both sides
+    mask, info = postprocess_thrombus(p, SP, _infarct_near((20, 15, 10)), same_side_mm=10.0,
+                                      midline=(0, 14.5), **kw)
+    assert info["n_removed_other_side"] == 0 and mask[3, 15, 10]
+    # nothing on the infarct's side: the rule steps aside instead of returning an empty mask
+    q = _box(_prob(), (2, 14, 9), (5, 17, 12), 0.95)
+    mask, info = postprocess_thrombus(q, SP, inf, same_side_mm=10.0, midline=(0, 14.5), **kw)
+    assert mask[3, 15, 10] and "n_removed_other_side" not in info
+    with pytest.raises(ValueError, match="same_side_mm"):
+        postprocess_thrombus(p, SP, inf, same_side_mm=-1.0, midline=(0, 14.5))
+
+
+def test_case_midline_from_affine_and_brain_mask():
+    from thrombseg.inference.predict import case_midline
+    from thrombseg.training.data import Case
+
+    brain = np.zeros((10, 40, 30), bool)
+    brain[:, 10:31, :] = True  # centred on index 20 of axis 1
+    img = {"swi": np.zeros(brain.shape, np.float32)}
+    swapped = np.array([[0, -1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # axis 1 runs R-L
+    assert case_midline(Case("s", "c", img, brain=brain, affine=swapped)) == (1, pytest.approx(20.0))
+    assert case_midline(Case("s", "c", img, affine=np.eye(4))) == (0, 4.5)  # no mask: the middle
+    assert case_midline(Case("s", "c", img, brain=brain)) is None  # no affine: the rule is off
+
+
 def test_selection_ignores_components_removed_as_small():
     p = _box(_prob(), (2, 2, 2), (5, 5, 5), 0.9)  # 27 voxels, far
     p[24, 24, 12] = 0.9  # 1 voxel, closest to the infarct

@@ -187,6 +187,8 @@ def test_bad_inference_settings_are_rejected_when_read(patient, tmp_path, capsys
         InferenceConfig(threshold=0.2)
     with pytest.raises(InferenceError, match="min_size_voxels must be >= 0"):
         InferenceConfig.from_dict({"min_size_voxels": -1})
+    with pytest.raises(InferenceError, match="same_side_mm must be >= 0"):
+        InferenceConfig.from_dict({"same_side_mm": "no"})
     with pytest.raises(InferenceError, match="unknown key"):
         InferenceConfig.from_dict({"treshold": 0.5})
     cfg = tmp_path / "c.yaml"

@@ -17,6 +17,12 @@ Steps, each switchable, applied to ``prob >= threshold``:
    an infarct (None or empty), keep the most confident component: highest
    ``max`` probability (default, so a small component with a sure core wins
    over a large lukewarm one) or highest ``mean``; ties go to the larger one.
+   With ``same_side_mm`` and the grid's ``midline``, components whose centroid
+   lies more than ``same_side_mm`` across the mid-sagittal plane from the
+   infarct are not candidates: the culprit clot sits in the artery that feeds
+   the infarct, on its side. Infarcts within ``same_side_mm`` of the midline
+   (brainstem, both anterior cerebral arteries) and cases where no candidate
+   is left keep every side.
 3. ``regrow``: add every connected region of ``prob >= regrow_threshold``
    touching a kept component, optionally limited to ``regrow_radius_mm``
    around it (thrombus borders are blurred, so the model is unsure there).
@@ -52,6 +58,19 @@ def _nearest_distances(labels: np.ndarray, n: int, point_mm: np.ndarray, sp: np.
     return out[1:]
 
 
+def _same_side(labels, cand, infarct, midline, sp, margin_mm: float) -> np.ndarray:
+    """Which candidates (0-based labels) do not lie across the midline from the infarct."""
+    axis, mid = midline
+    if not 0 <= axis < 3:
+        raise ValueError(f"midline axis must be 0, 1 or 2, got {axis}")
+    infarct_off = (ndimage.center_of_mass(infarct)[axis] - mid) * sp[axis]
+    if abs(infarct_off) <= margin_mm:
+        return np.ones(cand.size, bool)
+    coord = np.indices(labels.shape, sparse=True)[axis]
+    comp_off = (np.asarray(ndimage.mean(np.broadcast_to(coord, labels.shape), labels, cand + 1)) - mid) * sp[axis]
+    return np.sign(infarct_off) * comp_off >= -margin_mm
+
+
 def postprocess_thrombus(
     prob: np.ndarray,
     spacing,
@@ -62,6 +81,8 @@ def postprocess_thrombus(
     min_volume_mm3: float | None = None,
     keep_within_mm: float | None = None,
     proximity_mm: float | None = None,
+    same_side_mm: float | None = None,
+    midline: tuple[int, float] | None = None,
     regrow_threshold: float = 0.3,
     regrow_radius_mm: float | None = None,
     confidence: str = "max",
@@ -82,6 +103,9 @@ def postprocess_thrombus(
         keep_within_mm: also keep components this close to the infarct centre.
         proximity_mm: length scale of the confidence-weighted selection; None or
             0 = the nearest component (the paper's rule).
+        same_side_mm: midline margin of the same-side rule; None = off.
+        midline: ``(axis, index)``: the array axis that runs left-right and the
+            (fractional) index of the mid-sagittal plane on it; None = rule off.
         regrow_threshold: lower threshold of regrowth (≤ ``threshold``).
         regrow_radius_mm: limit regrowth to this distance from the kept
             component; None = unlimited.
@@ -118,6 +142,8 @@ def postprocess_thrombus(
         raise ValueError("minimum size must be >= 0")
     if keep_within_mm is not None and keep_within_mm < 0:
         raise ValueError(f"keep_within_mm must be >= 0, got {keep_within_mm}")
+    if same_side_mm is not None and same_side_mm < 0:
+        raise ValueError(f"same_side_mm must be >= 0, got {same_side_mm}")
     if proximity_mm is not None and proximity_mm < 0:
         raise ValueError(f"proximity_mm must be >= 0, got {proximity_mm}")
     if regrow_radius_mm is not None and regrow_radius_mm < 0:
@@ -147,6 +173,11 @@ def postprocess_thrombus(
         cand = np.flatnonzero(keep)  # 0-based label - 1
         info["selection"] = "none"
         if cand.size and infarct is not None and infarct.any():
+            if same_side_mm is not None and midline is not None:
+                ok = _same_side(labels, cand, infarct, midline, sp, same_side_mm)
+                if ok.any():  # nothing on the infarct's side: the rule cannot choose, ignore it
+                    info["n_removed_other_side"] = int((~ok).sum())
+                    cand = cand[ok]
             com = np.array(ndimage.center_of_mass(infarct)) * sp
             dist = _nearest_distances(labels, n, com, sp)
             if proximity_mm:

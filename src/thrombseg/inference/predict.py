@@ -38,6 +38,7 @@ class InferenceConfig:
     min_volume_mm3: float | None = None
     keep_within_mm: float | None = None
     proximity_mm: float | None = None  # None: keep the component nearest the infarct (see postprocess)
+    same_side_mm: float | None = None  # None: components on either side of the midline are candidates
     regrow_threshold: float = 0.3
     postprocess: bool = True
     infarct_threshold: float = 0.5
@@ -58,7 +59,7 @@ class InferenceConfig:
         for name in ("batch_size",):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm"):
+        for name in ("min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm", "same_side_mm"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 bad.append(f"{name} must be >= 0, got {v!r}")
@@ -165,18 +166,43 @@ def predict_case(case: Case, thrombus, infarct=None, icfg: InferenceConfig | Non
         if any(s in keep for s in icfg_model.modalities):
             iprob = predict_probabilities(imodel, icfg_model, case, keep, icfg, device)
             infarct_mask = iprob >= icfg.infarct_threshold
-    mask, info = postprocess_case(prob, infarct_mask, case.spacing, icfg)
+    mask, info = postprocess_case(prob, infarct_mask, case.spacing, icfg, case_midline(case))
     return {"prob": prob, "raw": prob >= icfg.threshold, "mask": mask, "infarct": infarct_mask, "info": info}
 
 
-def postprocess_case(prob, infarct_mask, spacing, icfg: InferenceConfig) -> tuple[np.ndarray, dict]:
-    """Lesion-guided post-processing with the settings of ``icfg`` (or plain thresholding)."""
+def case_midline(case: Case) -> tuple[int, float] | None:
+    """``(left-right array axis, index of the mid-sagittal plane)`` of a harmonized case, or None.
+
+    The axis comes from the grid's affine; the plane is the brain mask's centroid on it (the
+    middle of the array without a mask). Tilted heads move it by a few mm at most, far less than
+    the same-side rule's margin.
+    """
+    if case.affine is None:
+        return None
+    axis = int(np.argmax(np.abs(np.asarray(case.affine)[0, :3])))
+    n = case.shape[axis]
+    profile = None
+    if case.brain is not None:
+        other = tuple(a for a in range(3) if a != axis)
+        profile = np.asarray(case.brain, bool).sum(axis=other).astype(float)
+    if profile is None or profile.sum() == 0:
+        return axis, (n - 1) / 2
+    return axis, float((profile * np.arange(n)).sum() / profile.sum())
+
+
+def postprocess_case(prob, infarct_mask, spacing, icfg: InferenceConfig,
+                     midline: tuple[int, float] | None = None) -> tuple[np.ndarray, dict]:
+    """Lesion-guided post-processing with the settings of ``icfg`` (or plain thresholding).
+
+    ``midline`` (see :func:`case_midline`) enables ``icfg.same_side_mm``.
+    """
     if not icfg.postprocess:
         return (prob >= icfg.threshold).astype(np.uint8), {}
     return postprocess_thrombus(
         prob, spacing, infarct_mask if infarct_mask is not None and infarct_mask.any() else None,
         threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels, min_volume_mm3=icfg.min_volume_mm3,
-        keep_within_mm=icfg.keep_within_mm, proximity_mm=icfg.proximity_mm, regrow_threshold=icfg.regrow_threshold)
+        keep_within_mm=icfg.keep_within_mm, proximity_mm=icfg.proximity_mm, same_side_mm=icfg.same_side_mm,
+        midline=midline, regrow_threshold=icfg.regrow_threshold)
 
 
 def inference_settings(section: dict | None, tuned: str | Path | None = None, **overrides) -> InferenceConfig:
@@ -202,15 +228,6 @@ def _save_nifti(arr, affine, path: Path, dtype) -> None:
     tmp = path.with_name(".tmp." + path.name)
     nib.save(img, tmp)
     os.replace(tmp, path)
-
-
-def _case_affine(folder: Path, subject: str) -> np.ndarray:
-    meta = folder / f"{subject}_arrays.json"
-    if meta.is_file():
-        aff = json.loads(meta.read_text()).get("affine_ras")
-        if aff is not None:
-            return np.asarray(aff, float)
-    return np.eye(4)
 
 
 def predict_subject(harmonized_dir: str | Path, subject: str, center: str, thrombus_model: str | Path,
@@ -253,7 +270,7 @@ def predict_subject(harmonized_dir: str | Path, subject: str, center: str, throm
                 row["true_volume_mm3"] = float((np.asarray(truth) > 0).sum() * np.prod(case.spacing))
             rows.append(row)
             if len(keep) == len(seqs):
-                aff = _case_affine(folder, subject)
+                aff = case.affine if case.affine is not None else np.eye(4)
                 _save_nifti(res["prob"], aff, out_dir / f"{subject}_thrombus_prob.nii.gz", np.float32)
                 _save_nifti(res["mask"], aff, out_dir / f"{subject}_thrombus_mask.nii.gz", np.uint8)
                 if res["infarct"] is not None:

@@ -26,7 +26,7 @@ __all__ = ["DEFAULT_GRID", "TUNABLE", "candidates", "raw_maps", "score_maps", "t
 # (measured on the demo: 2 of 8 test thrombi detected with no floor, 4 of 8 with 20-40 mm^3).
 DEFAULT_GRID = {"min_volume_mm3": [20.0, 40.0, 80.0]}
 TUNABLE = ("threshold", "min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm",
-           "regrow_threshold", "infarct_threshold")
+           "same_side_mm", "regrow_threshold", "infarct_threshold")
 
 
 def tune_grid(section: dict | None) -> dict:
@@ -75,11 +75,11 @@ def raw_maps(cases, thrombus, infarct, icfg=None, device="cpu") -> list[tuple]:
 def score_maps(maps, icfg) -> list[dict]:
     """Post-process every map of :func:`raw_maps` with ``icfg``; one metrics dict per case."""
     from ..evaluation.metrics import evaluate_case
-    from .predict import postprocess_case
+    from .predict import case_midline, postprocess_case
 
     out = []
     for case, prob, inf in maps:
-        mask, _ = postprocess_case(prob, inf, case.spacing, icfg)
+        mask, _ = postprocess_case(prob, inf, case.spacing, icfg, case_midline(case))
         out.append(evaluate_case(mask, np.asarray(case.labels["thrombus"]) > 0, case.spacing))
     return out
 

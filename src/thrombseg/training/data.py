@@ -38,6 +38,7 @@ class Case:
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     brain: np.ndarray | None = None
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    affine: np.ndarray | None = None  # voxel -> RAS mm of the harmonized grid, when known
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -77,7 +78,7 @@ def load_case(folder: str | Path, subject: str | None = None, center: str = "", 
                     labels[target] = np.load(f, mmap_mode=mode)
     if not images:
         raise FileNotFoundError(f"{folder}: no harmonized sequence arrays ({subject}_<seq>.npy)")
-    spacing = (1.0, 1.0, 1.0)
+    spacing, affine = (1.0, 1.0, 1.0), None
     for j in sorted(folder.glob("*.json")):
         try:
             meta = json.loads(j.read_text())
@@ -87,8 +88,10 @@ def load_case(folder: str | Path, subject: str | None = None, center: str = "", 
         if sp:
             spacing = tuple(float(v) for v in sp)
             center = center or meta.get("center", "")
+            if meta.get("affine_ras") is not None:
+                affine = np.asarray(meta["affine_ras"], float)
             break
-    return Case(subject, center, images, labels, brain, spacing)
+    return Case(subject, center, images, labels, brain, spacing, affine)
 
 
 @dataclass
