@@ -171,3 +171,25 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
         assert torch.equal(a[k], b[k]), f"weights differ after resume: {k}"
     ha, hb = pd.read_csv(tmp_path / "ref" / "metrics.csv"), pd.read_csv(run / "metrics.csv")
     assert np.allclose(ha.train_loss, hb.train_loss, rtol=0, atol=0)
+
+
+def test_changed_settings_train_from_scratch(tmp_path, caplog):
+    """Snakemake re-runs training when its settings change; the old checkpoint must not be resumed."""
+    from thrombseg.training.trainer import changed_settings
+
+    cases = [load_case(make_case(tmp_path / "data", f"c{i}", i)) for i in range(2)]
+    base = TINY | {"modalities": ["swi", "dwi", "flair"], "epochs": 2, "repeats": 2, "dropout": {"schedule": "none"}}
+    train(cases, [], TrainConfig.from_dict(base), tmp_path / "run")
+    new = TrainConfig.from_dict(base | {"lr": 1e-2})
+    with caplog.at_level("WARNING", logger="thrombseg.training"):
+        train(cases, [], new, tmp_path / "run")
+    assert "other settings (lr): training from scratch" in caplog.text
+    train(cases, [], new, tmp_path / "fresh")
+    a = torch.load(tmp_path / "run" / "model_last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "fresh" / "model_last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 2
+    saved = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=False)["config"]
+    assert changed_settings(saved, TrainConfig.from_dict(base | {"lr": 1e-2, "device": "cpu", "num_workers": 2})) == []
+    assert changed_settings(saved, TrainConfig.from_dict(base | {"lr": 1e-2, "epochs": 3})) == ["epochs"]
+    assert changed_settings(None, new) == []  # checkpoints that recorded nothing resume as before

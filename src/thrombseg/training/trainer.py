@@ -174,6 +174,20 @@ def evaluate_cases(model, cases: list[Case], cfg: TrainConfig, device) -> dict:
             "val_detection": float(np.mean(detected)) if detected else float("nan")}
 
 
+# What does not change the trained weights: a run may resume on another device or loader.
+RESUME_IGNORES = ("device", "num_workers")
+
+
+def changed_settings(saved: dict | None, cfg: TrainConfig) -> list[str]:
+    """Options that differ between a checkpoint's recorded settings and ``cfg`` (none recorded: [])."""
+    if not saved:
+        return []
+    now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as in the stored copy
+    then = json.loads(json.dumps(saved, default=str))
+    return sorted(k for k in now.keys() | then.keys()
+                  if k not in RESUME_IGNORES and now.get(k) != then.get(k))
+
+
 def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outdir: str | Path,
           resume: bool = True, stop_after: int | None = None) -> dict:
     """Train a model; resumes from ``outdir/checkpoint_last.pt`` when it exists.
@@ -220,8 +234,12 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     history: list[dict] = []
     start, best = 0, float("-inf")
     last = outdir / "checkpoint_last.pt"
-    if resume and last.is_file():
-        ck = torch.load(last, map_location=device, weights_only=False)
+    ck = torch.load(last, map_location=device, weights_only=False) if resume and last.is_file() else None
+    changed = changed_settings(ck.get("config"), cfg) if ck is not None else []
+    if changed:  # the rule re-runs because its settings changed: resuming would keep the old run
+        log.warning("%s was trained with other settings (%s): training from scratch", last, ", ".join(changed))
+        ck = None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
