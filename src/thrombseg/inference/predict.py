@@ -174,8 +174,9 @@ def case_midline(case: Case) -> tuple[int, float] | None:
     """``(left-right array axis, index of the mid-sagittal plane)`` of a harmonized case, or None.
 
     The axis comes from the grid's affine; the plane is the brain mask's centroid on it (the
-    middle of the array without a mask). Tilted heads move it by a few mm at most, far less than
-    the same-side rule's margin.
+    middle of the array without a mask). Oblique axial slabs are tilted about the left-right axis,
+    which leaves the plane where it is; a head turned by 5 degrees moves it by about 5 mm at the
+    front and back of the brain, half the same-side rule's 10 mm margin.
     """
     if case.affine is None:
         return None

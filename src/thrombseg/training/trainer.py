@@ -179,7 +179,11 @@ RESUME_IGNORES = ("device", "num_workers")
 
 
 def changed_settings(saved: dict | None, cfg: TrainConfig) -> list[str]:
-    """Options that differ between a checkpoint's recorded settings and ``cfg`` (none recorded: [])."""
+    """Options that differ between a checkpoint's recorded settings and ``cfg`` (none recorded: []).
+
+    A setting that a newer thrombseg added counts as changed too, so such a run starts over rather
+    than mix two versions' training.
+    """
     if not saved:
         return []
     now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as in the stored copy
