@@ -112,7 +112,8 @@ def test_missing_sheet_is_a_clear_error(tmp_path):
 
 def test_sheet_from_bids(tmp_path):
     bids = tmp_path / "bids"
-    img = np.zeros((4, 4, 4), np.float32)
+    img = np.random.default_rng(0).random((4, 4, 4)).astype(np.float32)  # sequences need signal
+    mask = np.zeros((4, 4, 4), np.uint8)  # masks may be empty
     write_nifti(bids / "sub-01/anat/sub-01_swi.nii.gz", img)
     write_nifti(bids / "sub-01/anat/sub-01_part-phase_swi.nii.gz", img)
     write_nifti(bids / "sub-01/dwi/sub-01_dwi.nii.gz", img)
@@ -120,8 +121,8 @@ def test_sheet_from_bids(tmp_path):
     write_nifti(bids / "sub-02/anat/sub-02_T2starw.nii.gz", img)
     write_nifti(bids / "sub-02/anat/sub-02_FLAIR.nii.gz", img)
     write_nifti(bids / "sub-02/anat/sub-02_T1w.nii.gz", img)
-    write_nifti(bids / "derivatives/labels/sub-01/anat/sub-01_label-thrombus_mask.nii.gz", img)
-    write_nifti(bids / "derivatives/sub-02/ses-1/sub-02_ses-1_msk.nii.gz", img)
+    write_nifti(bids / "derivatives/labels/sub-01/anat/sub-01_label-thrombus_mask.nii.gz", mask)
+    write_nifti(bids / "derivatives/sub-02/ses-1/sub-02_ses-1_msk.nii.gz", mask)
     (bids / "participants.tsv").write_text("participant_id\tsite\nsub-01\tparis\nsub-02\tlyon\n")
     out = tmp_path / "sheet" / "subjects.tsv"
     assert main(["sheet-from-bids", str(bids), "-o", str(out)]) == 0

@@ -10,6 +10,7 @@ round instead of one traceback at a time.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -31,6 +32,15 @@ LABEL_GRID: dict[str, tuple[str, ...]] = {
 }
 
 GRID_ATOL_MM = 1e-3  # affine tolerance when comparing a mask's grid to its image's grid
+
+# Header sanity, checked before any voxel is read (a 4 KB file whose header claims a 1000^3 volume
+# must not make the reader allocate 4 GB). The ceiling is on the voxel data as stored; a real 3-D
+# MRI is well under 1 GB.
+MAX_IMAGE_BYTES = 2 * 1024**3
+MAX_IMAGE_BYTES_ENV = "THROMBSEG_MAX_IMAGE_BYTES"  # overrides MAX_IMAGE_BYTES (a byte count, e.g. 8e9)
+# Deflate never compresses more than ~1032:1, even a volume of zeros (an empty mask gets close), so a
+# .nii.gz whose header implies more than this times its file size cannot hold the data it claims.
+MAX_GZIP_RATIO = 1100
 
 
 @dataclass(frozen=True)
@@ -75,12 +85,36 @@ def read_sheet(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SheetError(path, [Problem(None, None, None, str(path), "sample sheet not found")])
-    try:
-        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    width, problems = _extra_fields(path)
+    if problems:
+        raise SheetError(path, problems)
+    try:  # usecols: trailing empty fields (some spreadsheet exports) are dropped, not taken for an index
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None, index_col=False,
+                         usecols=range(width) if width else None)
     except Exception as exc:  # pandas raises many types for malformed text
-        raise SheetError(path, [Problem(None, None, None, str(path), f"cannot parse TSV: {exc}")]) from None
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SheetError(path, [Problem(None, None, None, str(path), f"cannot parse TSV: {msg}")]) from None
     df.columns = [c.strip() for c in df.columns]
     return df.apply(lambda col: col.str.strip())
+
+
+def _extra_fields(path: Path) -> tuple[int, list[Problem]]:
+    """The header's number of fields, and the rows with more non-empty fields than it (pandas would
+    take the first column for an index, shifting every value one column, or fail)."""
+    import csv
+
+    problems = []
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        rows = csv.reader(f, delimiter="\t")
+        n = len(next(rows, []))
+        for fields in rows:
+            extra = [v for v in fields[n:] if v.strip()]
+            if extra:
+                problems.append(Problem(
+                    rows.line_num, fields[0].strip() or None, None, None,
+                    f"{len(fields)} fields but the header has {n} (extra value(s) {', '.join(map(repr, extra[:3]))}; "
+                    "a stray tab?)"))
+    return n, problems
 
 
 def resolve(sheet: str | Path, value: str) -> Path | None:
@@ -99,32 +133,152 @@ def label_reference(row: dict | pd.Series, label: str) -> str | None:
     return None
 
 
-def _load_nifti(path: Path):
-    """Load header + data, turning library errors into a one-line message."""
+def human_bytes(n: int) -> str:
+    """``4.0 GB``, ``4.1 KB``, ``352 bytes`` (decimal units)."""
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("KB", "MB", "GB", "TB", "PB"):
+        n /= 1000
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def max_image_bytes() -> int:
+    """The image size ceiling: ``$THROMBSEG_MAX_IMAGE_BYTES`` when set, else :data:`MAX_IMAGE_BYTES`."""
+    raw = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_BYTES
+    try:
+        limit = int(float(raw))
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise ValueError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} is not a positive number of bytes")
+    return limit
+
+
+def _raw_nifti_header(path: Path):
+    """The NIfTI-1/2 header of a .nii/.nii.gz exactly as stored (nibabel's load-time fixes, such as a
+    zero voxel size silently becoming 1 mm, not applied)."""
     import nibabel as nib
+    from nibabel.openers import ImageOpener
 
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        with ImageOpener(str(path), "rb") as f:
+            block = f.read(540)
     except Exception as exc:
         raise ValueError(f"unreadable or corrupt NIfTI ({type(exc).__name__}: {exc})") from None
-    return img, data
+    for klass, size, magic in ((nib.Nifti1Header, 348, b"n+1"), (nib.Nifti2Header, 540, b"n+2")):
+        if len(block) >= size and size in (int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")):
+            hdr = klass(binaryblock=block[:size], check=False)
+            if bytes(hdr["magic"])[:3] != magic:
+                raise ValueError(f"unreadable or corrupt NIfTI (magic {bytes(hdr['magic'])!r}, {magic!r} expected)")
+            return hdr
+    raise ValueError("unreadable or corrupt NIfTI (no NIfTI-1/2 header: file too short or not a NIfTI)")
+
+
+def _gzip_isize(path: Path) -> int | None:
+    """Uncompressed size mod 2**32 from a single-member gzip's trailer; None for a BGZF (blocked,
+    multi-member) file, whose trailer only sizes its last block."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:2] != b"\x1f\x8b" or head[3] & 0x04:  # FEXTRA: BGZF
+            return None
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
+def check_nifti_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Check a NIfTI from its header alone, before any voxel is read.
+
+    Dimensions must be > 0 (at most 7), spatial voxel sizes finite and > 0, and the bytes the
+    header implies must fit the file (an uncompressed file at least that large; a gzipped one at
+    most :data:`MAX_GZIP_RATIO` times its size and, below 4 GiB, its trailer's size) and the
+    ceiling :func:`max_image_bytes`.
+
+    Returns:
+        ``(shape, dtype)`` the header claims.
+
+    Raises:
+        ValueError: a one-line reason (the caller names the file).
+    """
+    path = Path(path)
+    hdr = _raw_nifti_header(path)
+    ndim = int(hdr["dim"][0])
+    if not 1 <= ndim <= 7:
+        raise ValueError(f"corrupt NIfTI header: dim[0] = {ndim} (the number of dimensions, 1 to 7)")
+    shape = tuple(int(d) for d in hdr["dim"][1:ndim + 1])
+    claimed = "x".join(map(str, shape))
+    if min(shape) <= 0:
+        raise ValueError(f"header claims a {claimed} image (a dimension <= 0); refusing to read it")
+    zooms = [float(z) for z in hdr["pixdim"][1:1 + min(ndim, 3)]]
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise ValueError(f"header voxel size {' x '.join(f'{z:g}' for z in zooms)} mm (pixdim): each must be "
+                         "finite and > 0; refusing to guess one")
+    try:
+        dtype = hdr.get_data_dtype()
+    except Exception:
+        raise ValueError(f"corrupt NIfTI header: unknown datatype code {int(hdr['datatype'])}") from None
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    implied = max(int(hdr["vox_offset"]), int(hdr["sizeof_hdr"]) + 4) + nbytes
+    what = f"header claims {claimed} {dtype.name} ({human_bytes(nbytes)})"
+    size = path.stat().st_size
+    if path.name.endswith(".gz"):
+        isize = _gzip_isize(path) if implied < 2**32 else None
+        if implied > size * MAX_GZIP_RATIO:
+            raise ValueError(f"{what} but the file holds {human_bytes(size)}; refusing to read it")
+        if isize is not None and isize < implied:
+            raise ValueError(f"{what} but the file holds {human_bytes(isize)} once decompressed (truncated?); "
+                             "refusing to read it")
+    elif size < implied:
+        raise ValueError(f"{what} but the file holds {human_bytes(size)} (truncated?); refusing to read it")
+    limit = max_image_bytes()
+    if nbytes > limit:
+        raise ValueError(f"{what}, over the {human_bytes(limit)} limit (set {MAX_IMAGE_BYTES_ENV} to raise it); "
+                         "refusing to read it")
+    return shape, dtype
+
+
+def _squeezed_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` without trailing singleton axes beyond the third."""
+    shape = tuple(shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
 
 
 def squeeze3d(data: np.ndarray) -> np.ndarray | None:
     """Return data as 3-D (dropping trailing singleton axes), or None when it is truly >3-D."""
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    return data if data.ndim == 3 else None
+    shape = _squeezed_shape(data.shape)
+    return data.reshape(shape) if len(shape) == 3 else None
 
 
 def read_nifti3d(path: str | Path):
-    """``(image, 3-D data)`` of a NIfTI; ValueError with a one-line reason when unreadable or not 3-D."""
-    img, data = _load_nifti(Path(path))
-    vol = squeeze3d(data)
-    if vol is None:
-        raise ValueError(f"{data.ndim}-D image of shape {data.shape}, 3-D expected")
-    return img, vol
+    """``(image, 3-D data)`` of a NIfTI; ValueError with a one-line reason when unreadable or not 3-D.
+
+    The header is checked (:func:`check_nifti_header`) and the shape required to be 3-D before any
+    voxel is read.
+    """
+    import nibabel as nib
+
+    shape, _ = check_nifti_header(path)
+    if len(_squeezed_shape(shape)) != 3:
+        raise ValueError(f"{len(shape)}-D image of shape {shape}, 3-D expected")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # library errors as one line
+        raise ValueError(f"unreadable or corrupt NIfTI ({type(exc).__name__}: {exc})") from None
+    return img, squeeze3d(data)
+
+
+def nonbinary_values(vol: np.ndarray) -> str | None:
+    """None for a mask holding only 0 and 1; else its first distinct values, for a message."""
+    vals = np.unique(vol)
+    if np.isin(vals, (0, 1)).all():
+        return None
+    return ", ".join(f"{v:g}" for v in vals[:6]) + (" ..." if len(vals) > 6 else "")
 
 
 def validate_sheet(
@@ -209,10 +363,12 @@ def validate_sheet(
                 continue
             grids[col] = (vol.shape, img.affine)
             if col in LABELS:
-                vals = np.unique(vol)
-                if not np.isin(vals, (0, 1)).all():
-                    shown = ", ".join(f"{v:g}" for v in vals[:6]) + (" ..." if len(vals) > 6 else "")
+                shown = nonbinary_values(vol)
+                if shown:
                     problems.append(Problem(line, sid, col, str(path), f"mask not binary (values {shown})"))
+            elif vol.min() == vol.max():  # predict would refuse it; an empty mask, though, is valid
+                problems.append(Problem(line, sid, col, str(path),
+                                        f"image has no signal (every voxel is {vol.flat[0]:g})"))
             else:
                 usable.append(col)
         if present and not usable and not any(p.line == line and p.message.startswith("no sequence") for p in problems):

@@ -4,8 +4,8 @@
     thrombseg aggregate OUT_DIR METRICS_TSV... [--n-boot N] [--seed S]
 
 ``evaluate`` prints :func:`thrombseg.evaluation.metrics.evaluate_case` as JSON (NaN -> null); both
-masks must lie on the same grid (e.g. a ``thrombseg predict`` native-space mask and an annotation
-drawn on that input). ``aggregate`` gathers per-subject metric TSVs (``<subject>_metrics.tsv``) into
+masks must hold only 0 and 1 (a probability map is refused, not thresholded) and lie on the same
+grid (e.g. a ``thrombseg predict`` native-space mask and an annotation drawn on that input). ``aggregate`` gathers per-subject metric TSVs (``<subject>_metrics.tsv``) into
 the per-center / per-sequence-set / per-experiment tables with bootstrap CIs.
 """
 
@@ -24,7 +24,8 @@ def _user_error(msg: str):
 
 
 def _load_mask(path: Path, what: str):
-    from ..sheet import read_nifti3d
+    """(image, bool mask) of a 0/1 mask; a probability map or a label image is refused, not thresholded."""
+    from ..sheet import nonbinary_values, read_nifti3d
 
     if not Path(path).is_file():
         raise _user_error(f"{path}: {what} not found")
@@ -32,7 +33,11 @@ def _load_mask(path: Path, what: str):
         img, data = read_nifti3d(path)
     except ValueError as exc:
         raise _user_error(f"{path}: {what}: {exc}") from None
-    return img, data > 0.5
+    shown = nonbinary_values(data)
+    if shown:
+        raise _user_error(f"{path}: {what} is not binary (values {shown}); give a 0/1 mask, not a probability "
+                          "map (thrombseg predict writes both: *_mask.nii.gz and *_prob.nii.gz)")
+    return img, data == 1
 
 
 def load_pair(pred, truth, what: str = "thrombus"):

@@ -172,7 +172,9 @@ def add_subparsers(subparsers) -> None:
                    help="post-processing settings chosen on validation patients (thrombseg tune-postprocess)")
     s.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    s.add_argument("--threads", type=int, help="CPU threads (ANTs and torch)")
+    from ..cli import positive_int
+
+    s.add_argument("--threads", type=positive_int, help="CPU threads (ANTs and torch)")
     s.add_argument("--keep-work", action="store_true", help="keep ingest/preprocessed/harmonized under OUT_DIR/work")
     s.set_defaults(func=_cmd_predict)
 

@@ -104,13 +104,15 @@ BACKENDS = ("deepbet", "ants", "hdbet")  # = skullstrip.BACKENDS; literal so `th
 
 
 def _add_commands(sub) -> None:
+    from ..cli import positive_int
+
     s = sub.add_parser("subject", help="preprocess one ingested patient")
     s.add_argument("ingest_dir", type=Path, help="ingest root (holding <subject>/) or the subject's folder")
     s.add_argument("subject")
     s.add_argument("out_dir", type=Path, help="output root; the patient goes to OUT_DIR/<subject>/")
     s.add_argument("--config", type=Path)
     s.add_argument("--backend", choices=BACKENDS, help="skull-strip backend (overrides the config)")
-    s.add_argument("--threads", type=int)
+    s.add_argument("--threads", type=positive_int)
     s.set_defaults(func=_cmd_subject)
 
     s = sub.add_parser("fit-landmarks", help="fit Nyul landmarks on training patients only")
@@ -142,7 +144,7 @@ def _add_commands(sub) -> None:
     s.add_argument("--backend", choices=BACKENDS, default=None)
     s.add_argument("--hdbet-weights", type=Path)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--threads", type=int)
+    s.add_argument("--threads", type=positive_int)
     s.set_defaults(func=_cmd_skullstrip)
 
     s = sub.add_parser("download-hdbet-weights", help="opt-in: download HD-BET's weights (needs internet)")
