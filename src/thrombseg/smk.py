@@ -19,10 +19,11 @@ def use_this_python() -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
     from .ingest import IngestError
     from .sheet import SheetError
 
-    errs: list[type[BaseException]] = [SheetError, IngestError, FileNotFoundError]
+    errs: list[type[BaseException]] = [ConfigError, SheetError, IngestError, FileNotFoundError]
     try:
         from .preprocessing._io import PreprocessingError
 

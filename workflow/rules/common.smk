@@ -1,12 +1,11 @@
 # Shared setup: config validation, the cohort (synthetic or user sheet), center filter, targets.
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
+from thrombseg.config import ConfigError, validate_config
 from thrombseg.sheet import SheetError, validate_sheet
 from thrombseg.smk import use_this_python
 from thrombseg.stages import stage_status
@@ -16,7 +15,12 @@ from thrombseg.stages import stage_status
 # user calls .venv/bin/snakemake without activating it.
 use_this_python()
 
-validate(config, str(resources.files("thrombseg") / "schemas" / "config.schema.json"))
+# The whole config, before any job: one line per problem (key path, bad value), no traceback.
+# The schema's defaults are filled into `config` (the rules rely on them).
+try:
+    validate_config(config, "config", set_defaults=True)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 RESULTS = config["results"].rstrip("/")
 LOGS = f"{RESULTS}/logs"

@@ -30,18 +30,17 @@ def _user_error(exc):
 
 
 def _read_yaml(path) -> dict:
-    import yaml
+    """A YAML mapping, unchecked (a results folder's provenance/config.yaml); ConfigError names the file."""
+    from ..config import read_yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise _user_error(f"{p}: config file not found")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise _user_error(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(d, dict):
-        raise _user_error(f"{p}: expected a mapping")
-    return d
+    return read_yaml(path)
+
+
+def _read_config(path, alone: str | None = None) -> dict:
+    """A ``--config`` file checked against the workflow schema (ConfigError: one line per problem)."""
+    from ..config import load_config
+
+    return load_config(path, alone=alone)
 
 
 def results_files(results, experiment: str | None = None) -> dict:
@@ -102,9 +101,11 @@ def _cmd_predict(a) -> int:
     landmarks = a.landmarks or found.get("landmarks")
     if not model or not landmarks:
         raise _user_error("give --model and --landmarks, or --results DIR of a workflow run")
-    conf = _read_yaml(a.config) if a.config else {}
+    conf = _read_config(a.config, alone="preprocess") if a.config else {}
     if a.config:  # a workflow config (its preprocess: section) or a file holding only that section
-        is_workflow = any(k in conf for k in ("preprocess", "inference", "training"))
+        from ..config import is_workflow_config
+
+        is_workflow = is_workflow_config(conf)
         preprocess = dict(conf.get("preprocess") or {}) if is_workflow else dict(conf)
     else:
         preprocess = dict(found.get("preprocess") or {})
@@ -123,7 +124,7 @@ def _cmd_predict(a) -> int:
 def _cmd_predict_harmonized(a) -> int:
     from .predict import predict_subject
 
-    conf = _read_yaml(a.config) if a.config else {}
+    conf = _read_config(a.config) if a.config else {}
     icfg = _inference_config(conf.get("inference"), a, a.postprocess)
     icfg.subsets = a.subsets
     df = predict_subject(a.harmonized_dir, a.subject, a.center, a.model, a.infarct_model, a.out_dir,
@@ -138,6 +139,7 @@ def _cmd_tune(a) -> int:
 
     from .tune import tune_subjects
 
+    section = (_read_config(a.config).get("inference") or {}) if a.config else {}
     if not a.splits.is_file():
         raise _user_error(f"{a.splits}: splits table not found")
     sp = pd.read_csv(a.splits, sep="\t", dtype=str, keep_default_na=False)
@@ -146,7 +148,6 @@ def _cmd_tune(a) -> int:
     val = sp[sp["split"] == "val"]
     if val.empty:
         raise _user_error(f"{a.splits}: no 'val' patients to tune on")
-    section = (_read_yaml(a.config).get("inference") or {}) if a.config else {}
     r = tune_subjects(a.harmonized_dir, dict(zip(val["subject"], val["center"])), a.model, a.infarct_model,
                       a.out_json, section)
     print(json.dumps({"chosen": r["chosen"], "subjects": r["subjects"], "out": str(a.out_json)}))

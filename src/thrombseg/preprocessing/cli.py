@@ -22,16 +22,11 @@ from pathlib import Path
 
 def _load_config(path, backend=None, threads=None) -> dict:
     cfg: dict = {}
-    if path:
-        import yaml
+    if path:  # checked against the workflow schema (ConfigError: one line per problem)
+        from ..config import is_workflow_config, load_config
 
-        p = Path(path)
-        if not p.is_file():
-            from ._io import PreprocessingError
-
-            raise PreprocessingError(f"{p}: config file not found")
-        cfg = yaml.safe_load(p.read_text()) or {}
-        cfg = cfg.get("preprocess", cfg) if isinstance(cfg, dict) else {}
+        cfg = load_config(path, alone="preprocess")
+        cfg = (cfg.get("preprocess") or {}) if is_workflow_config(cfg) else cfg
     cfg = dict(cfg)
     if backend:
         cfg["skullstrip"] = dict(cfg.get("skullstrip") or {}, backend=backend)
@@ -153,6 +148,7 @@ def _add_commands(sub) -> None:
 
 
 def _run(args) -> int:
+    from ..config import ConfigError
     from ._io import PreprocessingError
 
     if getattr(args, "func", None) is _cmd_skullstrip and args.backend is None:
@@ -161,7 +157,7 @@ def _run(args) -> int:
         args.backend = DEFAULT_BACKEND
     try:
         return args.func(args)
-    except PreprocessingError as exc:
+    except (PreprocessingError, ConfigError) as exc:
         print(f"thrombseg preprocess: error: {exc}", file=sys.stderr)
         return 2
 

@@ -69,13 +69,17 @@ def _cmd_splits(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    import yaml
+    from ..config import ConfigError, load_config
 
+    # The whole file is checked before any data is read or any folder made (ConfigError: one line each).
+    conf = load_config(a.config) if a.config else {}
+    training = conf.get("training") or {}
+    if a.experiment and a.experiment not in (training.get("experiments") or {}):
+        raise ConfigError([f"{a.config}: experiment {a.experiment!r} not in training.experiments "
+                           f"({', '.join(sorted(training.get('experiments') or {})) or 'none'})"])
     from .trainer import configure_logging
 
     configure_logging()
-    conf = yaml.safe_load(Path(a.config).read_text()) if a.config else {}
-    training = (conf or {}).get("training", {})
     if a.experiment:
         cfg, _ = experiment_settings(training, a.experiment, a.target)
     else:

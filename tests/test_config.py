@@ -1,0 +1,194 @@
+"""The whole config is checked before the first job and by every CLI that reads one: each problem is
+one line naming the file, the key path and the bad value (no traceback, nothing written)."""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from importlib import resources
+
+import pytest
+import yaml
+from snakemake.utils import update_config
+
+from conftest import REPO
+from thrombseg.cli import main
+from thrombseg.config import ConfigError, load_config, read_yaml, validate_config
+
+BASE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+
+
+def _with(over: dict) -> dict:
+    """config/config.yaml with ``over`` layered on it, as Snakemake merges config files."""
+    cfg = copy.deepcopy(BASE)
+    update_config(cfg, copy.deepcopy(over))
+    return cfg
+
+
+def _problem(cfg: dict, **kw) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg, "c.yaml", **kw)
+    return str(info.value)
+
+
+def test_shipped_configs_validate():
+    validate_config(copy.deepcopy(BASE), "config/config.yaml")
+    validate_config(_with(PAPER), "config/config.yaml + config/paper.yaml")
+    validate_config(copy.deepcopy(PAPER), "config/paper.yaml", partial=True)  # a layer alone, as a CLI reads it
+
+
+def test_defaults_filled_as_snakemake_validate_did():
+    """The workflow relies on the schema's defaults; they are filled exactly as validate(set_default=True)."""
+    from snakemake.utils import validate
+
+    minimal = {"training": {"experiments": {"e": {"protocol": "multicentric"}}}}
+    for cfg in (minimal, BASE):
+        theirs, ours = copy.deepcopy(cfg), copy.deepcopy(cfg)
+        validate(theirs, str(resources.files("thrombseg") / "schemas" / "config.schema.json"))
+        assert validate_config(ours, set_defaults=True) is ours
+        assert ours == theirs
+    assert ours["evaluation"] == {"n_boot": 2000} and ours["synthetic"]["size"] == "demo"
+
+
+@pytest.mark.parametrize("over, expected", [
+    ({"centres": ["ctrB"]}, "c.yaml: unknown key 'centres' (did you mean 'centers'?)"),
+    ({"training": {"defaults": {"epoch": 3}}}, "unknown key 'training.defaults.epoch' (did you mean 'epochs'?)"),
+    ({"training": {"experiments": {"upattllstm_gmd": {"dropuot": {}}}}},
+     "unknown key 'training.experiments.upattllstm_gmd.dropuot' (did you mean 'dropout'?)"),
+    ({"training": {"infarct": {"dropout": {"schedul": "none"}}}},
+     "unknown key 'training.infarct.dropout.schedul' (did you mean 'schedule'?)"),
+    ({"inference": {"treshold": 0.5}}, "unknown key 'inference.treshold' (did you mean 'threshold'?)"),
+    ({"inference": {"tune": {"min_volume": [20]}}},
+     "unknown key 'inference.tune.min_volume' (did you mean 'min_volume_mm3'?)"),
+    ({"preprocess": {"skullstrip": {"bakend": "ants"}}},
+     "unknown key 'preprocess.skullstrip.bakend' (did you mean 'backend'?)"),
+    ({"training": {"defaults": {"epochs": -5}}}, "c.yaml: training.defaults.epochs must be an integer >= 1, got -5"),
+    ({"training": {"defaults": {"epochs": "forty"}}},
+     "training.defaults.epochs must be an integer >= 1, got 'forty'"),
+    ({"training": {"defaults": {"epochs": 0}}}, "training.defaults.epochs must be an integer >= 1, got 0"),
+    ({"training": {"experiments": {"upattllstm_gmd": {"epochs": 2.5}}}},
+     "training.experiments.upattllstm_gmd.epochs must be an integer >= 1, got 2.5"),
+    ({"inference": {"threshold": 7}}, "inference.threshold must be a number in (0, 1], got 7"),
+    ({"training": {"defaults": {"lr": "1e-3"}}}, "training.defaults.lr must be a number > 0, got '1e-3' (text, not a number"),
+    ({"training": {"defaults": {"batch_size": 0}}}, "training.defaults.batch_size must be an integer >= 1, got 0"),
+    ({"training": {"defaults": {"fg_oversample": 1.5}}}, "training.defaults.fg_oversample must be a number in [0, 1]"),
+    ({"training": {"experiments": {"x": {"protocol": "multicentrik"}}}},
+     "training.experiments.x.protocol must be multicentric, monocentric[-<center>] or leave-center-out[-<center>]"),
+    ({"preprocess": {"grid": {"spacing_mm": 0}}}, "preprocess.grid.spacing_mm must be null, a number > 0"),
+    ({"centers": "ctrB"}, "centers must be a list"),
+])
+def test_bad_config_is_one_line_naming_the_key(over, expected):
+    msg = _problem(_with(over))
+    assert len(msg.splitlines()) == 1 and expected in msg, msg
+
+
+def test_several_problems_one_line_each():
+    msg = _problem(_with({"centres": [], "inference": {"threshold": 7},
+                          "training": {"defaults": {"epochs": 0, "batch_size": 0}}}))
+    lines = msg.splitlines()
+    assert len(lines) == 4 and all(line.startswith("c.yaml: ") for line in lines), msg
+    assert lines[0] == "c.yaml: unknown key 'centres' (did you mean 'centers'?)"
+
+
+def test_whole_config_needs_experiments_a_cli_file_need_not():
+    assert "missing key 'training.experiments'" in _problem({"training": {"defaults": {}}})
+    validate_config({"training": {"defaults": {"epochs": 3}}}, partial=True)
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "my.yaml"
+    bad.write_text("training:\n  defaults: {epochs: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    msg = str(info.value)
+    assert len(msg.splitlines()) == 1 and msg.startswith(f"{bad}: line 3") and "not valid YAML" in msg
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):
+        read_yaml(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="none.yaml: config file not found"):
+        read_yaml(tmp_path / "none.yaml")
+
+
+def test_preprocess_section_alone_is_checked_as_that_section(tmp_path):
+    f = tmp_path / "pre.yaml"
+    f.write_text("threads: 2\nn4: {enabled: false}\n")
+    assert load_config(f, alone="preprocess") == {"threads": 2, "n4": {"enabled": False}}
+    f.write_text("thread: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'preprocess.thread' \(did you mean 'threads'\?\)"):
+        load_config(f, alone="preprocess")
+    f.write_text("preprocess: {threads: 0}\n")  # a workflow config: its section is checked
+    with pytest.raises(ConfigError, match="preprocess.threads must be an integer >= 1 or null, got 0"):
+        load_config(f, alone="preprocess")
+
+
+# ------------------------------------------------------------------ Snakemake, before any job
+@pytest.mark.parametrize("over, args, expected", [
+    (None, ["--config", "centres=[ctrB]"], "config: unknown key 'centres' (did you mean 'centers'?)"),
+    ({"training": {"defaults": {"epochs": -5}}}, [], "config: training.defaults.epochs must be an integer >= 1, got -5"),
+    ({"inference": {"threshold": 7}}, [], "config: inference.threshold must be a number in (0, 1], got 7"),
+])
+def test_snakemake_dry_run_stops_with_the_line(tmp_path, over, args, expected):
+    files = [str(REPO / "config" / "config.yaml")]
+    if over:
+        (tmp_path / "over.yaml").write_text(yaml.safe_dump(over))
+        files.append(str(tmp_path / "over.yaml"))
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--directory",
+           str(tmp_path / "run"), "--configfile", *files, "--cores", "1", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    text = res.stdout + res.stderr
+    assert res.returncode != 0, text[-3000:]
+    assert expected in text.splitlines() and "Traceback" not in text, text[-3000:]
+    assert not (tmp_path / "run" / "results").exists()
+
+
+# ------------------------------------------------------------------ CLIs: exit 2, one line, nothing written
+def _cli(capsys, *argv) -> tuple[int, list[str]]:
+    rc = main([str(a) for a in argv])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("epochs", [0, -5, "forty"])
+def test_train_rejects_bad_epochs_before_reading_data(tmp_path, capsys, epochs):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump({"training": {"defaults": {"epochs": epochs},
+                                                 "experiments": {"e": {"protocol": "multicentric"}}}}))
+    rc, err = _cli(capsys, "train", tmp_path / "no_data", tmp_path / "no_splits.tsv", tmp_path / "out",
+                   "--config", conf, "--experiment", "e")
+    assert rc == 2 and len(err) == 1, err
+    assert err[0] == f"thrombseg train: error: {conf}: training.defaults.epochs must be an integer >= 1, got {epochs!r}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_unknown_experiment_is_one_line(tmp_path, capsys):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump({"training": {"experiments": {"e": {"protocol": "multicentric"}}}}))
+    rc, err = _cli(capsys, "train", tmp_path / "d", tmp_path / "s.tsv", tmp_path / "out", "--config", conf,
+                   "--experiment", "f")
+    assert rc == 2 and err == [f"thrombseg train: error: {conf}: experiment 'f' not in training.experiments (e)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_inference_and_preprocess_clis_check_their_config(tmp_path, capsys):
+    work = tmp_path / "wf.yaml"
+    work.write_text("inference: {threshold: 7}\n")
+    alone = tmp_path / "pre.yaml"
+    alone.write_text("skullstrip: {bakend: ants}\n")
+    out = tmp_path / "out"
+    nowhere = [tmp_path / "m.pt", tmp_path / "l.json"]
+    cases = [
+        (("predict", out, "--swi", tmp_path / "swi.nii.gz", "--model", nowhere[0], "--landmarks", nowhere[1],
+          "--config", alone), f"{alone}: unknown key 'preprocess.skullstrip.bakend' (did you mean 'backend'?)"),
+        (("predict", out, "--swi", tmp_path / "swi.nii.gz", "--model", nowhere[0], "--landmarks", nowhere[1],
+          "--config", work), f"{work}: inference.threshold must be a number in (0, 1], got 7"),
+        (("predict-harmonized", tmp_path, "p1", "c", nowhere[0], out, "--config", work),
+         f"{work}: inference.threshold must be a number in (0, 1], got 7"),
+        (("tune-postprocess", tmp_path, tmp_path / "splits.tsv", nowhere[0], out / "t.json", "--config", work),
+         f"{work}: inference.threshold must be a number in (0, 1], got 7"),
+        (("preprocess", "subject", tmp_path, "p1", out, "--config", alone),
+         f"{alone}: unknown key 'preprocess.skullstrip.bakend' (did you mean 'backend'?)"),
+    ]
+    for argv, line in cases:
+        rc, err = _cli(capsys, *argv)
+        assert rc == 2 and err == [f"thrombseg {argv[0]}: error: {line}"], (argv[0], err)
+        assert not out.exists()
