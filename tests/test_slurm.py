@@ -7,6 +7,10 @@ exits 3 where it cannot (-> loud skip). The daemons are always stopped by their 
 The cluster has no accounting database, so the committed profile (written for real sites, which
 poll `sacct`) is used with the no-accounting overrides a user would add on such a cluster:
 `--slurm-status-command squeue --slurm-no-account`.
+
+Evidence that each job ran through Slurm comes from slurmctld's job-completion log (one line per
+finished job: id, state, exit code), which does not expire. `squeue` forgets a finished job after
+MinJobAge seconds (300 here), and the tiny DAG runs longer than that on 2 cores.
 """
 from __future__ import annotations
 
@@ -66,6 +70,7 @@ def slurm_env(tmp_path_factory, request):
         env["SLURM_CONF"] = str(state / "slurm.conf")  # conftest points it at /nonexistent
         env["PATH"] = f"{state / 'bin'}{os.pathsep}{env.get('PATH', '')}"  # srun shim, see script
         env["PYTHONUNBUFFERED"] = "1"
+        env["THROMBSEG_SLURM_DIR"] = str(state)
         yield env
     finally:
         stop = subprocess.run(["bash", str(SCRIPTS / "stop_slurm.sh"), str(state)],
@@ -87,19 +92,78 @@ def _proc_state(pid: int) -> str:
         return "zombie"
 
 
+def _job_records(env: dict) -> dict[str, dict[str, str]]:
+    """Job id -> fields of slurmctld's job-completion log (jobcomp/filetxt, see start_slurm.sh)."""
+    log = Path(env["THROMBSEG_SLURM_DIR"]) / "log" / "jobcomp.log"
+    records = {}
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if "JobId" in fields:
+            records[fields["JobId"]] = fields
+    return records
+
+
+def _job_problems(jobids: list[str], env: dict, deadline_s: float = 30.0) -> list[str]:
+    """What is wrong with these Slurm jobs: not recorded as finished, not COMPLETED, or exit != 0."""
+    t_end = time.monotonic() + deadline_s
+    while True:  # slurmctld appends the record as the job ends; allow it a moment
+        records = _job_records(env)
+        if all(j in records for j in jobids) or time.monotonic() > t_end:
+            break
+        time.sleep(1)
+    problems = []
+    for j in jobids:
+        rec = records.get(j)
+        if rec is None:
+            problems.append(f"job {j}: no completion record (did not run through Slurm)")
+        elif rec.get("JobState") != "COMPLETED" or rec.get("ExitCode") != "0:0":
+            problems.append(f"job {j} ({rec.get('Name')}): {rec.get('JobState')}, exit {rec.get('ExitCode')}")
+    return problems
+
+
+def _submitted(out: str) -> list[tuple[str, str]]:
+    """(Slurm job id, per-job log path) of every job the plugin submitted, from Snakemake's output."""
+    return re.findall(r"submitted with SLURM jobid (\d+) \(log: ([^)]+)\)", out)
+
+
+def _run_profile(snakefile: Path, workdir: Path, env: dict, *extra: str, timeout: int = 1500):
+    cmd = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "slurm"), *NO_ACCOUNTING,
+           *TEST_ONLY, "-s", str(snakefile), "--directory", str(workdir), *extra]
+    try:
+        return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # the plugin can poll forever: never hang CI
+        pytest.fail(f"snakemake --profile slurm did not finish in {timeout} s:\n{exc.stdout}\n{exc.stderr}")
+
+
+def test_failed_slurm_job_is_caught(tmp_path, slurm_env):
+    """A job that fails inside Slurm fails the run, and its completion record says FAILED."""
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        'rule all:\n    input: "ok.txt", "bad.txt"\n\n'
+        'rule ok:\n    output: "ok.txt"\n    shell: "echo ok > {output}"\n\n'
+        'rule bad:\n    output: "bad.txt"\n    shell: "exit 3"\n'
+    )
+    res = _run_profile(snakefile, tmp_path, slurm_env, "--keep-going", timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-4000:]
+    submitted = _submitted(out)
+    assert len(submitted) == 2, out[-4000:]
+    problems = _job_problems([j for j, _ in submitted], slurm_env)
+    assert len(problems) == 1 and ": FAILED, exit " in problems[0], (problems, out[-4000:])
+    assert (tmp_path / "ok.txt").is_file() and not (tmp_path / "bad.txt").exists()
+    # A job id Slurm never ran is caught too.
+    assert _job_problems(["999999"], slurm_env, deadline_s=0) == [
+        "job 999999: no completion record (did not run through Slurm)"]
+
+
 def test_profile_runs_whole_tiny_dag_through_real_slurm(tmp_path, slurm_env, request):
     """Every stage, ingest to figures, on the 2-center x 3-patient tiny cohort of test_dag."""
     cfg = tiny_cohort(tmp_path / "data")
     workdir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "slurm"), *NO_ACCOUNTING,
-           *TEST_ONLY, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(REPO / "config" / "config.yaml"), str(cfg)]
     t0 = time.monotonic()
-    try:
-        res = subprocess.run(cmd, env=slurm_env, stdin=subprocess.DEVNULL, capture_output=True,
-                             text=True, timeout=1500)
-    except subprocess.TimeoutExpired as exc:  # the plugin can poll forever: never hang CI
-        pytest.fail(f"snakemake --profile slurm did not finish in 1500 s:\n{exc.stdout}\n{exc.stderr}")
+    res = _run_profile(REPO / "Snakefile", workdir, slurm_env,
+                       "--configfile", str(REPO / "config" / "config.yaml"), str(cfg))
     took = time.monotonic() - t0
     out = res.stdout + res.stderr
     _report(request, f"snakemake --profile slurm (whole tiny DAG, 6 patients): {took:.1f} s, rc={res.returncode}")
@@ -112,17 +176,14 @@ def test_profile_runs_whole_tiny_dag_through_real_slurm(tmp_path, slurm_env, req
     assert (results / "figures" / "upattllstm_gmd" / "per_center_dice.png").is_file()
     assert (results / "models" / "upattllstm_gmd" / "thrombus" / "model.pt").is_file()
 
-    # The jobs really went through Slurm: sbatch job ids in the log, their per-job Slurm logs,
-    # and slurmctld still lists them as COMPLETED (MinJobAge=600, no accounting database).
-    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: ([^)]+)\)", out)
+    # The jobs really went through Slurm: sbatch job ids in the log, their per-job Slurm logs, and
+    # slurmctld's completion log records each as COMPLETED with exit 0, however long the run took.
+    submitted = _submitted(out)
     assert submitted, out
     for jobid, log in submitted:
         assert Path(log).is_file(), f"missing Slurm log {log}"
-    sq = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], env=slurm_env,
-                        capture_output=True, text=True, timeout=60)
-    states = dict(line.split() for line in sq.stdout.splitlines() if line.strip())
-    for jobid, _ in submitted:
-        assert states.get(jobid) == "COMPLETED", (jobid, sq.stdout, sq.stderr)
+    assert _job_problems([j for j, _ in submitted], slurm_env) == []
+    assert "Falling back to 'sacct'" not in out, out[-4000:]
 
     # Per-patient rules were grouped by the profile: the 6 patients' ingest + preprocess chain ran
     # as ONE Slurm job, their harmonization as one, the 2 test patients' inference as one.

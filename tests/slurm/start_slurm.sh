@@ -71,6 +71,7 @@ D_PORT=$(free_port "${THROMBSEG_SLURMD_PORT:-$((CTLD_PORT + 1))}")
 [[ $D_PORT != "$CTLD_PORT" ]] || D_PORT=$(free_port $((CTLD_PORT + 1)))
 
 CPUS=$(nproc)
+MIN_JOB_AGE="${THROMBSEG_SLURM_MIN_JOB_AGE:-300}"  # seconds; see slurm.conf below
 MEM_MB=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)  # leave slurmd some slack
 
 # ---------------------------------------------------------------- munge (private key + socket)
@@ -111,11 +112,14 @@ SchedulerType=sched/backfill
 ReturnToService=2
 SlurmdParameters=config_overrides
 # No accounting: sacct answers "accounting storage is disabled"; jobs stay visible to squeue for
-# MinJobAge seconds, so the Snakemake plugin must poll with squeue (MinJobAge >= 120).
+# MinJobAge seconds, so the Snakemake plugin must poll with squeue. Its poll interval backs off to
+# 180 s and a job missing from squeue counts as still queued, so MinJobAge must exceed 180 s:
+# 300 s, Slurm's own default. The job-completion log is the test's lasting record of every job.
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
-MinJobAge=600
+JobCompType=jobcomp/filetxt
+JobCompLoc=$DIR/log/jobcomp.log
+MinJobAge=$MIN_JOB_AGE
 StateSaveLocation=$DIR/spool/ctld
 SlurmdSpoolDir=$DIR/spool/d
 SlurmctldPidFile=$DIR/slurmctld.pid
