@@ -76,3 +76,55 @@ def test_real_isles22_case_via_cli(tmp_path, real_data):
     assert set(side["sequences"]) == {"dwi", "adc"}
     les = side["labels"]["lesion"]
     assert les["drawn_on"] == "dwi" and abs(les["volume_mm3"] / 1000 - 6.7) < 0.3  # README: 6.7 mL
+
+
+def _sheet(folder, subject="p1"):
+    """A one-row sheet with an SWI beside it, in ``folder``."""
+    write_nifti(folder / "swi.nii.gz", np.random.default_rng(0).random((6, 6, 6)).astype(np.float32))
+    sheet = folder / "sheet.tsv"
+    pd.DataFrame([_row(subject=subject, center="c", swi="swi.nii.gz")]).to_csv(sheet, sep="\t", index=False)
+    return sheet
+
+
+@pytest.mark.parametrize("where", ["cwd", "sheet_folder", "notes"])
+def test_ingest_never_deletes_a_users_folder(tmp_path, monkeypatch, capsys, where):
+    """Before: OUT=. emptied the working folder; OUT=the sheet's folder deleted the sheet and images."""
+    data = tmp_path / "data"
+    data.mkdir()
+    sheet = _sheet(data)
+    (data / "notes.txt").write_text("mine")
+    monkeypatch.chdir(data)
+    out = {"cwd": ".", "sheet_folder": str(data), "notes": str(data)}[where]
+    if where == "notes":  # a folder of the user's that holds no input
+        out = str(tmp_path / "notes")
+        (tmp_path / "notes").mkdir()
+        (tmp_path / "notes" / "n.txt").write_text("mine")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["ingest", str(sheet), "p1", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("refusing to write there" in err or "not written by thrombseg" in err)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert main(["ingest", str(sheet), "p1", out, "--overwrite"]) == 2  # --overwrite never helps here
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_ingest_refuses_a_subject_id_that_leaves_the_folder(tmp_path, capsys):
+    """Before: a sheet row with subject ../../etc wrote files outside the output folder (exit 0)."""
+    sheet = _sheet(tmp_path, subject="../../etc")
+    with pytest.raises(ValueError, match="not allowed in file names"):
+        ingest_subject(_row(subject="../../etc", swi="swi.nii.gz"), sheet, tmp_path / "out" / "x")
+    assert main(["ingest", str(sheet), "../../etc", str(tmp_path / "out" / "x")]) == 2
+    assert "not allowed in file names" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "etc").exists()
+
+
+def test_ingest_rerun_needs_overwrite_and_replaces_only_its_output(tmp_path, capsys):
+    sheet = _sheet(tmp_path)
+    out = tmp_path / "out"
+    assert main(["ingest", str(sheet), "p1", str(out)]) == 0
+    assert main(["ingest", str(sheet), "p1", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["ingest", str(sheet), "p1", str(out), "--overwrite"]) == 0
+    (out / "annotation.nii.gz").write_text("user")
+    assert main(["ingest", str(sheet), "p1", str(out), "--overwrite"]) == 2
+    assert "annotation.nii.gz" in capsys.readouterr().err and (out / "annotation.nii.gz").is_file()

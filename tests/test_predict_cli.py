@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
@@ -21,6 +22,7 @@ import torch  # noqa: E402
 
 pytest.importorskip("ants")
 
+from thrombseg._fs import OutputError  # noqa: E402
 from thrombseg.cli import main  # noqa: E402
 from thrombseg.inference.cli import results_files  # noqa: E402
 from thrombseg.inference.patient import check_sequences, known_sequences, predict_patient, to_native  # noqa: E402
@@ -211,9 +213,52 @@ def test_failure_mid_pipeline_leaves_no_output(patient, tmp_path):
 
 def test_refuses_to_replace_a_foreign_folder(patient, tmp_path):
     (tmp_path / "keep.txt").write_text("user data")
-    with pytest.raises(InferenceError, match="not a previous prediction"):
-        predict_patient({"swi": patient["files"]["swi"]}, tmp_path, patient["model"], patient["landmarks"])
+    with pytest.raises(OutputError, match="not written by thrombseg"):
+        predict_patient({"swi": patient["files"]["swi"]}, tmp_path, patient["model"], patient["landmarks"],
+                        overwrite=True)
     assert (tmp_path / "keep.txt").is_file()
+
+
+def test_rerun_keeps_a_users_annotation(patient, predicted, capsys):
+    """Before: re-running predict into an earlier prediction deleted a file and a folder the user added."""
+    f = patient["files"]
+    cmd = ["predict", str(predicted), "--swi", f["swi"], "--dwi", f["dwi"], "--model", str(patient["model"]),
+           "--landmarks", str(patient["landmarks"]), "--subject", "p1", "--device", "cpu"]
+    assert main(cmd) == 2
+    assert "give --overwrite" in capsys.readouterr().err
+    (predicted / "notes").mkdir()
+    (predicted / "notes" / "annotation.nii.gz").write_text("a user's annotation")
+    try:
+        for extra in ([], ["--overwrite"]):
+            assert main(cmd + extra) == 2
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and "notes/annotation.nii.gz" in err
+            assert (predicted / "notes" / "annotation.nii.gz").read_text() == "a user's annotation"
+    finally:
+        shutil.rmtree(predicted / "notes")
+
+
+def test_a_model_file_that_runs_code_is_refused(patient, tmp_path, capsys):
+    """Before: a crafted .pt given to --model ran its code before the 'not a state dict' error."""
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _RunsCode(str(marker)), "config": {}}, evil)
+    f = patient["files"]
+    rc = main(["predict", str(tmp_path / "out"), "--swi", f["swi"], "--dwi", f["dwi"], "--model", str(evil),
+               "--landmarks", str(patient["landmarks"]), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "never runs code from a model file" in err, err
+    assert str(evil) in err and not marker.exists() and not (tmp_path / "out").exists()
+
+
+class _RunsCode:
+    """Unpickling this calls open(path, 'w'): what a hostile checkpoint could do with any function."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
 
 
 def test_evaluate_cli(predicted, tmp_path, capsys):
@@ -265,7 +310,7 @@ def test_predict_harmonized_cli(patient, predicted, tmp_path, capsys):
     bad.write_bytes(patient["model"].read_bytes()[:100])
     rc = main(["predict-harmonized", str(predicted / "work" / "harmonized"), "p1", "c", str(bad), str(tmp_path / "h2")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "truncated.pt: not a readable thrombseg thrombus model" in err
+    assert rc == 2 and len(err.splitlines()) == 1 and "truncated.pt: not a readable checkpoint" in err
 
 
 def test_tune_postprocess_cli(patient, predicted, tmp_path, capsys):

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._fs import add_overwrite_option, check_output_file
+
 
 class UserError(Exception):
     """An error caused by the user's input, reported without a traceback."""
@@ -40,6 +42,7 @@ def _cmd_validate(args) -> int:
 def _cmd_sheet_from_bids(args) -> int:
     from .sheet import sheet_from_bids
 
+    check_output_file(args.output, args.overwrite)
     df = sheet_from_bids(args.bids_dir, args.output)
     print(f"wrote {args.output}: {len(df)} subject(s)")
     return 0
@@ -49,7 +52,7 @@ def _cmd_synth(args) -> int:
     from .synth import generate_cohort
 
     sheet = generate_cohort(args.outdir, n_per_center=args.n_per_center, seed=args.seed,
-                            size=args.size, n_jobs=args.jobs)
+                            size=args.size, n_jobs=args.jobs, overwrite=args.overwrite)
     print(f"wrote synthetic cohort; sample sheet: {sheet}")
     return 0
 
@@ -57,7 +60,7 @@ def _cmd_synth(args) -> int:
 def _cmd_ingest(args) -> int:
     from .ingest import ingest_from_sheet
 
-    side = ingest_from_sheet(args.sheet, args.subject, args.outdir)
+    side = ingest_from_sheet(args.sheet, args.subject, args.outdir, overwrite=args.overwrite)
     print(json.dumps({k: side[k] for k in ("subject", "center")} |
                      {"sequences": sorted(side["sequences"]), "labels": sorted(side["labels"]),
                       "warnings": side["warnings"]}, indent=1))
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sheet-from-bids", help="write a sample sheet from a BIDS tree")
     s.add_argument("bids_dir", type=Path)
     s.add_argument("-o", "--output", type=Path, default=Path("subjects.tsv"))
+    add_overwrite_option(s, file=True)
     s.set_defaults(func=_cmd_sheet_from_bids)
 
     s = sub.add_parser("synth", help="generate the embedded synthetic multi-center cohort")
@@ -93,12 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", choices=["demo", "paper"], default="demo")
     s.add_argument("--jobs", type=int, default=1)
+    add_overwrite_option(s)
     s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("ingest", help="ingest one subject of a sheet to canonical NIfTIs")
     s.add_argument("sheet", type=Path)
     s.add_argument("subject")
-    s.add_argument("outdir", type=Path, help="the subject's output folder")
+    s.add_argument("outdir", type=Path, help="the subject's output folder (new or empty)")
+    add_overwrite_option(s)
     s.set_defaults(func=_cmd_ingest)
 
     s = sub.add_parser("stages", help="list the pipeline's stages and which are built")

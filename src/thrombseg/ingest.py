@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ._fs import atomic_dir
+from ._fs import atomic_dir, check_id
 from .sheet import LABELS, SEQUENCES, Problem, SheetError, label_reference, read_nifti3d, read_sheet, resolve
 
 LABEL_OUT = {"thrombus_mask": "thrombus", "lesion_mask": "lesion"}
@@ -69,23 +69,24 @@ def _clean_image(data: np.ndarray, affine: np.ndarray, dtype) -> nib.Nifti1Image
     return out
 
 
-def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path) -> dict:
+def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:
     """Ingest one patient.
 
     Args:
         row: the patient's sheet row (column -> string).
         sheet: the sheet path, against which relative paths resolve.
         out_dir: the patient's output folder; written atomically (a temp folder renamed at the end).
+            It must be new or empty, or (``overwrite``) a previous thrombseg output; see ``_fs``.
 
     Returns:
         The sidecar dictionary that is also written to ``<subject>_ingest.json``.
     """
-    sid = row["subject"]
+    sid = check_id(row["subject"])
     sidecar: dict = {"subject": sid, "center": row.get("center", ""), "split": row.get("split", ""),
                      "sequences": {}, "labels": {}, "warnings": []}
-    with atomic_dir(out_dir) as tmp:
-        for col in (*SEQUENCES, *LABELS):
-            path = resolve(sheet, row.get(col, ""))
+    sources = {col: resolve(sheet, row.get(col, "")) for col in (*SEQUENCES, *LABELS)}
+    with atomic_dir(out_dir, overwrite, inputs=[sheet, *sources.values()], command="ingest") as tmp:
+        for col, path in sources.items():
             if path is None:
                 continue
             try:
@@ -118,12 +119,12 @@ def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path) -> dict:
     return sidecar
 
 
-def ingest_from_sheet(sheet: str | Path, subject: str, out_dir: str | Path) -> dict:
-    """Look a subject up in a sheet and ingest it into ``out_dir``."""
+def ingest_from_sheet(sheet: str | Path, subject: str, out_dir: str | Path, overwrite: bool = False) -> dict:
+    """Look a subject up in a sheet and ingest it into ``out_dir`` (see :func:`ingest_subject`)."""
     # The whole sheet is validated once (rule validate_sheet / `thrombseg validate`); re-validating it
     # per subject would make a large cohort's ingest quadratic in file checks.
     df = read_sheet(sheet)
     rows = df[df["subject"] == subject] if "subject" in df.columns else df.iloc[0:0]
     if rows.empty:
-        raise SheetError(sheet, [Problem(None, subject, "subject", None, "subject not in the sheet")])
-    return ingest_subject(rows.iloc[0].to_dict(), sheet, out_dir)
+        raise SheetError(sheet, [Problem(None, subject, "subject", None, f"subject {subject!r} not in the sheet")])
+    return ingest_subject(rows.iloc[0].to_dict(), sheet, out_dir, overwrite)

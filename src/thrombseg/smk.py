@@ -19,16 +19,23 @@ def use_this_python() -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from ._fs import OutputError
     from .config import ConfigError
     from .ingest import IngestError
     from .sheet import SheetError
 
-    errs: list[type[BaseException]] = [ConfigError, SheetError, IngestError, FileNotFoundError]
+    errs: list[type[BaseException]] = [ConfigError, SheetError, IngestError, OutputError, FileNotFoundError]
     try:
         from .preprocessing._io import PreprocessingError
 
         errs.append(PreprocessingError)
     except ImportError:  # pragma: no cover - stage not installed
+        pass
+    try:
+        from .models.checkpoint import CheckpointError
+
+        errs.append(CheckpointError)
+    except ImportError:  # pragma: no cover - torch missing
         pass
     try:
         from .inference.predict import InferenceError

@@ -2,13 +2,15 @@
 import json
 import sys
 
+from thrombseg._fs import OutputError
 from thrombseg.ingest import IngestError, ingest_from_sheet
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with open(sm.log[0], "w") as log:
     try:
-        side = ingest_from_sheet(sm.input.sheet, sm.wildcards.subject, sm.output[0])
-    except IngestError as exc:
+        # Snakemake owns this folder: a previous ingest (never a user's files) may be replaced.
+        side = ingest_from_sheet(sm.input.sheet, sm.wildcards.subject, sm.output[0], overwrite=True)
+    except (IngestError, OutputError) as exc:
         log.write(f"error: {exc}\n")
         sys.stderr.write(f"ingest {sm.wildcards.subject}: {exc}\n")
         sys.exit(1)

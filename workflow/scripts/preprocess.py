@@ -7,7 +7,9 @@ from thrombseg.smk import run_step
 
 def step(sm):
     cfg = dict(sm.params.cfg, threads=sm.threads)
-    preprocess_subject(Path(sm.input[0]).parent, sm.wildcards.subject, Path(sm.output[0]).parent, cfg)
+    # overwrite: Snakemake owns this folder (a previous run's output, never a user's files)
+    preprocess_subject(Path(sm.input[0]).parent, sm.wildcards.subject, Path(sm.output[0]).parent, cfg,
+                       overwrite=True)
 
 
 run_step(snakemake, step)  # noqa: F821  (injected by Snakemake)

@@ -10,4 +10,4 @@ logging.basicConfig(stream=sys.stdout, level=logging.INFO)
 p = snakemake.params  # noqa: F821
 generate_cohort(Path(snakemake.output.sheet).parent,  # noqa: F821
                 n_per_center=p.n_per_center, seed=p.seed, size=p.size,
-                n_jobs=snakemake.threads)  # noqa: F821
+                n_jobs=snakemake.threads, overwrite=True)  # noqa: F821  (Snakemake owns the folder)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .._fs import add_overwrite_option, check_output_file
+
 SEQUENCES = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")  # = sheet.SEQUENCES; literal keeps --help light
 
 
@@ -114,7 +116,7 @@ def _cmd_predict(a) -> int:
     tuned = a.postprocess or (None if a.config else found.get("postprocess"))
     icfg = _inference_config(conf.get("inference") if a.config else found.get("inference"), a, tuned)
     s = predict_patient(images, a.out_dir, model, landmarks, a.infarct_model or found.get("infarct_model"),
-                        preprocess, icfg, subject=a.subject, keep_work=a.keep_work)
+                        preprocess, icfg, subject=a.subject, keep_work=a.keep_work, overwrite=a.overwrite)
     print(json.dumps({k: s[k] for k in ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_components",
                                         "infarct_volume_mm3", "device", "timings_s")} | {"out_dir": str(a.out_dir)},
                      indent=1))
@@ -140,6 +142,7 @@ def _cmd_tune(a) -> int:
     from .tune import tune_subjects
 
     section = (_read_config(a.config).get("inference") or {}) if a.config else {}
+    check_output_file(a.out_json, a.overwrite, [a.splits, a.model])
     if not a.splits.is_file():
         raise _user_error(f"{a.splits}: splits table not found")
     sp = pd.read_csv(a.splits, sep="\t", dtype=str, keep_default_na=False)
@@ -177,6 +180,7 @@ def add_subparsers(subparsers) -> None:
 
     s.add_argument("--threads", type=positive_int, help="CPU threads (ANTs and torch)")
     s.add_argument("--keep-work", action="store_true", help="keep ingest/preprocessed/harmonized under OUT_DIR/work")
+    add_overwrite_option(s)
     s.set_defaults(func=_cmd_predict)
 
     s = subparsers.add_parser("predict-harmonized", help="predict a harmonized workflow patient, every sequence subset")
@@ -200,6 +204,7 @@ def add_subparsers(subparsers) -> None:
     s.add_argument("splits", type=Path, help="splits table (subject, center, split): its 'val' rows are used")
     s.add_argument("model", type=Path, help="thrombus model.pt")
     s.add_argument("out_json", type=Path)
+    add_overwrite_option(s, file=True)
     s.add_argument("--infarct-model", type=Path)
     s.add_argument("--config", type=Path, help="workflow config.yaml (its inference: section and tune: grid)")
     s.set_defaults(func=_cmd_tune)

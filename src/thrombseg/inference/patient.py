@@ -20,20 +20,18 @@ a half-written folder)::
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .._fs import atomic_dir
+from .._fs import atomic_dir, check_id, check_output_dir
 from ..sheet import SEQUENCES
 from ..training.data import DEFAULT_FALLBACK
 from .predict import InferenceConfig, InferenceError
 
 SUMMARY = "{subject}_prediction.json"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def known_sequences(modalities) -> dict[str, str]:
@@ -137,23 +135,16 @@ def _save(arr: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
     nib.save(img, str(path))
 
 
-def _prepare_out(out_dir: Path, subject: str) -> None:
-    """Refuse to replace a folder that is not empty and not a previous prediction (e.g. a home folder)."""
-    if not out_dir.exists() or (out_dir / SUMMARY.format(subject=subject)).is_file():
-        return
-    if not out_dir.is_dir() or any(out_dir.iterdir()):
-        raise InferenceError(f"{out_dir}: exists and is not a previous prediction of {subject} "
-                             "(give a new or empty output folder)")
-
-
 def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_model=None,
                     preprocess_config: dict | None = None, icfg: InferenceConfig | None = None,
-                    subject: str = "patient", center: str = "", keep_work: bool = False) -> dict:
+                    subject: str = "patient", center: str = "", keep_work: bool = False,
+                    overwrite: bool = False) -> dict:
     """Predict one patient from raw NIfTIs (see module doc for the outputs).
 
     Args:
         images: sequence name (``thrombseg.sheet.SEQUENCES``) -> NIfTI path; any subset the model knows.
-        out_dir: the patient's output folder (created; a previous prediction of ``subject`` is replaced).
+        out_dir: the patient's output folder: new or empty, or (``overwrite``) a previous thrombseg
+            output holding nothing else (see ``thrombseg._fs``).
         thrombus_model, infarct_model: ``model.pt`` files of the workflow (infarct optional).
         landmarks: the workflow's Nyul landmarks JSON (``harmonization/landmarks.json``).
         preprocess_config: the workflow config or its ``preprocess:`` section (None: defaults).
@@ -184,9 +175,10 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
 
     # ---- everything that can be checked cheaply is checked before any heavy work --------------------
     t0 = time.perf_counter()
-    if not _ID.match(subject or ""):
-        raise InferenceError(f"subject id {subject!r}: use letters, digits, '.', '_' or '-'")
+    check_id(subject or "")
     paths = _check_inputs(images)
+    inputs = [*paths.values(), thrombus_model, infarct_model, landmarks]
+    out_dir = check_output_dir(out_dir, overwrite, inputs)
     cfg = resolve_config(preprocess_config)
     set_threads(cfg["threads"], cfg["deterministic"])
     device = inference_device(icfg.device)
@@ -196,11 +188,9 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
     thr = load_checked(thrombus_model, device, "thrombus")
     inf = load_checked(infarct_model, device, "infarct") if infarct_model else None
     check_sequences(paths, thr[1].modalities, inf[1].modalities if inf else (), f"the thrombus model {thrombus_model}")
-    out_dir = Path(out_dir).expanduser().resolve()
-    _prepare_out(out_dir, subject)
     tick("checks_and_models", t0)
 
-    with atomic_dir(out_dir) as stage:
+    with atomic_dir(out_dir, overwrite, inputs, command="predict") as stage:
         work = stage / "work"
         try:
             t0 = time.perf_counter()

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from .._fs import check_id
 from ..evaluation.metrics import evaluate_case
 from ..training.data import DEFAULT_FALLBACK, Case, load_case
 from .postprocess import postprocess_thrombus
@@ -91,6 +92,7 @@ def inference_device(name: str):
 
 def load_checked(path, device, what: str = "thrombus"):
     """(model, TrainConfig) from a model file; a missing or unreadable file is an InferenceError."""
+    from ..models.checkpoint import CheckpointError
     from ..training.trainer import load_model
 
     p = Path(path)
@@ -98,6 +100,8 @@ def load_checked(path, device, what: str = "thrombus"):
         raise InferenceError(f"{p}: {what} model file not found")
     try:
         return load_model(p, device)
+    except CheckpointError as exc:
+        raise InferenceError(f"{exc} (given as the {what} model)") from None
     except Exception as exc:  # torch/pickle raise many types for a wrong or truncated file
         raise InferenceError(f"{p}: not a readable thrombseg {what} model ({type(exc).__name__}: {exc})") from None
 
@@ -242,6 +246,7 @@ def predict_subject(harmonized_dir: str | Path, subject: str, center: str, throm
     """
     import torch
 
+    subject = check_id(subject)  # it names the output files
     icfg = icfg or InferenceConfig()
     device = inference_device(icfg.device)
     out_dir = Path(out_dir)

@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from .._fs import add_overwrite_option, check_output_file
+
 
 def _load_config(path, backend=None, threads=None) -> dict:
     cfg: dict = {}
@@ -38,7 +40,8 @@ def _load_config(path, backend=None, threads=None) -> dict:
 def _cmd_subject(a) -> int:
     from .pipeline import preprocess_subject
 
-    meta = preprocess_subject(a.ingest_dir, a.subject, a.out_dir, _load_config(a.config, a.backend, a.threads))
+    meta = preprocess_subject(a.ingest_dir, a.subject, a.out_dir, _load_config(a.config, a.backend, a.threads),
+                              overwrite=a.overwrite)
     print(json.dumps({"subject": meta["subject"], "reference": meta["reference"],
                       "brain_volume_ml": meta["brain_volume_ml"], "timings_s": meta["timings_s"],
                       "warnings": meta["warnings"]}, indent=1))
@@ -49,6 +52,7 @@ def _cmd_fit(a) -> int:
     from .harmonize import fit_landmarks
     from .pipeline import resolve_config
 
+    check_output_file(a.out, a.overwrite, [a.sheet])
     subjects = list(a.subjects or [])
     if a.sheet:
         import pandas as pd
@@ -72,6 +76,7 @@ def _cmd_harmonize(a) -> int:
 def _cmd_qc(a) -> int:
     from .qc import write_center_qc
 
+    check_output_file(a.out, a.overwrite, a.preproc_json)
     df = write_center_qc(a.preproc_json, a.out, center=a.center)
     print(f"wrote {a.out}: {len(df)} subject(s), {int(df['outlier'].sum()) if len(df) else 0} flagged")
     return 0
@@ -81,6 +86,7 @@ def _cmd_skullstrip(a) -> int:
     from ._io import atomic_write_nifti
     from .skullstrip import skull_strip
 
+    check_output_file(a.out, a.overwrite, [a.image])
     mask, info = skull_strip(a.image, a.backend, hdbet_weights=a.hdbet_weights, device=a.device,
                              threads=a.threads, return_info=True)
     atomic_write_nifti(mask, a.out, dtype="uint8")
@@ -108,11 +114,13 @@ def _add_commands(sub) -> None:
     s.add_argument("--config", type=Path)
     s.add_argument("--backend", choices=BACKENDS, help="skull-strip backend (overrides the config)")
     s.add_argument("--threads", type=positive_int)
+    add_overwrite_option(s)
     s.set_defaults(func=_cmd_subject)
 
     s = sub.add_parser("fit-landmarks", help="fit Nyul landmarks on training patients only")
     s.add_argument("preproc_dir", type=Path)
     s.add_argument("out", type=Path, help="landmarks JSON to write")
+    add_overwrite_option(s, file=True)
     s.add_argument("--subjects", nargs="*", help="training subjects")
     s.add_argument("--sheet", type=Path, help="sample sheet: take subjects whose split is --split")
     s.add_argument("--split", default="train")
@@ -129,6 +137,7 @@ def _add_commands(sub) -> None:
 
     s = sub.add_parser("qc", help="per-center QC TSV from <subject>_preproc.json files")
     s.add_argument("out", type=Path)
+    add_overwrite_option(s, file=True)
     s.add_argument("preproc_json", nargs="+", type=Path)
     s.add_argument("--center")
     s.set_defaults(func=_cmd_qc)
@@ -136,6 +145,7 @@ def _add_commands(sub) -> None:
     s = sub.add_parser("skullstrip", help="brain mask of one image")
     s.add_argument("image", type=Path)
     s.add_argument("out", type=Path)
+    add_overwrite_option(s, file=True)
     s.add_argument("--backend", choices=BACKENDS, default=None)
     s.add_argument("--hdbet-weights", type=Path)
     s.add_argument("--device", default="cpu")

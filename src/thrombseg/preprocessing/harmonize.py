@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fs import check_id
 from ._io import PreprocessingError, atomic_save_npy, atomic_write_json, load_image
 
 #: Canonical ADC unit of the pipeline.
@@ -157,6 +158,7 @@ def harmonize_subject(preproc_dir: str | Path, subject: str, landmarks_path: str
     """
     from .pipeline import resolve_config
 
+    subject = check_id(subject)  # it becomes a folder name under out_dir
     cfg = resolve_config(config)["harmonize"]
     t0 = time.perf_counter()
     src = Path(preproc_dir) / subject

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .._fs import atomic_dir
+from .._fs import atomic_dir, check_id, check_output_dir
 from ..sheet import LABEL_GRID as SHEET_LABEL_GRID
 from ..sheet import SEQUENCES
 from . import skullstrip as ss
@@ -188,14 +188,17 @@ def _percentiles(a: np.ndarray, m: np.ndarray) -> dict:
 
 
 def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path,
-                       config: dict | None = None) -> dict:
+                       config: dict | None = None, overwrite: bool = False) -> dict:
     """Preprocess one patient (see module doc); returns the ``<subject>_preproc.json`` dictionary.
+
+    ``out_dir/<subject>`` must be new or empty, or (``overwrite``) a previous thrombseg output.
 
     Raises:
         PreprocessingError: missing/unreadable/non-3-D inputs, bad config, no brain found; the
         message names the file and the problem. HDBetWeightsMissing (a PreprocessingError) when the
         hdbet backend has no weights.
     """
+    dest = check_output_dir(Path(out_dir) / check_id(subject), overwrite, inputs=[ingest_dir])  # before the work
     cfg = resolve_config(config)
     set_threads(cfg["threads"], cfg["deterministic"])
     t_all = time.perf_counter()
@@ -363,7 +366,7 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
         "warnings": list(sidecar.get("warnings", [])) + warnings,
         "config": cfg,
     }
-    with atomic_dir(Path(out_dir) / subject) as tmp:
+    with atomic_dir(dest, overwrite, inputs=[ingest_dir], command="preprocess") as tmp:
         for s, img in out_imgs.items():
             atomic_write_nifti(img, tmp / f"{subject}_{s}.nii.gz")
         atomic_write_nifti(brain_img, tmp / f"{subject}_brainmask.nii.gz", dtype=np.uint8)

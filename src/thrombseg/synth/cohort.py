@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fs import atomic_dir
 from .atlas import get_atlas
 from .centers import DEFAULT_CENTERS, validate_centers
 from .io import write_json, write_tsv
@@ -71,11 +72,13 @@ def _run(task):
 
 
 def generate_cohort(outdir, n_per_center: int = 8, centers: list[dict] | None = None, seed: int = 0,
-                    size: str = "demo", n_jobs: int | None = 1) -> Path:
+                    size: str = "demo", n_jobs: int | None = 1, overwrite: bool = False) -> Path:
     """Generate the synthetic multi-center cohort and return the sample sheet ``outdir/subjects.tsv``.
 
+    The cohort is written whole or not at all (a killed run leaves the previous cohort as it was).
+
     Args:
-        outdir: output folder (created); existing files of the same names are overwritten.
+        outdir: output folder: new or empty, or (``overwrite``) a previous thrombseg output.
         n_per_center: patients per center.
         centers: list of center dicts (see ``thrombseg.synth.centers``); default ``DEFAULT_CENTERS``.
         seed: the whole cohort is a deterministic function of (centers, n_per_center, seed, size).
@@ -88,8 +91,13 @@ def generate_cohort(outdir, n_per_center: int = 8, centers: list[dict] | None = 
     if n_per_center < 1:
         raise ValueError("n_per_center must be >= 1")
     centers = validate_centers(centers if centers is not None else DEFAULT_CENTERS)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(outdir, overwrite, command="synth") as tmp:
+        _write_cohort(tmp, centers, n_per_center, seed, size, n_jobs)
+    return Path(outdir) / "subjects.tsv"
+
+
+def _write_cohort(outdir: Path, centers: list[dict], n_per_center: int, seed: int, size: str,
+                  n_jobs: int | None) -> Path:
     tasks = plan_cohort(centers, n_per_center, seed, size, outdir)
     get_atlas()  # build once here, shared by forked workers
     n_jobs = (os.cpu_count() or 1) if not n_jobs else int(n_jobs)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._fs import add_overwrite_option, check_output_file
 from .splits import PROTOCOLS, assign_splits, write_splits
 
 EXPERIMENT_ONLY = ("protocol", "protocol_center")
@@ -62,6 +63,7 @@ def run_training(harmonized_dir: str | Path, splits: str | Path, outdir: str | P
 def _cmd_splits(a) -> int:
     from ..sheet import read_sheet
 
+    check_output_file(a.out, a.overwrite, [a.sheet])
     df = assign_splits(read_sheet(a.sheet), a.protocol, seed=a.seed, center=a.center)
     write_splits(df, a.out)
     print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().items()))
@@ -94,6 +96,7 @@ def add_subparsers(subparsers) -> None:
     s = subparsers.add_parser("splits", help="assign train/val/test splits for a protocol")
     s.add_argument("sheet", type=Path)
     s.add_argument("out", type=Path)
+    add_overwrite_option(s, file=True)
     s.add_argument("--protocol", choices=PROTOCOLS, default="multicentric")
     s.add_argument("--center", help="center of monocentric / held-out center of leave-center-out")
     s.add_argument("--seed", type=int, default=0)

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .._fs import check_resumable_dir
 from ..models import build_model
+from ..models.checkpoint import load_checkpoint, save_checkpoint
 from .data import AugmentConfig, Case, StackDataset
 from .losses import SegmentationLoss
 from .modality_dropout import GradualModalityDropout, attenuation_at
@@ -137,17 +139,10 @@ def _rng_state() -> dict:
 
 def _set_rng_state(st: dict) -> None:
     random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    np.random.set_state(tuple(st["numpy"]))  # saved as plain data (see models.checkpoint)
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temp file then rename: a kill never leaves a truncated checkpoint."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def make_model(cfg: TrainConfig) -> torch.nn.Module:
@@ -207,7 +202,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     Returns:
         The last epoch's metrics row.
     """
-    outdir = Path(outdir)
+    outdir = check_resumable_dir(outdir, "checkpoint_last.pt")  # never writes over a user's folder
     outdir.mkdir(parents=True, exist_ok=True)
     if not train_cases:
         raise ValueError("no training cases (check the protocol's splits)")
@@ -238,7 +233,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     history: list[dict] = []
     start, best = 0, float("-inf")
     last = outdir / "checkpoint_last.pt"
-    ck = torch.load(last, map_location=device, weights_only=False) if resume and last.is_file() else None
+    ck = load_checkpoint(last, device, keys=("model", "optimizer")) if resume and last.is_file() else None
     changed = changed_settings(ck.get("config"), cfg) if ck is not None else []
     if changed:  # the rule re-runs because its settings changed: resuming would keep the old run
         log.warning("%s was trained with other settings (%s): training from scratch", last, ", ".join(changed))
@@ -295,15 +290,15 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
               "best": max(best, score), "history": history, "config": cfg.to_dict()}
         if score > best:  # best weights kept beside the checkpoint: the workflow may delete model.pt
             best = score
-            atomic_save(_export(model, cfg, row), outdir / "checkpoint_best.pt")
-        atomic_save(ck, last)
+            save_checkpoint(_export(model, cfg, row), outdir / "checkpoint_best.pt")
+        save_checkpoint(ck, last)
         _write_metrics(history, outdir / "metrics.csv")
         log.info("epoch %d/%d stage %d a=%.2f loss %.4f val dice %.3f det %.2f (%.1f s, %.1f stacks/s)",
                  epoch + 1, cfg.epochs, stage, a, row["train_loss"], row["val_dice"], row["val_detection"],
                  row["seconds"], row["stacks_per_s"])
         if stop_after is not None and epoch >= stop_after:
             break
-    atomic_save(_export(model, cfg, row), outdir / "model_last.pt")
+    save_checkpoint(_export(model, cfg, row), outdir / "model_last.pt")
     shutil.copyfile(outdir / "checkpoint_best.pt", outdir / "model.pt.tmp")
     os.replace(outdir / "model.pt.tmp", outdir / "model.pt")
     try:
@@ -321,12 +316,7 @@ def _export(model, cfg: TrainConfig, row: dict) -> dict:
 
 def load_model(path: str | Path, device="cpu") -> tuple[torch.nn.Module, TrainConfig]:
     """Rebuild a trained model from ``model.pt``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    blob = torch.load(path, map_location=device, weights_only=False)
-    if "config" not in blob or "model" not in blob:
-        raise ValueError(f"{path}: not a thrombseg model file")
+    blob = load_checkpoint(path, device)  # data only: a model file never runs code
     cfg = TrainConfig.from_dict(blob["config"])
     model = make_model(cfg).to(device)
     model.load_state_dict(blob["model"])
