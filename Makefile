@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
 
-.PHONY: install demo test test-slurm test-all clean-results
+.PHONY: install demo test test-slurm test-all clean-results bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ test: $(STAMP)
 # `snakemake --profile slurm` on a tiny cohort through it; skips loudly where apt is unavailable.
 test-slurm: $(STAMP)
 	$(BIN)/python -m pytest -m slurm -v $(PYTEST_ARGS)
+
+# Every script in benchmarks/ (benchmarks/_common.py runs them), each table with the machine and the
+# git commit in results/benchmarks/<name>.txt. Quick sizes by default (about 4 minutes on 2 cores);
+# `make bench BENCH_ARGS=` for the full sizes (about 35 minutes, estimated). A benchmark whose
+# prerequisites are missing (selection.py: a demo run) is reported as skipped with the command to run.
+BENCH_ARGS ?= --quick
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/_common.py $(BENCH_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)

@@ -1,7 +1,15 @@
 """Benchmark of ``thrombseg predict`` (one new patient) and of lesion-guided post-processing.
 
     .venv/bin/python benchmarks/infer.py [--results results] [--experiment upattllstm_gmd] [--n 4]
-        [--threads 2] [--out DIR]
+        [--threads 2] [--out DIR] [--quick]
+
+With a demo run (``make demo`` -> ``results/``) it times the demo's trained models on its own test
+patients. Without one (a fresh clone) it builds a stand-in run in a temporary folder: a synthetic
+cohort of one patient per center (seed 0), the configured thrombus and infarct networks with their
+initial (untrained) weights, no Nyul landmarks (z-score only). The network and preprocessing times
+are then those of the demo's architectures and grids; post-processing works on an untrained map, so
+its time and the thrombus volume are not the demo's, and table 2 (which needs the demo's metrics)
+is left out. ``--quick``: one patient instead of 4.
 
 Prints (and writes as TSV under --out):
  1. per synthetic test patient with 4+ sequences (split ``test`` in ``splits/<protocol>.tsv``), the
@@ -15,6 +23,10 @@ Prints (and writes as TSV under --out):
  2. post-processing before/after on the test split (``metrics/<experiment>/per_subject.tsv``): Dice,
     detection rate, false-positive components and volume per center and overall, all sequences.
 Timings depend on the machine's load: run it on a quiet machine for numbers to compare.
+
+Run time on 2 CPU cores (AMD EPYC, shared machine), without a demo run: ``--quick`` (1 patient)
+70-95 s, measured (about 12 s of it builds the stand-in); default (4 patients) about 4-6 minutes,
+estimated from it (50-80 s per patient). With a demo run, about the same per patient (estimated).
 """
 
 from __future__ import annotations
@@ -31,7 +43,45 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from thrombseg.sheet import SEQUENCES as SEQS
+from thrombseg.sheet import SEQUENCES as SEQS  # noqa: E402
+
+from _common import header, shown, stop, write_atomic, write_tsv  # noqa: E402
+
+DEMO_FILES = ("synthetic/subjects.tsv", "provenance/config.yaml")  # + models/*/thrombus/model.pt, splits/
+
+
+def is_demo_run(res: Path) -> bool:
+    return all((res / f).is_file() for f in DEMO_FILES) and any(res.glob("models/*/thrombus/model.pt")) \
+        and (res / "splits").is_dir()
+
+
+def build_stand_in(res: Path, config: Path) -> None:
+    """A results folder with what :func:`timing_table` reads, for a clone without a demo run (see module doc)."""
+    import pandas as pd
+    import torch
+    import yaml
+
+    from thrombseg.models.checkpoint import save_checkpoint
+    from thrombseg.synth import generate_cohort
+    from thrombseg.training.cli import experiment_settings
+    from thrombseg.training.trainer import TrainConfig, _export, make_model
+
+    conf = yaml.safe_load(config.read_text())
+    training = conf["training"]
+    exp = sorted(training["experiments"])[0]
+    protocol = training["experiments"][exp]["protocol"]
+    sheet = generate_cohort(res / "synthetic", n_per_center=1, seed=0, size="demo", n_jobs=2)
+    subjects = pd.read_csv(sheet, sep="\t", dtype=str)
+    write_tsv(subjects[["subject", "center"]].assign(split="test"), res / "splits" / f"{protocol}.tsv")
+    write_atomic(res / "provenance" / "config.yaml", yaml.safe_dump(conf))
+    write_atomic(res / "harmonization" / "landmarks.json",
+                 json.dumps({"method": "none: benchmark stand-in without a demo run", "landmarks": {}}))
+    for target, folder in (("thrombus", res / "models" / exp / "thrombus"),
+                           ("lesion", res / "models" / "infarct" / protocol)):
+        cfg = TrainConfig.from_dict(experiment_settings(training, exp, target)[0] | {"device": "cpu"})
+        torch.manual_seed(cfg.seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(_export(make_model(cfg), cfg, {"untrained": True}), folder / "model.pt")
 
 
 def one(args) -> dict:
@@ -145,22 +195,58 @@ def postprocess_table(args):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default=str(ROOT / "results"))
+    p.add_argument("--results", default=None,
+                   help="a demo run (default: results/ if it holds one, else a stand-in, see the module doc)")
+    p.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml", help="for the stand-in")
     p.add_argument("--experiment", default=None, help="default: the only trained one")
-    p.add_argument("--n", type=int, default=4, help="test patients to time")
+    p.add_argument("--n", type=int, default=None, help="test patients to time (default 4, --quick 1)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--omp-wait-policy", choices=["passive", "active"], default="passive",
                    help="OpenMP wait policy of the timed processes (active: OpenMP's default)")
     p.add_argument("--out", type=Path, help="write the tables as TSV here")
+    p.add_argument("--quick", action="store_true", help="one patient")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: time one patient in this process
     args = p.parse_args()
     if args.one:
         print(json.dumps(one(args)))
         return
+    args.n = args.n or (1 if args.quick else 4)
+    if args.results is not None and not is_demo_run(Path(args.results)):
+        stop(f"{args.results} is not a finished demo run (needs {', '.join(DEMO_FILES)}, splits/ and a trained "
+             "thrombus model): run `make demo` first, or leave --results out to time untrained stand-in models")
     import pandas as pd
+    import torch
 
+    from thrombseg.cli import UserError
+    from thrombseg.inference.cli import results_files
+    from thrombseg.preprocessing.pipeline import resolve_config
+
+    torch.set_num_threads(args.threads)
     pd.set_option("display.width", 250)
-    tables = {"predict_timings": timing_table(args), "postprocess_before_after": postprocess_table(args)}
+    with tempfile.TemporaryDirectory(prefix="thrombseg-bench-infer-") as td:
+        demo = args.results is not None or is_demo_run(ROOT / "results")
+        t = time.perf_counter()
+        if demo:
+            args.results = args.results or str(ROOT / "results")
+        else:
+            args.results = str(Path(td) / "results")
+            build_stand_in(Path(args.results), args.config)
+        try:  # several trained experiments and no --experiment, say
+            found = results_files(args.results, args.experiment)
+        except UserError as exc:
+            stop(str(exc))
+        pre = resolve_config(found["preprocess"])
+        header(itk_threads="1 (preprocess.deterministic)" if pre["deterministic"] else args.threads)
+        if demo:
+            print(f"demo run: {shown(args.results)}")
+        else:
+            print(f"no demo run in {shown(ROOT / 'results')} (`make demo` makes one): stand-in with UNTRAINED "
+                  f"models on a 4-patient synthetic cohort (built in {time.perf_counter() - t:.0f} s); network and "
+                  "preprocessing times are the demo's architectures', post-processing times and volumes are not")
+        tables = {"predict_timings": timing_table(args)}
+        metrics = Path(args.results) / "metrics" / found["experiment"] / "per_subject.tsv"
+        if metrics.is_file():
+            tables["postprocess_before_after"] = postprocess_table(args)
     titles = {"predict_timings": f"thrombseg predict per patient, seconds ({args.threads} threads, CPU, "
                                  f"OMP_WAIT_POLICY={args.omp_wait_policy})",
               "postprocess_before_after": "post-processing before/after, synthetic test split, all sequences"}
@@ -168,8 +254,10 @@ def main() -> None:
         print(f"\n## {titles[name]}\n")
         print(df.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
         if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
-            df.to_csv(args.out / f"{name}.tsv", sep="\t", index=False, float_format="%.4f")
+            write_tsv(df, args.out / f"{name}.tsv")
+    if "postprocess_before_after" not in tables:
+        why = f"{shown(metrics)} not found (a finished demo run has it)" if demo else "needs a demo run's metrics"
+        print(f"\n## {titles['postprocess_before_after']}\n\nleft out: {why}: `make demo`")
 
 
 if __name__ == "__main__":

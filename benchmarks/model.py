@@ -1,12 +1,17 @@
 """Benchmark the model zoo: parameters, 12-slice forward time and 40-slice inference time.
 
 Usage:
-    python benchmarks/model.py [--threads 2] [--device cpu|cuda] [--repeats 3]
+    .venv/bin/python benchmarks/model.py [--threads 2] [--device cpu|cuda] [--repeats 3] [--size 256]
+        [--quick]
 
 Input: batch 1, 4 sequences, 256 x 256 slices, every sequence available, eval mode, no autograd.
 Times are the best of ``--repeats`` runs after one warm-up run (the least disturbed by other
 processes on a shared machine); ``cpu s`` is this process's CPU time for that 40-slice run
 (about 2x the wall time on an idle 2-core machine: a much smaller ratio means contention).
+``--quick``: 128 x 128 slices, one timed run (same models and code).
+
+Run time on 2 CPU cores (AMD EPYC, shared machine), measured: default about 2.5 minutes (with another
+job on the cores); ``--quick`` 13-19 s.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch load
 import torch
 
 from thrombseg.models import MODEL_REGISTRY, build_model
+
+from _common import header
 
 
 def _time(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
@@ -40,11 +47,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 3, --quick 1)")
     ap.add_argument("--models", nargs="*", default=list(MODEL_REGISTRY))
-    ap.add_argument("--size", type=int, default=256, help="slice height and width")
+    ap.add_argument("--size", type=int, default=None, help="slice height and width (default 256, --quick 128)")
+    ap.add_argument("--quick", action="store_true", help="128 x 128 slices, one timed run")
     args = ap.parse_args()
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.size = args.size or (128 if args.quick else 256)
     torch.set_num_threads(args.threads)
+    header(itk_threads="not used")
     device = torch.device(args.device)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{platform.processor() or platform.machine()}, {args.threads} threads")

@@ -1,7 +1,13 @@
 """Benchmark of the preprocessing stage (issue 3 "Done when" tables).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/preprocess.py [--out DIR] [--n-per-center 3] [--seed 0]
-        [--synth DIR_WITH_subjects.tsv] [--real ../shared/data/real] [--backends deepbet ants] [--quick]
+    .venv/bin/python benchmarks/preprocess.py [--out DIR] [--n-per-center 3] [--centers ctrA ...]
+        [--seed 0] [--synth DIR_WITH_subjects.tsv] [--real ../shared/data/real] [--backends deepbet ants]
+        [--quick]
+
+Builds what it needs: a synthetic cohort of ``--n-per-center`` patients per center (kept under
+``--out``, default ``results/benchmarks/preprocess/``, as ``synth-n<N>-seed<S>-<centers>`` and reused
+by the next run of the same size) unless ``--synth`` names one. The real public cases (``--real``,
+beside the dev checkout) are optional: without them (a fresh clone) their rows are left out.
 
 Prints (and writes as TSV under --out):
  1. brain-mask Dice against the synthetic generator's true brain, per offline backend and center, on
@@ -15,6 +21,16 @@ Prints (and writes as TSV under --out):
  4. seconds per patient per step of ``preprocess_subject`` with the default backend (synthetic
     patients and the real MS patient with 4 sequences at 1 mm).
 Use 2 threads (ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=2) on the shared machine.
+
+``--quick`` runs the same code on less: one patient in each of two centers (ctrA: SWI, 3 T; ctrB:
+T2*-GRE, 1.5 T), the reference sequence only in table 1, one motion per pair in table 2, one patient
+(the one with the fewest sequences) through ``preprocess_subject`` in table 4, and no real cases
+unless ``--real`` is given (then 2 in table 1b, one pair in table 2, none in table 4).
+
+Run time on 2 CPU cores (AMD EPYC, shared machine): ``--quick`` 90 s on idle cores, 150 s with another
+job on them (measured). Default (12 patients, with the real cases): about 25 minutes, estimated from
+the quick run's per-step times (tables 1 and 4 about 6-7 minutes each, 1b and 2 about 4-5 each), not
+run to the end here; a fresh clone has no real cases, about 17 minutes.
 """
 
 from __future__ import annotations
@@ -37,6 +53,8 @@ from thrombseg.preprocessing import registration as R  # noqa: E402
 from thrombseg.preprocessing import skullstrip as S  # noqa: E402
 from thrombseg.preprocessing.pipeline import SEQUENCES, choose_reference, preprocess_subject  # noqa: E402
 
+from _common import header, shown, write_tsv  # noqa: E402
+
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     s = a.sum() + b.sum()
@@ -46,7 +64,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def show(title: str, df: pd.DataFrame, out: Path, name: str) -> None:
     print(f"\n## {title}\n")
     print(df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    df.to_csv(out / f"{name}.tsv", sep="\t", index=False, float_format="%.4f")
+    write_tsv(df, out / f"{name}.tsv")
     sys.stdout.flush()
 
 
@@ -59,13 +77,17 @@ def synthetic_cohort(args) -> tuple[pd.DataFrame, Path, Path]:
     else:
         from thrombseg.synth import generate_cohort
 
-        raw = args.out / "synth"
+        from thrombseg.synth.centers import DEFAULT_CENTERS
+
+        centers = [c for c in DEFAULT_CENTERS if c["name"] in args.centers] if args.centers else DEFAULT_CENTERS
+        raw = args.out / "-".join([f"synth-n{args.n_per_center}-seed{args.seed}", *(c["name"] for c in centers)])
         if not (raw / "subjects.tsv").is_file():
             t = time.perf_counter()
-            generate_cohort(raw, n_per_center=args.n_per_center, seed=args.seed, size="demo", n_jobs=1)
+            generate_cohort(raw, n_per_center=args.n_per_center, centers=centers, seed=args.seed, size="demo",
+                            n_jobs=1)
             print(f"generated synthetic cohort in {time.perf_counter() - t:.0f} s")
     sheet = pd.read_csv(raw / "subjects.tsv", sep="\t", dtype=str).fillna("")
-    ing = args.out / "ingest"
+    ing = args.out / f"ingest-{raw.name}"  # one per cohort: a quick run never reuses a full run's
     for sub in sheet["subject"]:
         if not (ing / sub / f"{sub}_ingest.json").is_file():
             ingest_from_sheet(raw / "subjects.tsv", sub, ing / sub)
@@ -104,7 +126,7 @@ def table_dice(sheet, raw, ing, backends, out, quick=False):
                   dice_mean=("dice_brainmask", "mean"), dice_min=("dice_brainmask", "min"),
                   dice_raw_mean=("dice_raw", "mean"), vol_ratio=("vol_ratio", "mean"), seconds=("seconds", "mean"))
              .reset_index())
-    df.to_csv(out / "dice_per_subject.tsv", sep="\t", index=False, float_format="%.4f")
+    write_tsv(df, out / "dice_per_subject.tsv")
     show("1. Brain-mask Dice vs the synthetic true brain, reference sequence (brainmask = tightened; raw = backend)",
          agg, out, "dice_reference")
     if contrast_rows:
@@ -117,13 +139,14 @@ def table_dice(sheet, raw, ing, backends, out, quick=False):
     return agg
 
 
-def table_dice_real(real: Path, backends, out):
+def table_dice_real(real: Path, backends, out, quick=False):
     cases = [("ISLES22 DWI (2 mm)", "isles22/sub-strokecase0001/sub-strokecase0001_ses-0001_dwi.nii.gz"),
              ("ISLES22 ADC (2 mm)", "isles22/sub-strokecase0001/sub-strokecase0001_ses-0001_adc.nii.gz")]
     for p in ("patient07", "patient19"):
         for s in ("FLAIR", "T2", "T1"):
             cases.append((f"MS {p} {s}", f"ms_lesjak2017/{p}/{s}.nii.gz"))
     rows = []
+    cases = cases[:2] if quick else cases
     for name, rel in cases:
         if not (real / rel).is_file():
             continue
@@ -183,8 +206,8 @@ def table_registration(sheet, ing, raw, real, out, n_motions=2, quick=False):
             for med, p95, ang, sec in errs:
                 rows.append({"data": f"synthetic {center}", "pair": f"{seq}->{ref}", "median_mm": med,
                              "p95_mm": p95, "angle_deg": ang, "zero_motion_median_mm": base, "seconds": sec})
-    ms = [(p, m) for p in ("patient07", "patient19") for m in ("T2", "T1", "FLAIR")]
-    for p, m in ms[: 3 if quick else 6]:
+    ms = [(p, m) for p in ("patient07", "patient19") for m in ("T2", "T1", "FLAIR")] if real else []
+    for p, m in ms[: 1 if quick else 6]:
         d = real / "ms_lesjak2017" / p
         if not (d / "FLAIR.nii.gz").is_file():
             continue
@@ -192,12 +215,12 @@ def table_registration(sheet, ing, raw, real, out, n_motions=2, quick=False):
         brain = fixed.numpy() > 0
         pts = R.physical_points(fixed, brain, 4000)
         base, errs = _motion_error(fixed, _io.load_image(d / f"{m}.nii.gz"), _reg_mask(fixed, brain), pts, rng,
-                                   n_motions)
+                                   1 if quick else n_motions)
         for med, p95, ang, sec in errs:
             rows.append({"data": f"real MS {p} 1 mm", "pair": f"{m.lower()}->flair", "median_mm": med,
                          "p95_mm": p95, "angle_deg": ang, "zero_motion_median_mm": base, "seconds": sec})
     df = pd.DataFrame(rows)
-    df.to_csv(out / "registration_per_motion.tsv", sep="\t", index=False, float_format="%.4f")
+    write_tsv(df, out / "registration_per_motion.tsv")
     agg = (df.groupby(["data", "pair"])
              .agg(n=("median_mm", "count"), median_mm=("median_mm", "median"), worst_median_mm=("median_mm", "max"),
                   p95_mm=("p95_mm", "median"), max_angle_deg=("angle_deg", "max"),
@@ -240,7 +263,7 @@ def table_labels(sheet, ing, out, pre_metas):
                          "voxels": None, "ratio_preserving": info["volume_ratio"], "ratio_threshold_0.5": None,
                          "lost_threshold_0.5": None, "lost_preserving": info["lost"]})
     df = pd.DataFrame(rows)
-    df.to_csv(out / "labels_per_subject.tsv", sep="\t", index=False, float_format="%.4f")
+    write_tsv(df, out / "labels_per_subject.tsv")
     agg = (df.groupby("target")
              .agg(n=("subject", "count"), min_voxels=("voxels", "min"),
                   preserving_min=("ratio_preserving", "min"), preserving_max=("ratio_preserving", "max"),
@@ -258,18 +281,21 @@ def ants_iso(img):
 
 
 def run_pipeline(sheet, ing, out, real, quick=False):
+    import shutil
+
     metas = []
     pre = out / "preprocessed"
+    shutil.rmtree(pre, ignore_errors=True)  # this run's patients only (the QC tables glob the folder)
     S.skull_strip(_io.load_image(next(ing.glob("*/*_dwi.nii.gz"))), S.DEFAULT_BACKEND)  # warm-up (model load)
     subjects = list(zip(sheet["subject"], sheet["center"]))
-    if quick:
-        subjects = list({c: (s, c) for s, c in subjects}.values())
+    if quick:  # the patient with the fewest sequences
+        subjects = [min(subjects, key=lambda sc: len(list((ing / sc[0]).glob(f"{sc[0]}_*.nii.gz"))))]
     for sub, center in subjects:
         metas.append(preprocess_subject(ing, sub, pre, {"threads": 2}))
         print(f"  pipeline: {sub} {metas[-1]['timings_s']['total']:.1f} s", file=sys.stderr, flush=True)
-    d = real / "ms_lesjak2017" / "patient07"
+    d = real / "ms_lesjak2017" / "patient07" if real else None
     ms_meta = None
-    if d.is_dir():
+    if d is not None and d.is_dir() and not quick:
         msi = out / "ingest_real" / "ms07"
         msi.mkdir(parents=True, exist_ok=True)
         for k, f in (("t2star", "T2"), ("flair", "FLAIR"), ("t1", "T1"), ("dwi", "T1POST")):
@@ -284,7 +310,7 @@ def run_pipeline(sheet, ing, out, real, quick=False):
         r.update({k: v for k, v in m["timings_s"].items()})
         rows.append(r)
     df = pd.DataFrame(rows).fillna(0.0)
-    df.to_csv(out / "timings_per_subject.tsv", sep="\t", index=False, float_format="%.3f")
+    write_tsv(df, out / "timings_per_subject.tsv", "%.3f")
     steps = [c for c in ("load", "skullstrip", "registration", "grid", "resample", "n4", "labels", "write", "qc",
                          "total") if c in df.columns]
     agg = df.groupby("center")[["n_seq"] + steps].mean().reset_index()
@@ -302,29 +328,57 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "preprocess")
     ap.add_argument("--synth", type=Path, help="existing synthetic cohort (folder with subjects.tsv)")
-    ap.add_argument("--n-per-center", type=int, default=3)
+    ap.add_argument("--n-per-center", type=int, default=None, help="default 3, --quick 1")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data" / "real")
+    ap.add_argument("--centers", nargs="+", help="synthetic centers (default all; --quick ctrA ctrB)")
+    ap.add_argument("--real", type=Path, default=None,
+                    help="real public cases (default ../shared/data/real where it exists; none with --quick)")
     ap.add_argument("--backends", nargs="+", default=list(S.OFFLINE_BACKENDS))
     ap.add_argument("--only", nargs="+", default=["dice", "dice_real", "registration", "pipeline", "labels"])
-    ap.add_argument("--quick", action="store_true", help="fewer motions/contrasts/subjects")
+    ap.add_argument("--quick", action="store_true", help="fewer subjects/motions/contrasts/real cases")
     args = ap.parse_args(argv)
+    args.n_per_center = args.n_per_center or (1 if args.quick else 3)
+    args.centers = args.centers or (["ctrA", "ctrB"] if args.quick else None)
+    real_note = "real public cases: left out (--quick; --real DIR adds them)" if args.real is None else ""
+    if args.real is None and not args.quick:
+        args.real = ROOT.parent / "shared" / "data" / "real"
+    if args.real is not None and not args.real.is_dir():
+        real_note = f"real public cases: {args.real} not found, their rows are left out"
+        args.real = None
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(int(os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"]))  # deepbet: as many as ITK
+    header()
     print(f"# thrombseg preprocessing benchmark  (ITK threads {os.environ['ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS']}, "
           f"default backend {S.DEFAULT_BACKEND})")
+    lap = [time.perf_counter()]
+
+    def done(what):
+        print(f"  {what}: {time.perf_counter() - lap[0]:.0f} s", file=sys.stderr, flush=True)
+        lap[0] = time.perf_counter()
+
     sheet, raw, ing = synthetic_cohort(args)
-    print(f"synthetic cohort: {raw} ({len(sheet)} patients, centers {sorted(set(sheet['center']))})")
+    print(f"synthetic cohort: {shown(raw)} ({len(sheet)} patients, centers {sorted(set(sheet['center']))})")
+    if real_note:
+        print(real_note)
+    done("cohort + ingest")
     if "dice" in args.only:
         table_dice(sheet, raw, ing, args.backends, args.out, args.quick)
-    if "dice_real" in args.only and args.real.is_dir():
-        table_dice_real(args.real, args.backends, args.out)
+        done("table 1")
+    if "dice_real" in args.only and args.real:
+        table_dice_real(args.real, args.backends, args.out, args.quick)
+        done("table 1b")
     if "registration" in args.only:
         table_registration(sheet, ing, raw, args.real, args.out, quick=args.quick)
+        done("table 2")
     metas = run_pipeline(sheet, ing, args.out, args.real, args.quick) if "pipeline" in args.only else []
+    done("table 4")
     if "labels" in args.only:
         table_labels(sheet, ing, args.out, metas)
-    print(f"\n(total benchmark time {time.perf_counter() - t0:.0f} s; tables in {args.out})")
+        done("table 3")
+    print(f"\n(total benchmark time {time.perf_counter() - t0:.0f} s; tables in {shown(args.out)})")
     return 0
 
 

@@ -1,18 +1,24 @@
 """Which thrombus component to keep: the post-processing rules on patients no model has seen.
 
-    .venv/bin/python benchmarks/selection.py --results results --cohort /tmp/unseen/results
-        [--experiment upattllstm_gmd] [--threads 2] [--out DIR]
+    .venv/bin/python benchmarks/selection.py [--results results] [--cohort results/benchmarks/unseen]
+        [--experiment upattllstm_gmd] [--threads 2] [--out DIR] [--quick]
 
-``--cohort`` is another synthetic cohort run through the workflow up to harmonization, e.g.
+Needs two things it does not build (without them it stops with one line naming the commands): a
+trained demo run in ``--results`` (``make demo``), and ``--cohort``, another synthetic cohort (seed
+1, 16 patients) run through the workflow up to harmonization:
 
-    printf 'results: /tmp/unseen/results\\nsynthetic: {n_per_center: 4, seed: 1, size: demo}\\n' > unseen.yaml
-    .venv/bin/snakemake --cores 2 --configfile config/config.yaml unseen.yaml --until harmonize
+    .venv/bin/snakemake --cores 2 --configfile config/config.yaml benchmarks/unseen.yaml --until harmonize
 
-(its intensities are harmonized with landmarks learned on its own training split). Every one of its
+(about 10 minutes on 2 cores, estimated from the demo's per-patient preprocessing; its intensities
+are harmonized with landmarks learned on its own training split). Every one of its
 patients is predicted once, with all its sequences, by ``--results``' thrombus and infarct models;
 each rule then post-processes the same probability maps. Prints, per rule, how many true thrombi the
 kept component hits, the mean Dice and the false-positive components per patient. These patients
 are outside the demo's splits, so a rule can be chosen here without looking at its test split.
+``--quick``: the cohort's first patient of each center (4 instead of 16).
+
+Run time on 2 CPU cores, estimated (needs a demo run, not measured in this form): default about
+3 minutes (16 patients, each predicted once by both models); ``--quick`` about 1 minute.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import thrombseg  # noqa: E402,F401  (before torch: OMP_WAIT_POLICY)
+
+from _common import header, shown, stop, write_tsv  # noqa: E402
+
+UNSEEN = "snakemake --cores 2 --configfile config/config.yaml benchmarks/unseen.yaml --until harmonize"
 
 # (name, InferenceConfig overrides); the library default is the paper's nearest-component rule
 RULES = [
@@ -44,23 +54,44 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from thrombseg.inference.predict import InferenceConfig, load_checked
+    from thrombseg.inference.predict import InferenceConfig, InferenceError, load_checked
     from thrombseg.inference.tune import raw_maps, score_maps
     from thrombseg.training.data import load_case
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default="results", help="the trained run (models)")
-    ap.add_argument("--cohort", required=True, help="results folder of the unseen cohort (harmonized/, splits/)")
+    ap.add_argument("--results", default=str(ROOT / "results"), help="the trained run (models)")
+    ap.add_argument("--cohort", default=str(ROOT / "results" / "benchmarks" / "unseen"),
+                    help="results folder of the unseen cohort (harmonized/, splits/)")
     ap.add_argument("--experiment", default="upattllstm_gmd")
     ap.add_argument("--protocol", default="multicentric")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="folder for selection.tsv")
+    ap.add_argument("--quick", action="store_true", help="one unseen patient per center")
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
     res, cohort = Path(a.results), Path(a.cohort)
-    thr = load_checked(res / "models" / a.experiment / "thrombus" / "model.pt", "cpu")
-    inf = load_checked(res / "models" / "infarct" / a.protocol / "model.pt", "cpu", "infarct")
-    subjects = pd.read_csv(cohort / "splits" / f"{a.protocol}.tsv", sep="\t")
+    models = [res / "models" / a.experiment / "thrombus" / "model.pt",
+              res / "models" / "infarct" / a.protocol / "model.pt"]
+    splits = cohort / "splits" / f"{a.protocol}.tsv"
+    missing = [shown(p) for p in models if not p.is_file()]
+    if missing:
+        stop(f"needs a trained demo run ({', '.join(missing)} not found): run `make demo`, then "
+             f"`.venv/bin/{UNSEEN}` for the unseen cohort")
+    if not splits.is_file() or not (cohort / "harmonized").is_dir():
+        stop(f"needs the unseen cohort harmonized in {shown(cohort)} ({shown(splits)} not found): "
+             f"run `.venv/bin/{UNSEEN}`")
+    torch.set_num_threads(a.threads)
+    header(itk_threads="not used")
+    try:
+        thr = load_checked(models[0], "cpu")
+        inf = load_checked(models[1], "cpu", "infarct")
+    except InferenceError as exc:
+        stop(str(exc))
+    subjects = pd.read_csv(splits, sep="\t")
+    if a.quick:
+        subjects = subjects.groupby("center", sort=True).head(1)
+    missing = [s for s in subjects["subject"] if not (cohort / "harmonized" / s).is_dir()]
+    if missing:
+        stop(f"{shown(cohort / 'harmonized')}: {', '.join(missing)} not harmonized: run `.venv/bin/{UNSEEN}`")
     cases = [load_case(cohort / "harmonized" / r["subject"], r["subject"], r["center"]) for _, r in subjects.iterrows()]
     maps = raw_maps(cases, thr, inf)  # each patient predicted once; every rule post-processes the same maps
     rows = []
@@ -78,8 +109,7 @@ def main(argv=None) -> int:
     print(f"thrombus model {res}/models/{a.experiment}; {len(subjects)} unseen patients from {cohort}")
     print(table.round(3).to_string())
     if a.out:
-        Path(a.out).mkdir(parents=True, exist_ok=True)
-        df.to_csv(Path(a.out) / "selection.tsv", sep="\t", index=False)
+        write_tsv(df, Path(a.out) / "selection.tsv")
     return 0
 
 
