@@ -30,7 +30,7 @@ test-slurm: $(STAMP)
 	$(BIN)/python -m pytest -m slurm -v $(PYTEST_ARGS)
 
 # Every script in benchmarks/ (benchmarks/_common.py runs them), each table with the machine and the
-# git commit in results/benchmarks/<name>.txt. Quick sizes by default (about 4 minutes on 2 cores);
+# git commit in results/benchmarks/<name>.txt. Quick sizes by default (4-6 minutes on 2 cores);
 # `make bench BENCH_ARGS=` for the full sizes (about 35 minutes, estimated). A benchmark whose
 # prerequisites are missing (selection.py: a demo run) is reported as skipped with the command to run.
 BENCH_ARGS ?= --quick
