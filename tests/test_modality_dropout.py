@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from thrombseg.training.modality_dropout import GradualModalityDropout, attenuation_at
+from thrombseg.training.modality_dropout import (PRESETS, GradualModalityDropout, attenuation_at,
+                                                 stage_index)
 
 torch.set_num_threads(1)  # tiny tensors: threading only adds overhead
 
@@ -155,3 +156,141 @@ def test_module_schedule_and_validation():
         gmd(x, available, attenuation=1.2)
     with pytest.raises(ValueError):
         gmd(x, available[:, :1], attenuation=0.5)
+
+
+# ---------------------------------------------------------------- the default is pinned
+def _gmd_as_of_3d3c0ba(x, available, a, p, sigma, eligible, voxel_sigma, generator):
+    """The default (per-sequence) algorithm exactly as it was before grouping/none/presets (commit
+    3d3c0ba), kept here so that any change of the demo's random draws or results fails a test."""
+    b, m = x.shape[:2]
+    eligible_mask = torch.zeros(m, dtype=torch.bool)
+    eligible_mask[list(range(m)) if eligible is None else list(eligible)] = True
+    u = torch.rand(b, m, generator=generator)
+    eps = torch.randn(b, m, generator=generator) * sigma
+    tie = torch.rand(b, m, generator=generator)
+    drop = (u < p) & eligible_mask & available
+    all_gone = (available & ~drop).sum(1) == 0
+    if all_gone.any():
+        keep = torch.where(drop, tie, torch.full_like(tie, -1.0)).argmax(dim=1)
+        drop &= ~(torch.zeros_like(drop).scatter_(1, keep[:, None], True) & all_gone[:, None])
+    factor = torch.where(drop, (1.0 - a) + eps, torch.ones_like(eps)).view(b, m, *([1] * (x.dim() - 2)))
+    if voxel_sigma > 0:
+        noise = torch.randn(*x.shape, generator=generator) * voxel_sigma
+        factor = torch.where(drop.view(b, m, *([1] * (x.dim() - 2))), factor + noise, factor)
+    return x * factor, (available & ~drop if a >= 1.0 else available.clone())
+
+
+@pytest.mark.parametrize("p,sigma,eligible,a,voxel_sigma", [
+    (0.25, 0.05, None, 0.25, 0.0), (0.25, 0.05, None, 1.0, 0.0),  # the demo's setting
+    (0.5, 0.05, (1, 2), 0.75, 0.0), (1.0, 0.1, None, 0.5, 0.01), (0.9, 0.0, (0, 3), 1.0, 0.0)])
+def test_default_grouping_is_the_earlier_algorithm_bit_for_bit(p, sigma, eligible, a, voxel_sigma):
+    x = torch.randn(9, 5, 2, 3, 4, generator=gen(11))
+    available = torch.rand(9, 5, generator=gen(12)) > 0.2
+    g1, g2 = gen(13), gen(13)
+    out = GradualModalityDropout(p=p, sigma=sigma, eligible=eligible, voxel_sigma=voxel_sigma)(
+        x, available, a, generator=g1)
+    ref = _gmd_as_of_3d3c0ba(x, available, a, p, sigma, eligible, voxel_sigma, g2)
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+    assert torch.equal(g1.get_state(), g2.get_state())          # same number of draws, too
+
+
+def test_default_output_pinned():
+    """Values printed by the code at commit 3d3c0ba for this seed (p 0.25, sigma 0.05: the demo)."""
+    g = gen(2024)
+    x, available = ones(3, 5)
+    available[1, 4] = False
+    gmd = GradualModalityDropout(p=0.25, sigma=0.05)
+    f = factors(gmd(x, available, 0.5, generator=g)[0])
+    expected = torch.tensor([[1.0, 1.0, 1.0, 0.47292160987854004, 0.48993441462516785],
+                             [1.0, 0.45019426941871643, 1.0, 1.0, 1.0],
+                             [0.4392124116420746, 1.0, 0.4308600127696991, 1.0, 1.0]])
+    assert torch.equal(f, expected)
+    x_out, av = gmd(x, available, 1.0, generator=g)
+    assert av.int().tolist() == [[1, 0, 0, 1, 0], [1, 0, 1, 0, 0], [1, 1, 1, 0, 1]]
+    assert factors(x_out)[0, 1].item() == -0.024591553956270218
+    assert torch.rand(1, generator=g).item() == 0.7818158864974976
+
+
+# ---------------------------------------------------------------- none, grouping, sigma, presets
+def test_none_is_the_exact_identity():
+    x = torch.randn(16, 4, 2, 5, 5)
+    available = torch.rand(16, 4) > 0.3
+    g = gen(3)
+    state = g.get_state()
+    gmd = GradualModalityDropout(p=1.0, sigma=0.5, voxel_sigma=0.5, schedule="none")
+    x_out, av = gmd(x, available, 0.0, generator=g)
+    assert torch.equal(x_out, x) and torch.equal(av, available)
+    assert torch.equal(g.get_state(), state)                    # nothing drawn
+    assert not gmd.active(0, 10) and gmd.attenuation(5, 10) == 0.0
+    # attenuation None (before the first stage boundary) is the identity for any schedule
+    x_out, av = GradualModalityDropout(p=1.0, sigma=0.5)(x, available, None, generator=g)
+    assert torch.equal(x_out, x) and torch.equal(av, available) and torch.equal(g.get_state(), state)
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7])
+def test_per_sample_grouping_drops_the_listed_sequences_together(p):
+    gmd = GradualModalityDropout(p=p, eligible=(1, 2, 3), grouping="per_sample")
+    x, available = ones(4000, 5)
+    available[::3, 2] = False                                   # already absent: left alone
+    f = factors(gmd(x, available, attenuation=0.5, generator=gen(21))[0])
+    dropped = f != 1.0
+    assert not dropped[:, [0, 4]].any()                         # not eligible
+    eligible_av = available[:, 1:4]
+    assert (dropped[:, 1:4] == (dropped[:, 1:4].any(1, keepdim=True) & eligible_av)).all()  # all or none
+    rate = dropped.any(1).float().mean().item()                 # one draw per sample
+    assert abs(rate - p) < 3 * math.sqrt(p * (1 - p) / len(f))
+    per_seq = factors(GradualModalityDropout(p=p, eligible=(1, 2, 3))(x, available, 0.5, generator=gen(21))[0])
+    split = (per_seq[:, 1:4] != 1.0).any(1) & ~((per_seq[:, 1:4] != 1.0) | ~eligible_av).all(1)
+    assert split.any()                                          # per_sequence does split samples
+
+
+def test_per_sample_keeps_one_sequence_and_one_attenuation():
+    gmd = GradualModalityDropout(p=1.0, grouping="per_sample", sigma=0.0)
+    x, available = ones(300, 3)
+    x_out, av = gmd(x, available, 1.0, generator=gen(22))
+    assert (av.sum(1) == 1).all()                               # every sequence listed: one survives
+    f = factors(gmd(x, available, 0.25, generator=gen(23))[0])
+    assert set(f.unique().tolist()) == {1.0, 0.75}              # no a / 1 - a alternation
+
+
+@pytest.mark.parametrize("grouping", ["per_sequence", "per_sample"])
+@pytest.mark.parametrize("sigma", [0.05, 0.1])
+def test_sigma_is_the_std_of_the_multiplier(grouping, sigma):
+    gmd = GradualModalityDropout(p=1.0, eligible=(1,), sigma=sigma, grouping=grouping)
+    x, available = ones(3000, 2)
+    f = factors(gmd(x, available, 0.5, generator=gen(24))[0])[:, 1]
+    assert abs(f.mean().item() - 0.5) < 0.01 and abs(f.std().item() - sigma) < 0.1 * sigma
+
+
+def test_reference_preset():
+    from thrombseg.training.trainer import DropoutConfig, TrainConfig, make_dropout
+
+    ref = PRESETS["reference"]
+    assert ref["grouping"] == "per_sample" and ref["sigma"] == 0.1 and ref["schedule"] == "staircase"
+    cfg = TrainConfig.from_dict({"modalities": ["swi", "phase", "dwi"], "dropout": {"preset": "reference", "p": 0.2}})
+    d = cfg.dropout
+    assert (d.grouping, d.sigma, d.p, tuple(d.stages), tuple(d.boundaries)) == (
+        "per_sample", 0.1, 0.2, (0.25, 0.5, 0.75, 1.0), (0.0, 0.25, 0.5, 0.75))
+    gmd = make_dropout(cfg)
+    assert gmd.grouping == "per_sample" and gmd.sigma == 0.1
+    # keys the config sets win; the stored config round-trips
+    assert DropoutConfig.from_dict({"preset": "reference", "sigma": 0.02}).sigma == 0.02
+    assert TrainConfig.from_dict(cfg.to_dict()).dropout == d
+    assert DropoutConfig().grouping == "per_sequence" and DropoutConfig().sigma == 0.05  # defaults kept
+    for bad, match in [({"preset": "authors"}, "preset"), ({"grouping": "per_batch"}, "grouping"),
+                       ({"stages": [0.5], "boundaries": [0.0, 0.5]}, "equal length"),
+                       ({"boundaries": [0.5, 0.0, 0.6, 0.7]}, "non-decreasing")]:
+        with pytest.raises(ValueError, match=match) as exc:
+            DropoutConfig.from_dict(bad)
+        assert "\n" not in str(exc.value)
+
+
+def test_nothing_before_the_first_boundary():
+    stages, bounds = (0.5, 1.0), (0.3, 0.6)
+    assert [stage_index(e, 10, bounds) for e in range(10)] == [-1] * 3 + [0] * 3 + [1] * 4
+    assert [attenuation_at(e, 10, "staircase", stages, bounds) for e in range(10)] == [0.0] * 3 + [.5] * 3 + [1.] * 4
+    lin = [attenuation_at(e, 10, "linear", stages, bounds) for e in range(10)]
+    assert lin[:3] == [0.0] * 3 and lin[3] == 0.5 and lin[-1] == 1.0
+    gmd = GradualModalityDropout(stages=stages, boundaries=bounds)
+    assert [gmd.active(e, 10) for e in range(10)] == [False] * 3 + [True] * 7
+    assert GradualModalityDropout(schedule="fixed", stages=stages, boundaries=bounds).active(0, 10)

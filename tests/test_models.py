@@ -22,7 +22,7 @@ SMALL = {
     "unet25d": dict(widths=(4, 8, 8), n_convs=1),
 }
 # Exact parameter counts of the default configurations (M = 4 sequences, K = 2 classes).
-DEFAULT_PARAMS = {"upattllstm": 656149, "attllstm": 30802, "clstm": 14706, "unet25d": 484050}
+DEFAULT_PARAMS = {"upattllstm": 656149, "attllstm": 30354, "clstm": 14706, "unet25d": 484050}
 
 
 def small(name: str, m: int = 3, **kw) -> torch.nn.Module:
@@ -247,3 +247,134 @@ def test_default_upattllstm_full_volume_under_5s():
     finally:
         torch.set_num_threads(threads)
     assert elapsed < 5.0
+
+
+# ---------------------------------------------------------------- AttLLSTM as published (MIDL 2024)
+FIVE = ["swi", "phase", "dwi", "adc", "flair"]
+
+
+def _attllstm(modalities, **kw) -> AttLLSTM:
+    torch.manual_seed(0)
+    return build_model("attllstm", n_modalities=len(modalities), modalities=modalities,
+                       **{**SMALL["attllstm"], **kw}).eval()
+
+
+def _inputs_seen(model: AttLLSTM, x, available) -> dict:
+    """What the query embedding and each key embedding received (per slice: (B*S, C, H, W))."""
+    seen, hooks = {}, []
+    hooks.append(model.embed_query.register_forward_hook(lambda mod, inp, out: seen.__setitem__("query", inp[0])))
+    for j, emb in enumerate(model.embed_keys):
+        hooks.append(emb.register_forward_hook(lambda mod, inp, out, j=j: seen.__setitem__(j, inp[0])))
+    with torch.no_grad():
+        model(x, available)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def _slices(x, m):
+    """Channel m of (B, M, S, H, W) as the per-slice batch (B*S, H, W) the model embeds."""
+    return x[:, m].reshape(-1, *x.shape[-2:])
+
+
+@pytest.mark.parametrize("order", [FIVE, ["flair", "dwi", "phase", "adc", "swi"]])
+def test_attllstm_dwi_queries_swi_and_phase_whatever_the_order(order):
+    model = _attllstm(order)
+    assert model.roles == {"query": "dwi", "keys": ["swi", "phase"],
+                           "extras": [s for s in order if s in ("adc", "flair")]}
+    x = torch.randn(2, 5, 2, 8, 8)
+    seen = _inputs_seen(model, x, torch.ones(2, 5, dtype=torch.bool))
+    idx = {s: order.index(s) for s in order}
+    assert torch.equal(seen["query"][:, 0], _slices(x, idx["dwi"]))
+    for c, extra in enumerate(model.roles["extras"], start=1):   # ADC, FLAIR: query-stream channels
+        assert torch.equal(seen["query"][:, c], _slices(x, idx[extra]))
+    assert torch.equal(seen[0][:, 0], _slices(x, idx["swi"]))
+    assert torch.equal(seen[1][:, 0], _slices(x, idx["phase"]))
+    # and by perturbation: DWI changes the output, as a query must
+    x2 = x.clone()
+    x2[:, idx["dwi"]] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(x2))
+
+
+def test_attllstm_roles_are_configurable_and_checked():
+    assert _attllstm(["t2star", "phase", "dwi"]).roles["keys"] == ["t2star", "phase"]  # SWI fallback
+    assert _attllstm(FIVE, extras="keys").roles == {"query": "dwi", "keys": ["swi", "phase", "adc", "flair"],
+                                                     "extras": []}
+    assert _attllstm(FIVE, extras="ignore").roles["extras"] == []
+    assert _attllstm(FIVE, query="adc", keys=["swi"]).roles == {"query": "adc", "keys": ["swi"],
+                                                               "extras": ["phase", "dwi", "flair"]}
+    with pytest.raises(ValueError, match="key sequence 'swi' is not among"):
+        _attllstm(["dwi", "adc", "flair"])
+    with pytest.raises(ValueError, match="both the query and a key"):
+        _attllstm(FIVE, keys=["dwi"])
+    with pytest.raises(ValueError, match="extras"):
+        _attllstm(FIVE, extras="values")
+
+
+def test_attllstm_query_falls_back_to_the_first_available_key():
+    model = _attllstm(FIVE)
+    x = torch.randn(3, 5, 2, 8, 8)
+    available = torch.tensor([[True, True, False, True, True],     # no DWI: SWI queries
+                              [False, True, False, True, True],    # no DWI, no SWI: PHASE
+                              [False, False, False, True, True]])  # no key at all: zeros
+    q = _inputs_seen(model, x, available)["query"][:, 0].view(3, 2, 8, 8)
+    assert torch.equal(q[0], x[0, 0]) and torch.equal(q[1], x[1, 1]) and (q[2] == 0).all()
+
+
+def test_attllstm_missing_key_changes_nothing_but_the_mask():
+    model = _attllstm(FIVE)
+    x = torch.randn(2, 5, 3, 12, 12)
+    available = torch.ones(2, 5, dtype=torch.bool)
+    available[0, 1] = False                                        # PHASE absent in sample 0
+    available[1, :2] = False                                       # no key at all in sample 1
+    zero, noise = x.clone(), x.clone()
+    zero[0, 1], zero[1, :2] = 0.0, 0.0
+    noise[0, 1], noise[1, :2] = torch.randn(3, 12, 12) * 50, torch.randn(2, 3, 12, 12) * 50
+    with torch.no_grad():
+        y = model(zero, available)
+        assert torch.equal(y, model(noise, available))
+        assert not torch.allclose(y, model(x, torch.ones(2, 5, dtype=torch.bool)))
+        # Masked out of the key fusion, not merely zero-filled: the absent keys' embeddings (weights
+        # included) cannot reach the output; with a zero-filled channel they would, through the bias.
+        for emb in model.embed_keys:                               # (not uniform: LayerNorm follows)
+            emb.bias.add_(torch.linspace(-1.0, 1.0, emb.bias.numel()))
+        y_keys_changed = model(zero, available)
+    assert not torch.allclose(y_keys_changed[0], y[0])             # SWI still present in sample 0
+    assert torch.equal(y_keys_changed[1], y[1])                    # sample 1 has no key: untouched
+    model = _attllstm(FIVE)
+    with torch.no_grad():
+        y0 = model(zero, available)[0]
+        model.embed_keys[1].weight.mul_(3.0).add_(0.5)             # PHASE's embedding only
+        model.embed_keys[1].bias.add_(torch.linspace(-1.0, 1.0, model.embed_keys[1].bias.numel()))
+        assert torch.equal(model(zero, available)[0], y0)
+
+
+def test_attllstm_gets_its_modalities_from_the_trainer():
+    from thrombseg.training.trainer import TrainConfig, make_model
+
+    cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": ["flair", "adc", "dwi", "phase", "swi"],
+                                 "model_kwargs": SMALL["attllstm"]})
+    assert make_model(cfg).roles == {"query": "dwi", "keys": ["swi", "phase"], "extras": ["flair", "adc"]}
+    cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": FIVE,
+                                 "model_kwargs": {**SMALL["attllstm"], "query": "flair", "keys": ["phase"]}})
+    assert make_model(cfg).roles == {"query": "flair", "keys": ["phase"], "extras": ["swi", "dwi", "adc"]}
+
+
+def test_old_attllstm_checkpoint_fails_in_one_line(tmp_path):
+    from thrombseg.models.checkpoint import CheckpointError, save_checkpoint
+    from thrombseg.training.trainer import TrainConfig, load_model, make_model
+
+    cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": FIVE})
+    sd = make_model(cfg).state_dict()
+    # The earlier layout: embed_q over the first channel, embed_kv over the concatenated others.
+    old = {k: v for k, v in sd.items() if not k.startswith(("embed_query", "embed_keys", "key_fusion"))}
+    old |= {"embed_q.weight": torch.zeros(32, 1, 4, 4), "embed_q.bias": torch.zeros(32),
+            "embed_kv.weight": torch.zeros(32, 4, 8, 8), "embed_kv.bias": torch.zeros(32)}
+    save_checkpoint({"model": old, "config": cfg.to_dict()}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError) as exc:
+        load_model(tmp_path / "old.pt")
+    msg = str(exc.value)
+    assert "\n" not in msg and str(tmp_path / "old.pt") in msg and "retrain" in msg
+    save_checkpoint({"model": sd, "config": cfg.to_dict()}, tmp_path / "new.pt")
+    assert load_model(tmp_path / "new.pt")[0].roles["query"] == "dwi"

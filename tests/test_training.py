@@ -193,3 +193,112 @@ def test_changed_settings_train_from_scratch(tmp_path, caplog):
     assert changed_settings(saved, TrainConfig.from_dict(base | {"lr": 1e-2, "device": "cpu", "num_workers": 2})) == []
     assert changed_settings(saved, TrainConfig.from_dict(base | {"lr": 1e-2, "epochs": 3})) == ["epochs"]
     assert changed_settings(None, new) == []  # checkpoints that recorded nothing resume as before
+
+
+# ---------------------------------------------------------------- curriculum and the dropout arms
+def test_curriculum_takes_any_valid_boundaries():
+    from thrombseg.training.trainer import curriculum
+
+    default = TrainConfig.from_dict({"epochs": 10})
+    late = TrainConfig.from_dict({"epochs": 10, "dropout": {"stages": [0.5, 1.0], "boundaries": [0.3, 0.6]}})
+    rows = [curriculum(e, late) for e in range(10)]              # raised "max() arg is an empty sequence"
+    assert [r[0] for r in rows] == [0.0] * 3 + [0.5] * 3 + [1.0] * 4
+    assert [r[1] for r in rows] == [-1] * 3 + [0] * 3 + [1] * 4
+    # the site simulation follows augment.site_boundaries, not the dropout's stages
+    assert [r[2] for r in rows] == [curriculum(e, default)[2] for e in range(10)]
+    assert [curriculum(e, default)[2] for e in range(10)] == [.25] * 3 + [.5] * 2 + [.75] * 3 + [1.] * 2
+    with pytest.raises(ValueError, match="equal length"):
+        TrainConfig.from_dict({"dropout": {"stages": [1.0], "boundaries": [0.0, 0.5]}})
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps the real model and keeps what each training step fed it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, x, available=None):
+        self.seen.append((x.detach().clone(), available.detach().clone()))
+        return self.inner(x, available)
+
+
+def test_dropout_arms_differ_only_in_modality_dropout(tmp_path, monkeypatch):
+    """gmd / fixed / none: same stacks, same augmentation; per (sample, sequence) only a scalar factor
+    (the dropout) differs, and ``none`` feeds the model the loader's batch unchanged."""
+    from thrombseg.training import trainer
+
+    real = trainer.make_model
+    recorders = {}
+
+    def recording(cfg):
+        recorders[cfg.dropout.schedule] = _Recorder(real(cfg))
+        return recorders[cfg.dropout.schedule]
+
+    monkeypatch.setattr(trainer, "make_model", recording)
+    batches = []
+    monkeypatch.setattr(trainer.GradualModalityDropout, "__call__",
+                        lambda self, x, av, a, generator=None, _call=trainer.GradualModalityDropout.__call__:
+                        (batches.append((self.schedule, x.clone())), _call(self, x, av, a, generator))[1])
+    cases = [load_case(make_case(tmp_path / "data", f"c{i}", i)) for i in range(3)]
+    for schedule in ("staircase", "fixed", "none"):
+        cfg = TrainConfig.from_dict(TINY | {"modalities": ["swi", "dwi", "flair"], "epochs": 4, "augment": {},
+                                            "dropout": {"schedule": schedule, "p": 0.5}})
+        train(cases, [], cfg, tmp_path / schedule)
+    none = recorders["none"].seen
+    for schedule in ("none", "staircase", "fixed"):
+        loader_x = [x for s, x in batches if s == schedule]
+        assert len(loader_x) == len(none) == 4
+        assert all(torch.equal(a, b) for a, b in zip(loader_x, [x for x, _ in none]))  # same stacks + augmentation
+    assert all(torch.equal(x, lx) for (x, _), lx in zip(none, [x for s, x in batches if s == "none"]))
+    for schedule in ("staircase", "fixed"):
+        changed = 0
+        for (x, av), (x0, av0) in zip(recorders[schedule].seen, none):
+            assert not (av & ~av0).any()
+            for b in range(x.shape[0]):
+                for m in range(x.shape[1]):
+                    ref, got = x0[b, m], x[b, m]
+                    if torch.equal(ref, got):
+                        continue
+                    changed += 1
+                    c = got.flatten()[ref.flatten().abs().argmax()] / ref.flatten()[ref.flatten().abs().argmax()]
+                    assert torch.allclose(got, ref * c, rtol=1e-5, atol=1e-6), (schedule, b, m)
+        assert changed > 0, schedule
+
+
+def test_new_dropout_and_model_keys_in_the_schema():
+    from thrombseg.config import ConfigError, validate_config
+
+    good = {"dropout": {"schedule": "staircase", "grouping": "per_sample", "sigma": 0.1, "preset": "reference",
+                        "stages": [0.5, 1.0], "boundaries": [0.3, 0.6]},
+            "augment": {"site_boundaries": [0.0, 0.5]}, "model": "attllstm",
+            "model_kwargs": {"query": "dwi", "keys": ["swi", "phase"], "extras": "query"}}
+    validate_config({"training": {"defaults": good}}, partial=True)
+    TrainConfig.from_dict(good)
+    for bad, key in [({"dropout": {"grouping": "together"}}, "dropout.grouping"),
+                     ({"dropout": {"preset": "authors"}}, "dropout.preset"),
+                     ({"dropout": {"sigma": -0.1}}, "dropout.sigma"),
+                     ({"dropout": {"alternate": True}}, "alternate"),
+                     ({"model_kwargs": {"extras": "values"}}, "model_kwargs.extras")]:
+        with pytest.raises(ConfigError, match=key) as exc:
+            validate_config({"training": {"defaults": bad}}, partial=True)
+        assert "\n" not in str(exc.value)
+
+
+def test_demo_experiment_dropout_is_what_it_was():
+    """config/config.yaml's upattllstm_gmd: the same GMD, called at every epoch with the same a, stage and
+    site strength as before grouping / presets / site_boundaries existed (draws: test_modality_dropout)."""
+    from conftest import REPO
+    from thrombseg.config import read_yaml
+    from thrombseg.training.cli import experiment_settings
+    from thrombseg.training.trainer import curriculum, make_dropout
+
+    training = read_yaml(REPO / "config" / "config.yaml")["training"]
+    cfg = TrainConfig.from_dict(experiment_settings(training, "upattllstm_gmd")[0])
+    gmd = make_dropout(cfg)
+    assert (gmd.p, gmd.sigma, gmd.voxel_sigma, gmd.eligible, gmd.grouping) == (0.25, 0.05, 0.0, None, "per_sequence")
+    n = cfg.epochs
+    for e in range(n):
+        old_stage = max(i for i, b in enumerate(cfg.dropout.boundaries) if e >= b * n)  # the former code
+        assert gmd.active(e, n)
+        assert curriculum(e, cfg) == ([0.25, 0.5, 0.75, 1.0][old_stage], old_stage, (old_stage + 1) / 4)

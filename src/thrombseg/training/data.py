@@ -96,17 +96,23 @@ def load_case(folder: str | Path, subject: str | None = None, center: str = "", 
 
 @dataclass
 class AugmentConfig:
-    """Augmentation and curriculum site-simulation strengths."""
+    """Augmentation and curriculum site-simulation strengths.
+
+    Applied by the dataset to every training stack, before and independently of modality dropout:
+    an ablation's dropout arms (gmd / fixed / none) share it unchanged.
+    """
 
     flip: bool = True
     rotate_deg: float = 10.0
     noise_std: float = 0.05
     scale_std: float = 0.1
     gamma_std: float = 0.1
-    # Site simulation, multiplied by the curriculum stage's strength (0..1).
+    # Site simulation, multiplied by the curriculum's site strength (0..1): (i + 1) / n from
+    # site_boundaries[i] * epochs on (its own staircase, not the dropout's; trainer.curriculum).
     site_noise_std: float = 0.15
     site_bias: float = 0.3
     site_shift_std: float = 0.2
+    site_boundaries: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
 
 
 class StackDataset(Dataset):

@@ -1,13 +1,21 @@
 """Gradual modality dropout (GMD) and its attenuation schedules.
 
-Per sample and eligible sequence, with probability ``p`` the sequence is multiplied by
-``(1 - a) + eps`` (``eps`` ~ N(0, sigma), one scalar per (sample, sequence), optionally plus
-voxel-wise noise); the attenuation ``a`` rises over training (default staircase 0.25 / 0.5 /
-0.75 / 1.0 from 0 / 25 / 50 / 75 % of the epochs). At ``a = 1`` a dropped sequence is also marked
-unavailable. At least one available sequence per sample is always kept.
+With probability ``p`` a sequence is multiplied by ``(1 - a) + eps`` (``eps`` ~ N(0, sigma), one
+scalar per (sample, sequence), optionally plus voxel-wise noise); the attenuation ``a`` rises over
+training (default staircase 0.25 / 0.5 / 0.75 / 1.0 from 0 / 25 / 50 / 75 % of the epochs). At
+``a = 1`` a dropped sequence is also marked unavailable. At least one available sequence per
+sample is always kept. ``grouping`` says what one draw decides: ``"per_sequence"`` (default) each
+eligible (sample, sequence) independently; ``"per_sample"`` one draw per sample that drops all
+its eligible sequences together (the public reference implementation's way). Before the first
+stage boundary, and with schedule ``"none"``, nothing is drawn and the batch passes unchanged.
 
-Unlike the public reference implementation, the attenuation is never reassigned while drawing:
-every drop of a batch uses the same ``a`` (the reference alternates ``a`` and ``1 - a``).
+Deviations from the public reference implementation (README, "Deviations from the papers"):
+
+* grouping ``per_sequence`` by default (the reference: ``per_sample``);
+* ``sigma`` 0.05 by default (the reference: 0.1);
+* the attenuation is never reassigned while drawing: every drop of a batch uses the same ``a``.
+  The reference alternates ``a`` and ``1 - a`` (it reassigns the attenuation inside its loop);
+  that is a bug, not copied, not even by ``preset: reference`` (:data:`PRESETS`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,47 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-SCHEDULES = ("staircase", "linear", "cosine", "fixed")
+SCHEDULES = ("staircase", "linear", "cosine", "fixed", "none")
+GROUPINGS = ("per_sequence", "per_sample")
+#: Named settings of the dropout config (training.trainer.DropoutConfig); keys a config sets
+#: itself win. ``reference``: the authors' public implementation as recorded in this module's
+#: docstring (one draw per sample, sigma 0.1, the 0.25 / 0.5 / 0.75 / 1.0 staircase from 0 / 25 /
+#: 50 / 75 % of the epochs) without its a / 1 - a alternation.
+PRESETS: dict[str, dict] = {
+    "reference": {"schedule": "staircase", "grouping": "per_sample", "sigma": 0.1,
+                  "stages": (0.25, 0.5, 0.75, 1.0), "boundaries": (0.0, 0.25, 0.5, 0.75)},
+}
+
+
+def check_schedule(stages: Sequence[float], boundaries: Sequence[float]) -> tuple[list, list]:
+    """``(stages, boundaries)`` as float lists; ValueError (one line) unless they form a schedule.
+
+    Valid: equally long and non-empty, stages in [0, 1], boundaries non-decreasing in [0, 1].
+    """
+    stages, boundaries = [float(s) for s in stages], [float(b) for b in boundaries]
+    if not stages or len(stages) != len(boundaries):
+        raise ValueError(f"stages and boundaries must be non-empty and of equal length, got "
+                         f"{len(stages)} stages and {len(boundaries)} boundaries")
+    if any(b1 < b0 for b0, b1 in zip(boundaries, boundaries[1:])):
+        raise ValueError(f"boundaries must be non-decreasing, got {boundaries}")
+    if any(not 0.0 <= b <= 1.0 for b in boundaries):
+        raise ValueError(f"boundaries must lie in [0, 1], got {boundaries}")
+    if any(not 0.0 <= s <= 1.0 for s in stages):
+        raise ValueError(f"stages must lie in [0, 1], got {stages}")
+    return stages, boundaries
+
+
+def stage_index(epoch: int, n_epochs: int, boundaries: Sequence[float]) -> int:
+    """Index of the last stage started at a 0-based ``epoch``; -1 before the first boundary.
+
+    Stage ``i`` starts at the first epoch at or past ``boundaries[i] * n_epochs``.
+    """
+    current = -1
+    for i, b in enumerate(boundaries):
+        # Integer comparison where possible so e.g. epoch 25 of 100 is exactly at 0.25.
+        if epoch >= float(b) * n_epochs - 1e-9:
+            current = i
+    return current
 
 
 def attenuation_at(epoch: int, n_epochs: int, kind: str = "staircase",
@@ -31,10 +79,13 @@ def attenuation_at(epoch: int, n_epochs: int, kind: str = "staircase",
         n_epochs: Total number of epochs (> 0).
         kind: ``"staircase"``: ``stages[i]`` from ``boundaries[i] * n_epochs`` on.
             ``"linear"`` / ``"cosine"``: a ramp (straight / half-cosine) from ``stages[0]`` at
-            ``boundaries[0]`` to ``stages[-1]`` at ``boundaries[-1]``, flat outside, so full
+            ``boundaries[0]`` to ``stages[-1]`` at ``boundaries[-1]``, flat after, so full
             attenuation starts when the staircase's last stage does.
+            Before ``boundaries[0]`` these three give 0 (and :class:`GradualModalityDropout`
+            draws nothing there: no dropout at all, see :meth:`GradualModalityDropout.active`).
             ``"fixed"``: always ``stages[-1]`` (plain modality dropout with the defaults).
-        stages: Attenuation values, non-decreasing in [0, 1].
+            ``"none"``: always 0 (and no dropout at all).
+        stages: Attenuation values, in [0, 1].
         boundaries: Start of each stage as a fraction of training, non-decreasing in [0, 1].
 
     Returns:
@@ -46,23 +97,17 @@ def attenuation_at(epoch: int, n_epochs: int, kind: str = "staircase",
         raise ValueError(f"epoch must be >= 0, got {epoch}")
     if kind not in SCHEDULES:
         raise ValueError(f"unknown schedule {kind!r}; choose from {SCHEDULES}")
-    stages, boundaries = [float(s) for s in stages], [float(b) for b in boundaries]
-    if not stages or len(stages) != len(boundaries):
-        raise ValueError("stages and boundaries must be non-empty and of equal length")
-    if any(b1 < b0 for b0, b1 in zip(boundaries, boundaries[1:])):
-        raise ValueError(f"boundaries must be non-decreasing, got {boundaries}")
-    if any(not 0.0 <= s <= 1.0 for s in stages):
-        raise ValueError(f"stages must lie in [0, 1], got {stages}")
+    stages, boundaries = check_schedule(stages, boundaries)
+    if kind == "none":
+        return 0.0
     if kind == "fixed":
         return stages[-1]
-    frac = min(epoch, n_epochs - 1) / n_epochs
+    stage = stage_index(epoch, n_epochs, boundaries)
+    if stage < 0:
+        return 0.0
     if kind == "staircase":
-        # Integer comparison where possible so e.g. epoch 25 of 100 is exactly at 0.25.
-        current = stages[0]
-        for s, b in zip(stages, boundaries):
-            if epoch >= b * n_epochs - 1e-9:
-                current = s
-        return current
+        return stages[stage]
+    frac = min(epoch, n_epochs - 1) / n_epochs
     b0, b1 = boundaries[0], boundaries[-1]
     t = 1.0 if b1 <= b0 else min(max((frac - b0) / (b1 - b0), 0.0), 1.0)
     if kind == "cosine":
@@ -74,49 +119,70 @@ class GradualModalityDropout:
     """Gradual modality dropout, applied to a batch (B, M, S, H, W).
 
     Args:
-        p: Probability of dropping each eligible, available sequence of each sample.
+        p: Probability of a drop: of each eligible, available sequence of each sample
+            (``per_sequence``), or of each sample, all its eligible sequences at once
+            (``per_sample``).
         eligible: Indices of sequences that may be dropped (default all).
         sigma: Std of the scalar noise ``eps`` added to the multiplier per (sample, sequence).
         voxel_sigma: Std of optional voxel-wise noise added to the multiplier (0: off).
-        schedule: Schedule kind for :meth:`attenuation` (see :func:`attenuation_at`).
+        schedule: Schedule kind for :meth:`attenuation` (see :func:`attenuation_at`); ``"none"``
+            makes every call the identity.
         stages, boundaries: Schedule parameters.
+        grouping: ``"per_sequence"`` or ``"per_sample"`` (module docstring).
 
     Example:
         >>> gmd = GradualModalityDropout(p=0.5, sigma=0.05)
-        >>> x, available = gmd(x, available, gmd.attenuation(epoch, n_epochs), generator=g)
+        >>> a = gmd.attenuation(epoch, n_epochs) if gmd.active(epoch, n_epochs) else None
+        >>> x, available = gmd(x, available, a, generator=g)
     """
 
     def __init__(self, p: float = 0.5, eligible: Sequence[int] | None = None,
                  sigma: float = 0.0, voxel_sigma: float = 0.0, schedule: str = "staircase",
                  stages: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
-                 boundaries: Sequence[float] = (0.0, 0.25, 0.5, 0.75)) -> None:
+                 boundaries: Sequence[float] = (0.0, 0.25, 0.5, 0.75),
+                 grouping: str = "per_sequence") -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must lie in [0, 1], got {p}")
         if sigma < 0 or voxel_sigma < 0:
             raise ValueError("sigma and voxel_sigma must be >= 0")
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
+        if grouping not in GROUPINGS:
+            raise ValueError(f"unknown grouping {grouping!r}; choose from {GROUPINGS}")
+        check_schedule(stages, boundaries)
         self.p, self.sigma, self.voxel_sigma = float(p), float(sigma), float(voxel_sigma)
         self.eligible = None if eligible is None else tuple(int(i) for i in eligible)
         self.schedule, self.stages, self.boundaries = schedule, tuple(stages), tuple(boundaries)
+        self.grouping = grouping
 
     def attenuation(self, epoch: int, n_epochs: int) -> float:
         """Scheduled attenuation for ``epoch`` of ``n_epochs``."""
         return attenuation_at(epoch, n_epochs, self.schedule, self.stages, self.boundaries)
 
-    def __call__(self, x: Tensor, available: Tensor, attenuation: float,
+    def active(self, epoch: int, n_epochs: int) -> bool:
+        """Whether sequences are dropped at all at ``epoch``: not with schedule ``"none"``, nor
+        before the first stage boundary (``"fixed"`` ignores the boundaries: always active)."""
+        if self.schedule == "none":
+            return False
+        return self.schedule == "fixed" or stage_index(epoch, n_epochs, self.boundaries) >= 0
+
+    def __call__(self, x: Tensor, available: Tensor, attenuation: float | None,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Drop sequences of a batch.
 
         Args:
             x: Images (B, M, S, H, W) (any trailing dims).
             available: Bool (B, M); already-absent sequences are left alone.
-            attenuation: ``a`` in [0, 1].
+            attenuation: ``a`` in [0, 1]; ``None``: no dropout (see below).
             generator: Source of all randomness (deterministic given its seed).
 
         Returns:
-            ``(x_out, available_out)``; new tensors, the inputs are not modified.
+            ``(x_out, available_out)``; new tensors, the inputs are not modified. With schedule
+            ``"none"`` or ``attenuation=None`` the identity: ``(x, available)`` themselves, and
+            nothing is drawn from ``generator``.
         """
+        if self.schedule == "none" or attenuation is None:
+            return x, available
         if not 0.0 <= attenuation <= 1.0:
             raise ValueError(f"attenuation must lie in [0, 1], got {attenuation}")
         b, m = x.shape[:2]
@@ -132,7 +198,10 @@ class GradualModalityDropout:
         eligible[list(range(m)) if self.eligible is None else list(self.eligible)] = True
         # All draws are vectorised over (sample, sequence) and happen in a fixed order, so the
         # result is a pure function of the generator state and one `a` serves every drop.
-        u = draw(torch.rand, b, m)
+        if self.grouping == "per_sample":  # one draw per sample: its eligible sequences go together
+            u = draw(torch.rand, b)[:, None].expand(b, m)
+        else:
+            u = draw(torch.rand, b, m)
         eps = draw(torch.randn, b, m) * self.sigma
         tie = draw(torch.rand, b, m)
         drop = (u < self.p) & eligible & available
@@ -154,4 +223,5 @@ class GradualModalityDropout:
 
     def __repr__(self) -> str:
         return (f"GradualModalityDropout(p={self.p}, eligible={self.eligible}, sigma={self.sigma},"
-                f" voxel_sigma={self.voxel_sigma}, schedule={self.schedule!r})")
+                f" voxel_sigma={self.voxel_sigma}, schedule={self.schedule!r},"
+                f" grouping={self.grouping!r})")

@@ -9,6 +9,7 @@ and for users who change the seeding).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -24,11 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from .._fs import check_resumable_dir
-from ..models import build_model
-from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..models import MODEL_REGISTRY, build_model
+from ..models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import AugmentConfig, Case, StackDataset
 from .losses import SegmentationLoss
-from .modality_dropout import GradualModalityDropout, attenuation_at
+from .modality_dropout import (GROUPINGS, PRESETS, SCHEDULES, GradualModalityDropout, attenuation_at,
+                               check_schedule, stage_index)
 
 log = logging.getLogger("thrombseg.training")
 
@@ -37,7 +39,13 @@ DEFAULT_MODALITIES = {"thrombus": ["swi", "phase", "dwi", "adc", "flair"], "lesi
 
 @dataclass
 class DropoutConfig:
-    """Gradual modality dropout: schedule of the attenuation and per-sequence probability p."""
+    """Gradual modality dropout (training.modality_dropout): attenuation schedule, probability p.
+
+    ``schedule: none`` is the exact identity (nothing drawn, nothing rescaled); so is every epoch
+    before ``boundaries[0]`` with the staircase / linear / cosine schedules. ``preset: reference``
+    fills in the keys a config does not set with the authors' public implementation's values
+    (modality_dropout.PRESETS; see :meth:`from_dict`).
+    """
 
     schedule: str = "staircase"  # staircase | linear | cosine | fixed | none
     p: float = 0.5
@@ -45,6 +53,32 @@ class DropoutConfig:
     boundaries: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     sigma: float = 0.05
     eligible: list[str] | None = None  # model channels that may be dropped; None = all
+    grouping: str = "per_sequence"  # per_sequence (each sequence drawn alone) | per_sample (together)
+    preset: str | None = None  # None | reference
+
+    def __post_init__(self) -> None:
+        where = "training.dropout"
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"{where}.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"{where}.grouping must be one of {', '.join(GROUPINGS)}, got {self.grouping!r}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"{where}.preset must be null or one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if not 0.0 <= float(self.p) <= 1.0 or float(self.sigma) < 0:
+            raise ValueError(f"{where}: p must lie in [0, 1] and sigma be >= 0, got p={self.p}, sigma={self.sigma}")
+        try:
+            check_schedule(self.stages, self.boundaries)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DropoutConfig":
+        """A config from a mapping; a ``preset`` supplies the keys the mapping does not set."""
+        d = dict(d)
+        preset = d.get("preset")
+        if preset is not None and preset in PRESETS:
+            d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in PRESETS[preset].items()} | d
+        return cls(**d)
 
 
 @dataclass
@@ -88,7 +122,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training option(s): {unknown}")
         if isinstance(d.get("dropout"), dict):
-            d["dropout"] = DropoutConfig(**d["dropout"])
+            d["dropout"] = DropoutConfig.from_dict(d["dropout"])
         if isinstance(d.get("augment"), dict):
             d["augment"] = AugmentConfig(**d["augment"])
         if d.get("crop") is not None and not isinstance(d["crop"], (list, tuple)):
@@ -113,15 +147,31 @@ def resolve_device(name: str) -> torch.device:
 
 
 def curriculum(epoch: int, cfg: TrainConfig) -> tuple[float, int, float]:
-    """(attenuation, stage index, site-simulation strength) at an epoch."""
+    """(attenuation, dropout stage index, site-simulation strength) at an epoch.
+
+    The stage index counts ``dropout.boundaries`` reached (-1 before the first: no dropout then,
+    attenuation 0). The site-simulation strength of the augmentation follows its own staircase,
+    ``augment.site_boundaries`` (``(i + 1) / n`` once boundary ``i`` of ``n`` is reached, 0 before
+    the first), so it is the same in every dropout arm (gmd / fixed / none) of an ablation.
+    """
     d = cfg.dropout
-    bounds = [b * cfg.epochs for b in d.boundaries]
-    stage = max(i for i, b in enumerate(bounds) if epoch >= b) if bounds else 0
-    strength = (stage + 1) / max(1, len(bounds))
+    stage = stage_index(epoch, cfg.epochs, d.boundaries)
+    site = (cfg.augment or AugmentConfig()).site_boundaries
+    strength = (stage_index(epoch, cfg.epochs, site) + 1) / max(1, len(site))
     if d.schedule == "none":
         return 0.0, stage, strength
     a = attenuation_at(epoch, cfg.epochs, kind=d.schedule, stages=tuple(d.stages), boundaries=tuple(d.boundaries))
     return float(a), stage, strength
+
+
+def make_dropout(cfg: TrainConfig) -> GradualModalityDropout:
+    """The run's modality dropout, from ``cfg.dropout`` (``eligible`` names -> channel indices)."""
+    d = cfg.dropout
+    eligible = None
+    if d.eligible is not None:
+        eligible = [cfg.modalities.index(m) for m in d.eligible if m in cfg.modalities]
+    return GradualModalityDropout(p=d.p, sigma=d.sigma, eligible=eligible, schedule=d.schedule,
+                                  stages=tuple(d.stages), boundaries=tuple(d.boundaries), grouping=d.grouping)
 
 
 def _seed_all(seed: int) -> None:
@@ -146,7 +196,13 @@ def _set_rng_state(st: dict) -> None:
 
 
 def make_model(cfg: TrainConfig) -> torch.nn.Module:
-    return build_model(cfg.model, n_modalities=len(cfg.modalities), n_classes=2, **cfg.model_kwargs)
+    """The configured model; one whose constructor takes ``modalities`` (AttLLSTM) gets the channel
+    names too, so it can give sequences their roles by name."""
+    kwargs = dict(cfg.model_kwargs)
+    cls = MODEL_REGISTRY.get(str(cfg.model).strip().lower())
+    if cls is not None and "modalities" in inspect.signature(cls).parameters:
+        kwargs.setdefault("modalities", list(cfg.modalities))
+    return build_model(cfg.model, n_modalities=len(cfg.modalities), n_classes=2, **kwargs)
 
 
 def evaluate_cases(model, cases: list[Case], cfg: TrainConfig, device) -> dict:
@@ -221,10 +277,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = SegmentationLoss(cfg.loss, cfg.class_weights).to(device)
-    eligible = None
-    if cfg.dropout.eligible is not None:
-        eligible = [cfg.modalities.index(m) for m in cfg.dropout.eligible if m in cfg.modalities]
-    gmd = GradualModalityDropout(p=cfg.dropout.p, sigma=cfg.dropout.sigma, eligible=eligible)
+    gmd = make_dropout(cfg)
 
     if cfg.val_max_cases is not None:
         val_cases = list(val_cases)[: cfg.val_max_cases]
@@ -253,6 +306,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         a, stage, strength = curriculum(epoch, cfg)
+        drop_a = a if gmd.active(epoch, cfg.epochs) else None  # None: the batch passes unchanged
         epoch_seed = cfg.seed * 100_003 + epoch
         _seed_all(epoch_seed)
         ds.set_epoch(epoch, strength)
@@ -264,7 +318,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
         losses, n_stacks = [], 0
         for batch in loader:
             x, av, y = batch["x"].to(device, non_blocking=True), batch["available"].to(device), batch["y"].to(device)
-            x, av = gmd(x, av, a, generator=gen)
+            x, av = gmd(x, av, drop_a, generator=gen)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss = loss_fn(model(x, av), y)
@@ -319,7 +373,10 @@ def load_model(path: str | Path, device="cpu") -> tuple[torch.nn.Module, TrainCo
     blob = load_checkpoint(path, device)  # data only: a model file never runs code
     cfg = TrainConfig.from_dict(blob["config"])
     model = make_model(cfg).to(device)
-    model.load_state_dict(blob["model"])
+    try:
+        model.load_state_dict(blob["model"])
+    except ValueError as exc:  # a model that recognises an incompatible layout says so in one line
+        raise CheckpointError(f"{path}: {exc}") from None
     model.eval()
     return model, cfg
 
