@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-NAMES = ("synth", "model", "train", "dag", "preprocess", "infer", "selection")
+NAMES = ("synth", "model", "train", "dag", "preprocess", "infer", "selection", "hostile")
 NEEDS = 2  # exit code of stop(): a prerequisite is missing
 
 
@@ -123,7 +123,7 @@ def _pump(stream, sink, keep: list) -> None:
 def run_one(name: str, quick: bool, out: Path) -> str:
     """Run benchmarks/<name>.py, write <out>/<name>.txt; returns 'ok', 'skipped' or 'failed'."""
     args = (["--quick"] if quick else []) + (["--out", shown(out / name)]  # their TSVs beside the table
-                                             if name in ("preprocess", "infer", "selection") else [])
+                                             if name in ("preprocess", "infer", "selection", "hostile") else [])
     cmd = [sys.executable, shown(HERE / f"{name}.py"), *args]
     line = " ".join(cmd[1:])
     print(f"\n===== {line}", flush=True)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from thrombseg._fs import MANIFEST, OutputError, atomic_dir, check_id, check_resumable_dir
+from thrombseg._fs import MANIFEST, OutputError, atomic_dir, check_id, check_resumable_dir, write_manifest
 
 
 def test_atomic_dir_replaces_on_success_and_leaves_old_output_on_failure(tmp_path):
@@ -146,3 +146,35 @@ def test_one_file_commands_never_replace_a_file_unasked(tmp_path, capsys):
     assert main(["splits", str(sheet), str(out), "--overwrite"]) == 0 and "subject" in out.read_text()
     assert main(["sheet-from-bids", str(tmp_path), "-o", str(sheet)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_leftovers_of_a_killed_run_are_cleared_and_a_swapped_output_restored(tmp_path):
+    """SIGKILL allows no clean-up: the next run of the same step removes what the dead one marked."""
+    import socket
+    import subprocess
+    import sys
+
+    from thrombseg._fs import PARTIAL
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    mark = json.dumps({"pid": int(dead), "host": socket.gethostname()})
+    dest = tmp_path / "out"
+    half = tmp_path / ".out.abc123"  # killed while writing
+    half.mkdir()
+    (half / PARTIAL).write_text(mark)
+    swapped = tmp_path / ".out.old.def456"  # killed between moving the old output away and the rename
+    (swapped / "previous").mkdir(parents=True)
+    (swapped / "previous" / "a.txt").write_text("previous output")
+    write_manifest(swapped / "previous", "test")
+    (swapped / PARTIAL).write_text(mark)
+    foreign = tmp_path / ".out.users"  # same prefix, not ours: never touched
+    foreign.mkdir()
+    live = tmp_path / ".out.live"  # a running process's folder: never touched
+    live.mkdir()
+    (live / PARTIAL).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    with pytest.raises(OutputError, match="previous thrombseg output"):  # restored, so --overwrite needed
+        with atomic_dir(dest):
+            pass
+    assert (dest / "a.txt").read_text() == "previous output"
+    assert not half.exists() and not swapped.exists() and foreign.is_dir() and live.is_dir()

@@ -13,12 +13,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 MANIFEST = ".thrombseg-output.json"
+PARTIAL = ".thrombseg-partial"  # marks a temporary folder as unfinished work of one process
 OVERWRITE_HELP = "replace a previous thrombseg output there (never a folder holding other files)"
 # Ids become file and folder names: no separators, no leading dot, no "..".
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -151,6 +153,41 @@ def write_manifest(folder: Path, command: str) -> None:
     (folder / MANIFEST).write_text(json.dumps(entry, indent=1) + "\n")
 
 
+def _partial_dir(dest: Path, kind: str) -> Path:
+    """A hidden folder beside ``dest`` marked as this process's unfinished work."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{kind}", dir=dest.parent))
+    (tmp / PARTIAL).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    return tmp
+
+
+def _clear_stale(dest: Path) -> None:
+    """Remove what a killed earlier run of this step left beside ``dest`` (only folders it marked).
+
+    A run killed while swapping leaves the previous output in ``.<name>.old.*/previous``: it is put
+    back when ``dest`` is missing. Folders of a live process, or of another host, are left alone.
+    """
+    for sib in dest.parent.glob(f".{dest.name}.*"):
+        try:
+            owner = json.loads((sib / PARTIAL).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner.get("host") != socket.gethostname() or _alive(int(owner.get("pid", 0))):
+            continue
+        if sib.name.startswith(f".{dest.name}.old.") and (sib / "previous").is_dir() and not dest.exists():
+            (sib / "previous").rename(dest)
+        shutil.rmtree(sib, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return pid > 0
+
+
 @contextmanager
 def atomic_dir(dest, overwrite: bool = False, inputs: Iterable = (), command: str = "thrombseg") -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``dest``; on success it becomes ``dest``.
@@ -161,20 +198,24 @@ def atomic_dir(dest, overwrite: bool = False, inputs: Iterable = (), command: st
     it was, so a failed or killed step never leaves a half-written output.
     """
     inputs = list(inputs)
+    dest = Path(dest).expanduser().resolve()
+    if dest.parent.is_dir():
+        _clear_stale(dest)
     dest = check_output_dir(dest, overwrite, inputs)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        tmp = _partial_dir(dest, "")
     except OSError as exc:
         raise OutputError(f"{dest}: cannot be created ({exc.strerror or exc})") from None
     old = None
     try:
         yield tmp
+        (tmp / PARTIAL).unlink()
         write_manifest(tmp, command)
         if dest.exists():
             check_output_dir(dest, overwrite=True, inputs=inputs)  # nothing foreign crept in meanwhile
             if any(dest.iterdir()):
-                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+                old = _partial_dir(dest, "old.")
                 dest.rename(old / "previous")
             else:
                 dest.rmdir()
