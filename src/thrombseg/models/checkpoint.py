@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,8 @@ def load_checkpoint(path: str | Path, device="cpu", keys: tuple[str, ...] = ("mo
         with torch.serialization.safe_globals(_numpy_data_globals()):
             blob = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        why = f"it refers to {found.group(1)}" if found else type(exc).__name__
         raise CheckpointError(f"{path}: not a thrombseg checkpoint: loading it would need Python objects "
                               f"beyond tensors and plain data ({why}); thrombseg never runs code from a "
                               "model file") from None
