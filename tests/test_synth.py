@@ -305,3 +305,24 @@ def test_default_demo_cohort(tmp_path):
     assert all(0 <= t["n_microbleeds"] <= 5 for t in truths)
     assert sum(t["infarct_n_pieces"] > 1 for t in truths) >= 5
     assert wall < 120, wall
+
+
+def test_an_interrupted_run_leaves_the_previous_cohort_whole(tmp_path, monkeypatch):
+    """Before: a killed `thrombseg synth` over an existing cohort left a mix of two seeds."""
+    import thrombseg.synth.cohort as cohort_mod
+    from thrombseg._fs import OutputError
+
+    out = tmp_path / "cohort"
+    sheet = generate_cohort(out, n_per_center=1, centers=[TINY_CENTER], seed=11)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(OutputError, match="--overwrite"):
+        generate_cohort(out, n_per_center=1, centers=[TINY_CENTER], seed=12)
+
+    def killed(*a, **k):  # stands for the kill: after every patient of the new seed was written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("thrombseg.synth.montage.write_montage", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cohort_mod.generate_cohort(out, n_per_center=1, centers=[TINY_CENTER], seed=12, overwrite=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"] and sheet.is_file()
