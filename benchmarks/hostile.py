@@ -316,7 +316,7 @@ def build(ws: Path, quick: bool) -> list[Case]:
         Case("predict --subject ../x", predict + [str(ws / "pred_s"), "--model", str(models / "model.pt"),
                                                   "--subject", "../x"] + inputs, needle="not allowed in file names"),
         Case("predict --threads 0", predict + [str(ws / "pred_th"), "--model", str(models / "model.pt"),
-                                               "--threads", "0"] + inputs, needle="--threads"),
+                                               "--threads", "0"] + inputs, needle="must be at least 1"),
         Case("predict --swi header bomb",
              predict + [str(ws / "pred_b"), "--model", str(models / "model.pt"), "--landmarks", str(lmk),
                         "--swi", str(bad / "bomb.nii.gz"), "--dwi", str(good["dwi"])], needle="bomb.nii.gz"),
