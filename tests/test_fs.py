@@ -29,6 +29,17 @@ def test_atomic_dir_replaces_on_success_and_leaves_old_output_on_failure(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p1"]
 
 
+def test_a_folder_of_empty_folders_counts_as_empty(tmp_path):
+    """Snakemake creates the parents of a rule's outputs (e.g. results/synthetic/qc/) before the job."""
+    dest = tmp_path / "synthetic"
+    (dest / "qc").mkdir(parents=True)
+    with atomic_dir(dest) as tmp:
+        (tmp / "qc").mkdir()
+        (tmp / "qc" / "montage.png").write_text("m")
+    assert (dest / "qc" / "montage.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
+
+
 def test_previous_output_needs_overwrite(tmp_path):
     dest = tmp_path / "p1"
     with atomic_dir(dest) as tmp:

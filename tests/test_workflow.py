@@ -63,3 +63,21 @@ def test_bad_sheet_stops_before_any_job_with_one_message(tmp_path):
     assert res.returncode != 0
     assert "2 problem(s)" in text and "missing_swi.nii.gz" in text and "duplicate subject id" in text
     assert not (tmp_path / "run" / "results" / "ingest").exists()
+
+
+def test_synthetic_cohort_rule_runs_and_reruns(tmp_path):
+    """`make demo`'s first rule for real: Snakemake creates results/synthetic/qc/ before the job, and a
+    changed seed re-runs the rule over the previous cohort (an earlier bug refused both)."""
+    import yaml
+
+    for seed in (0, 1):
+        over = tmp_path / f"seed{seed}.yaml"
+        over.write_text(yaml.safe_dump({"synthetic": {"n_per_center": 1, "seed": seed}}))
+        cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path / "run"), "--cores", "2",
+               "--configfile", str(REPO / "config" / "config.yaml"), str(over), "--until", "synth"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        cohort = tmp_path / "run" / "results" / "synthetic"
+        gen = json.loads((cohort / "dataset_description.json").read_text())["GeneratorParameters"]
+        assert gen["seed"] == seed and (cohort / "qc" / "montage_ctrD.png").is_file()
+    assert not [p.name for p in cohort.parent.iterdir() if p.name.startswith(".")]

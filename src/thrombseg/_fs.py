@@ -66,6 +66,10 @@ def _manifest_files(folder: Path) -> set[str] | None:
         return None
 
 
+def _holds_files(folder: Path) -> bool:
+    return any(not p.is_dir() for p in folder.rglob("*"))
+
+
 def _files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()} - {MANIFEST}
 
@@ -85,7 +89,7 @@ def check_output_dir(dest, overwrite: bool = False, inputs: Iterable = ()) -> Pa
         return dest
     if not dest.is_dir():
         raise OutputError(f"{dest}: exists and is not a folder")
-    if not any(dest.iterdir()):
+    if not _holds_files(dest):  # empty, or only empty folders (Snakemake makes outputs' parents first)
         _check_writable(dest)
         return dest
     made = _manifest_files(dest)
@@ -129,7 +133,7 @@ def check_resumable_dir(dest, marker: str) -> Path:
     why = _protected(dest, ())
     if why:
         raise OutputError(f"{dest}: refusing to write there: it {why}")
-    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / marker).is_file())):
+    if dest.exists() and (not dest.is_dir() or (_holds_files(dest) and not (dest / marker).is_file())):
         raise OutputError(f"{dest}: exists and is not empty, and holds no {marker} of an earlier run; "
                           "give a new or empty folder")
     _check_writable(dest)
