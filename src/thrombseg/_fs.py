@@ -39,6 +39,13 @@ def check_id(value, what: str = "subject") -> str:
     return text
 
 
+def _refuse_protected(dest: Path, inputs: Iterable) -> None:
+    """OutputError when ``dest`` may never be replaced (root, home, working directory, an input's folder)."""
+    why = _protected(dest, inputs)
+    if why:
+        raise OutputError(f"{dest}: refusing to write there: it {why}")
+
+
 def _protected(dest: Path, inputs: Iterable) -> str | None:
     """Why ``dest`` may never be replaced, or None."""
     if dest == Path(dest.anchor):
@@ -81,9 +88,7 @@ def check_output_dir(dest, overwrite: bool = False, inputs: Iterable = ()) -> Pa
     output holding only the files its manifest lists.
     """
     dest = Path(dest).expanduser().resolve()
-    why = _protected(dest, inputs)
-    if why:
-        raise OutputError(f"{dest}: refusing to write there: it {why}")
+    _refuse_protected(dest, inputs)
     if not dest.exists():
         _check_writable(dest)
         return dest
@@ -130,9 +135,7 @@ def add_overwrite_option(parser, file: bool = False) -> None:
 def check_resumable_dir(dest, marker: str) -> Path:
     """A folder a resumable step writes in place: new, empty, or holding that step's ``marker`` file."""
     dest = Path(dest).expanduser().resolve()
-    why = _protected(dest, ())
-    if why:
-        raise OutputError(f"{dest}: refusing to write there: it {why}")
+    _refuse_protected(dest, ())
     if dest.exists() and (not dest.is_dir() or (_holds_files(dest) and not (dest / marker).is_file())):
         raise OutputError(f"{dest}: exists and is not empty, and holds no {marker} of an earlier run; "
                           "give a new or empty folder")
