@@ -185,12 +185,13 @@ def build(ws: Path) -> list[Case]:
         (big / f"{f}.nii.gz").write_bytes((data / f"{f}.nii.gz").read_bytes())
 
     # models and landmarks for predict
-    from thrombseg.training.trainer import TrainConfig, make_model
+    from thrombseg.models.checkpoint import build_network
+    from thrombseg.training.trainer import TrainConfig
 
     models = ws / "models"
     models.mkdir()
     cfg = TrainConfig.from_dict({"model": "unet25d", "modalities": ["swi", "dwi"], "model_kwargs": {"widths": [4, 8]}})
-    torch.save({"model": make_model(cfg).state_dict(), "config": cfg.to_dict()}, models / "model.pt")
+    torch.save({"model": build_network(cfg).state_dict(), "config": cfg.to_dict()}, models / "model.pt")
     marker = ws / "CODE_RAN"
     torch.save({"model": RunsCode(str(marker)), "config": {}}, models / "evil.pt")
     (models / "truncated.pt").write_bytes((models / "model.pt").read_bytes()[:200])
@@ -207,7 +208,7 @@ def build(ws: Path) -> list[Case]:
     prev = ws / "previous_output"
     prev.mkdir()
     (prev / "p1_thrombus_mask.nii.gz").write_bytes(b"old output")
-    from thrombseg._fs import write_manifest
+    from thrombseg.core.fs import write_manifest
 
     write_manifest(prev, "predict")
     (prev / "my_annotation.nii.gz").write_bytes(b"added by the user afterwards")

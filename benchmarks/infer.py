@@ -64,7 +64,8 @@ def build_stand_in(res: Path, config: Path) -> None:
     from thrombseg.models.checkpoint import save_checkpoint
     from thrombseg.synth import generate_cohort
     from thrombseg.training.cli import experiment_settings
-    from thrombseg.training.trainer import TrainConfig, _export, make_model
+    from thrombseg.models.checkpoint import build_network, export
+    from thrombseg.training.trainer import TrainConfig
 
     conf = yaml.safe_load(config.read_text())
     training = conf["training"]
@@ -81,7 +82,7 @@ def build_stand_in(res: Path, config: Path) -> None:
         cfg = TrainConfig.from_dict(experiment_settings(training, exp, target)[0] | {"device": "cpu"})
         torch.manual_seed(cfg.seed)
         folder.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(_export(make_model(cfg), cfg, {"untrained": True}), folder / "model.pt")
+        save_checkpoint(export(build_network(cfg), cfg.to_dict(), {"untrained": True}), folder / "model.pt")
 
 
 def one(args) -> dict:
@@ -217,7 +218,7 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from thrombseg.cli import UserError
+    from thrombseg.core.errors import UserError
     from thrombseg.inference.cli import results_files
     from thrombseg.preprocessing.pipeline import resolve_config
 

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     from thrombseg.inference.predict import InferenceConfig, InferenceError, load_checked
     from thrombseg.inference.tune import raw_maps, score_maps
-    from thrombseg.training.data import load_case
+    from thrombseg.core.case import load_case
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(ROOT / "results"), help="the trained run (models)")

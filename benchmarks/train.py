@@ -28,9 +28,12 @@ import yaml
 from torch.utils.data import DataLoader
 
 from thrombseg.training.cli import experiment_settings
-from thrombseg.training.data import Case, StackDataset, load_case
+from thrombseg.core.case import Case, load_case
+from thrombseg.training.data import StackDataset
 from thrombseg.training.losses import SegmentationLoss
-from thrombseg.training.trainer import TrainConfig, make_model, resolve_device
+from thrombseg.models.checkpoint import build_network
+from thrombseg.models.checkpoint import resolve_device
+from thrombseg.training.trainer import TrainConfig
 
 from _common import header
 
@@ -78,7 +81,7 @@ def _gpu_util(samples: list, stop: threading.Event) -> None:
 
 def _throughput(cfg: TrainConfig, device, batches, steps: int) -> tuple[float, list]:
     """Stacks per second over ``steps`` training steps after 2 warm-up steps; GPU utilisation samples."""
-    model = make_model(cfg).to(device)
+    model = build_network(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = SegmentationLoss(cfg.loss).to(device)
     samples, stop = [], threading.Event()

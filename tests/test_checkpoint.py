@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from thrombseg.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from thrombseg.training.trainer import TrainConfig, load_model, make_model
+from thrombseg.models.checkpoint import build_network
+from thrombseg.models.checkpoint import load_model
+from thrombseg.training.trainer import TrainConfig
 
 TINY = {"model": "unet25d", "modalities": ["swi", "dwi"], "model_kwargs": {"widths": [4, 8]}}
 
@@ -24,7 +26,7 @@ class _RunsCode:
 def _blob(seed=0) -> dict:
     torch.manual_seed(seed)
     cfg = TrainConfig.from_dict(TINY)
-    return {"model": make_model(cfg).state_dict(), "config": cfg.to_dict()}
+    return {"model": build_network(cfg).state_dict(), "config": cfg.to_dict()}
 
 
 def test_code_in_a_checkpoint_never_runs(tmp_path):

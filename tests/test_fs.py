@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from thrombseg._fs import MANIFEST, OutputError, atomic_dir, check_id, check_resumable_dir, write_manifest
+from thrombseg.core.fs import MANIFEST, OutputError, atomic_dir, check_id, check_resumable_dir, write_manifest
 
 
 def test_atomic_dir_replaces_on_success_and_leaves_old_output_on_failure(tmp_path):
@@ -127,7 +127,7 @@ def test_resumable_dir(tmp_path):
 
 
 def test_output_file(tmp_path):
-    from thrombseg._fs import check_output_file
+    from thrombseg.core.fs import check_output_file
 
     f = tmp_path / "out.tsv"
     assert check_output_file(f) == f.resolve()
@@ -165,7 +165,7 @@ def test_leftovers_of_a_killed_run_are_cleared_and_a_swapped_output_restored(tmp
     import subprocess
     import sys
 
-    from thrombseg._fs import PARTIAL
+    from thrombseg.core.fs import PARTIAL
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from conftest import write_nifti
-from thrombseg.cli import main, positive_int
+from thrombseg.cli import main
+from thrombseg.core.errors import positive_int
 from thrombseg.ingest import IngestError, ingest_subject
 from thrombseg.sheet import COLUMNS, MAX_GZIP_RATIO, SheetError, read_nifti3d, read_sheet, validate_sheet
 

@@ -351,22 +351,25 @@ def test_attllstm_missing_key_changes_nothing_but_the_mask():
 
 
 def test_attllstm_gets_its_modalities_from_the_trainer():
-    from thrombseg.training.trainer import TrainConfig, make_model
+    from thrombseg.models.checkpoint import build_network
+    from thrombseg.training.trainer import TrainConfig
 
     cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": ["flair", "adc", "dwi", "phase", "swi"],
                                  "model_kwargs": SMALL["attllstm"]})
-    assert make_model(cfg).roles == {"query": "dwi", "keys": ["swi", "phase"], "extras": ["flair", "adc"]}
+    assert build_network(cfg).roles == {"query": "dwi", "keys": ["swi", "phase"], "extras": ["flair", "adc"]}
     cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": FIVE,
                                  "model_kwargs": {**SMALL["attllstm"], "query": "flair", "keys": ["phase"]}})
-    assert make_model(cfg).roles == {"query": "flair", "keys": ["phase"], "extras": ["swi", "dwi", "adc"]}
+    assert build_network(cfg).roles == {"query": "flair", "keys": ["phase"], "extras": ["swi", "dwi", "adc"]}
 
 
 def test_old_attllstm_checkpoint_fails_in_one_line(tmp_path):
     from thrombseg.models.checkpoint import CheckpointError, save_checkpoint
-    from thrombseg.training.trainer import TrainConfig, load_model, make_model
+    from thrombseg.models.checkpoint import build_network
+    from thrombseg.models.checkpoint import load_model
+    from thrombseg.training.trainer import TrainConfig
 
     cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": FIVE})
-    sd = make_model(cfg).state_dict()
+    sd = build_network(cfg).state_dict()
     # The earlier layout: embed_q over the first channel, embed_kv over the concatenated others.
     old = {k: v for k, v in sd.items() if not k.startswith(("embed_query", "embed_keys", "key_fusion"))}
     old |= {"embed_q.weight": torch.zeros(32, 1, 4, 4), "embed_q.bias": torch.zeros(32),

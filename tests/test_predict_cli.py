@@ -22,12 +22,13 @@ import torch  # noqa: E402
 
 pytest.importorskip("ants")
 
-from thrombseg._fs import OutputError  # noqa: E402
+from thrombseg.core.fs import OutputError  # noqa: E402
 from thrombseg.cli import main  # noqa: E402
 from thrombseg.inference.cli import results_files  # noqa: E402
 from thrombseg.inference.patient import check_sequences, known_sequences, predict_patient, to_native  # noqa: E402
 from thrombseg.inference.predict import InferenceConfig, InferenceError  # noqa: E402
-from thrombseg.training.trainer import TrainConfig, make_model  # noqa: E402
+from thrombseg.models.checkpoint import build_network  # noqa: E402
+from thrombseg.training.trainer import TrainConfig  # noqa: E402
 
 FAST = {"threads": 2, "qc": {"montage": False}, "n4": {"enabled": False}, "registration": {"reg_spacing_mm": 4.0}}
 TINY = {"model": "unet25d", "model_kwargs": {"widths": [4, 8]}, "stack": 4}
@@ -48,7 +49,7 @@ def _save(img: nib.Nifti1Image, path: Path) -> str:
 def _model(path: Path, modalities, seed=0) -> Path:
     torch.manual_seed(seed)
     cfg = TrainConfig.from_dict(TINY | {"modalities": list(modalities)})
-    torch.save({"model": make_model(cfg).state_dict(), "config": cfg.to_dict()}, path)
+    torch.save({"model": build_network(cfg).state_dict(), "config": cfg.to_dict()}, path)
     return path
 
 

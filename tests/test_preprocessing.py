@@ -20,6 +20,7 @@ import pytest  # noqa: E402
 
 ants = pytest.importorskip("ants")
 
+from thrombseg.core.io import atomic_path  # noqa: E402
 from thrombseg.preprocessing import _io  # noqa: E402
 from thrombseg.preprocessing import harmonize as H  # noqa: E402
 from thrombseg.preprocessing import registration as R  # noqa: E402
@@ -147,7 +148,7 @@ def test_bad_inputs_name_file_and_problem(tmp_path, capsys):
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "x.nii.gz"
     with pytest.raises(RuntimeError):
-        with _io.atomic_path(target) as tmp:
+        with atomic_path(target) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import write_nifti
 from thrombseg.cli import main
-from thrombseg.sheet import COLUMNS, SheetError, sheet_from_bids, validate_sheet
+from thrombseg.sheet import COLUMNS, SheetError, validate_sheet
 
 
 def _row(**kw):

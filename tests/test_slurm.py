@@ -14,7 +14,6 @@ MinJobAge seconds (300 here), and the tiny DAG runs longer than that on 2 cores.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess

@@ -310,7 +310,7 @@ def test_default_demo_cohort(tmp_path):
 def test_an_interrupted_run_leaves_the_previous_cohort_whole(tmp_path, monkeypatch):
     """Before: a killed `thrombseg synth` over an existing cohort left a mix of two seeds."""
     import thrombseg.synth.cohort as cohort_mod
-    from thrombseg._fs import OutputError
+    from thrombseg.core.fs import OutputError
 
     out = tmp_path / "cohort"
     sheet = generate_cohort(out, n_per_center=1, centers=[TINY_CENTER], seed=11)

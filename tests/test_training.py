@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from thrombseg.training.data import StackDataset, load_case
+from thrombseg.core.case import load_case
+from thrombseg.training.data import StackDataset
 from thrombseg.training.splits import assign_splits
-from thrombseg.training.trainer import TrainConfig, load_model, train
+from thrombseg.models.checkpoint import load_model
+from thrombseg.training.trainer import TrainConfig, train
 
 TINY = {"model": "upattllstm", "model_kwargs": {"widths": [4, 8]}, "stack": 4, "crop": [24, 24],
         "batch_size": 4, "lr": 3e-3, "augment": None, "val_every": 100}
@@ -129,7 +131,7 @@ logging.basicConfig(level=logging.INFO)
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from test_training import TINY
-from thrombseg.training.data import load_case
+from thrombseg.core.case import load_case
 from thrombseg.training.trainer import TrainConfig, train
 cases = [load_case({data!r} + f"/c{{i}}") for i in range(3)]
 cfg = TrainConfig.from_dict(TINY | {{"modalities": ["swi", "dwi", "flair"], "epochs": 5, "repeats": 6,
@@ -228,14 +230,14 @@ def test_dropout_arms_differ_only_in_modality_dropout(tmp_path, monkeypatch):
     (the dropout) differs, and ``none`` feeds the model the loader's batch unchanged."""
     from thrombseg.training import trainer
 
-    real = trainer.make_model
+    real = trainer.build_network
     recorders = {}
 
     def recording(cfg):
         recorders[cfg.dropout.schedule] = _Recorder(real(cfg))
         return recorders[cfg.dropout.schedule]
 
-    monkeypatch.setattr(trainer, "make_model", recording)
+    monkeypatch.setattr(trainer, "build_network", recording)
     batches = []
     monkeypatch.setattr(trainer.GradualModalityDropout, "__call__",
                         lambda self, x, av, a, generator=None, _call=trainer.GradualModalityDropout.__call__:

@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ._fs import atomic_dir, check_id
+from .core.fs import atomic_dir, check_id
 from .sheet import LABELS, SEQUENCES, Problem, SheetError, label_reference, read_nifti3d, read_sheet, resolve
 
 LABEL_OUT = {"thrombus_mask": "thrombus", "lesion_mask": "lesion"}
@@ -76,7 +76,7 @@ def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path, overwrite:
         row: the patient's sheet row (column -> string).
         sheet: the sheet path, against which relative paths resolve.
         out_dir: the patient's output folder; written atomically (a temp folder renamed at the end).
-            It must be new or empty, or (``overwrite``) a previous thrombseg output; see ``_fs``.
+            It must be new or empty, or (``overwrite``) a previous thrombseg output; see ``thrombseg.core.fs``.
 
     Returns:
         The sidecar dictionary that is also written to ``<subject>_ingest.json``.

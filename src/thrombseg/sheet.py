@@ -19,17 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SEQUENCES: tuple[str, ...] = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")
-LABELS: tuple[str, ...] = ("thrombus_mask", "lesion_mask")
-COLUMNS: tuple[str, ...] = ("subject", "center", "split", *SEQUENCES, *LABELS)
-SPLITS = ("train", "val", "test")
+from .core.sequences import LABEL_GRID, LABELS, SEQUENCES
 
-# The image each label is drawn on, in order of preference: annotators draw the thrombus on the
-# susceptibility image and the infarct on DWI.
-LABEL_GRID: dict[str, tuple[str, ...]] = {
-    "thrombus_mask": ("swi", "t2star"),
-    "lesion_mask": ("dwi", "adc", "flair"),
-}
+COLUMNS: tuple[str, ...] = ("subject", "center", "split", *SEQUENCES, *LABELS)
 
 GRID_ATOL_MM = 1e-3  # affine tolerance when comparing a mask's grid to its image's grid
 

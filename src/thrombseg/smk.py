@@ -19,7 +19,7 @@ def use_this_python() -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from ._fs import OutputError
+    from .core.fs import OutputError
     from .config import ConfigError
     from .ingest import IngestError
     from .sheet import SheetError

@@ -2,7 +2,7 @@
 import json
 import sys
 
-from thrombseg._fs import OutputError
+from thrombseg.core.fs import OutputError
 from thrombseg.ingest import IngestError, ingest_from_sheet
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)

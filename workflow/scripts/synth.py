@@ -4,7 +4,7 @@ import logging
 import sys
 from pathlib import Path
 
-from thrombseg._fs import MANIFEST, write_manifest
+from thrombseg.core.fs import MANIFEST, write_manifest
 from thrombseg.synth import generate_cohort
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821  (injected by Snakemake)

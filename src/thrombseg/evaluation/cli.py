@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def _user_error(msg: str):
-    from ..cli import UserError
+    from ..core.errors import UserError
 
     return UserError(msg)
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .._fs import add_overwrite_option, check_output_file
+from ..core.fs import add_overwrite_option, check_output_file
 
 SEQUENCES = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")  # = sheet.SEQUENCES; literal keeps --help light
 
 
 def _user_error(exc):
-    from ..cli import UserError
+    from ..core.errors import UserError
 
     return UserError(str(exc))
 
@@ -176,7 +176,7 @@ def add_subparsers(subparsers) -> None:
                    help="post-processing settings chosen on validation patients (thrombseg tune-postprocess)")
     s.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    from ..cli import positive_int
+    from ..core.errors import positive_int
 
     s.add_argument("--threads", type=positive_int, help="CPU threads (ANTs and torch)")
     s.add_argument("--keep-work", action="store_true", help="keep ingest/preprocessed/harmonized under OUT_DIR/work")

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._fs import atomic_dir, check_id, check_output_dir
+from ..core.fs import atomic_dir, check_id, check_output_dir
 from ..sheet import SEQUENCES
-from ..training.data import DEFAULT_FALLBACK
+from ..core.sequences import FALLBACK
 from .predict import InferenceConfig, InferenceError
 
 SUMMARY = "{subject}_prediction.json"
@@ -38,7 +38,7 @@ def known_sequences(modalities) -> dict[str, str]:
     """Sequence -> model channel it feeds (a channel's own sequence or its fallback, e.g. t2star -> swi)."""
     out: dict[str, str] = {}
     for m in modalities:
-        for s in (m, *DEFAULT_FALLBACK.get(m, ())):
+        for s in (m, *FALLBACK.get(m, ())):
             out.setdefault(s, m)
     return out
 
@@ -144,7 +144,7 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
     Args:
         images: sequence name (``thrombseg.sheet.SEQUENCES``) -> NIfTI path; any subset the model knows.
         out_dir: the patient's output folder: new or empty, or (``overwrite``) a previous thrombseg
-            output holding nothing else (see ``thrombseg._fs``).
+            output holding nothing else (see ``thrombseg.core.fs``).
         thrombus_model, infarct_model: ``model.pt`` files of the workflow (infarct optional).
         landmarks: the workflow's Nyul landmarks JSON (``harmonization/landmarks.json``).
         preprocess_config: the workflow config or its ``preprocess:`` section (None: defaults).
@@ -163,7 +163,7 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
     from ..preprocessing._io import PreprocessingError, load_image, nifti_affine, set_threads
     from ..preprocessing.harmonize import harmonize_subject, load_landmarks
     from ..preprocessing.pipeline import preprocess_subject, resolve_config
-    from ..training.data import load_case
+    from ..core.case import load_case
     from .predict import case_sequences, inference_device, load_checked, predict_case
 
     icfg = icfg or InferenceConfig()

@@ -18,9 +18,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .._fs import check_id
+from ..core.fs import check_id
 from ..evaluation.metrics import evaluate_case
-from ..training.data import DEFAULT_FALLBACK, Case, load_case
+from ..core.case import Case, load_case
+from ..core.sequences import FALLBACK
 from .postprocess import postprocess_thrombus
 from .sliding import predict_volume
 
@@ -82,7 +83,7 @@ class InferenceError(ValueError):
 
 def inference_device(name: str):
     """torch device for ``name`` (auto | cpu | cuda); a requested but absent GPU is an InferenceError."""
-    from ..training.trainer import resolve_device
+    from ..models.checkpoint import resolve_device
 
     try:
         return resolve_device(name)
@@ -91,9 +92,9 @@ def inference_device(name: str):
 
 
 def load_checked(path, device, what: str = "thrombus"):
-    """(model, TrainConfig) from a model file; a missing or unreadable file is an InferenceError."""
+    """(model, ModelSpec) from a model file; a missing or unreadable file is an InferenceError."""
     from ..models.checkpoint import CheckpointError
-    from ..training.trainer import load_model
+    from ..models.checkpoint import load_model
 
     p = Path(path)
     if not p.is_file():
@@ -108,7 +109,7 @@ def load_checked(path, device, what: str = "thrombus"):
 
 def case_sequences(case: Case, modalities: list[str]) -> list[str]:
     """The case's sequences that feed one of the model's channels (directly or as fallback)."""
-    feeds = {m: (m, *DEFAULT_FALLBACK.get(m, ())) for m in modalities}
+    feeds = {m: (m, *FALLBACK.get(m, ())) for m in modalities}
     return sorted({s for m, names in feeds.items() for s in names if s in case.images})
 
 

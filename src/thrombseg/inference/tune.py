@@ -134,7 +134,7 @@ def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus
     ``section`` is the workflow's ``inference:`` section; its ``tune:`` grid (default
     :data:`DEFAULT_GRID`) lists the candidates.
     """
-    from ..training.data import load_case
+    from ..core.case import load_case
     from .predict import inference_device, inference_settings, load_checked
 
     grid = tune_grid(section)

@@ -20,10 +20,10 @@ from .attention import AttentionGateFusion
 from .llstm import LogicLSTM
 
 #: Channel names assumed when a model is built with ``n_modalities`` only: the project's standard
-#: thrombus order (training.trainer.DEFAULT_MODALITIES), truncated; further channels are ``seq<i>``.
+#: thrombus order (core.sequences.DEFAULT_MODALITIES), truncated; further channels are ``seq<i>``.
 STANDARD_ORDER = ("swi", "phase", "dwi", "adc", "flair")
 #: Other names a role may be filled by, in order: T2*-GRE is the project's SWI fallback
-#: (training.data.DEFAULT_FALLBACK) and SWAN is GE's SWI, the paper's name for it.
+#: (core.sequences.FALLBACK) and SWAN is GE's SWI, the paper's name for it.
 ALIASES: dict[str, tuple[str, ...]] = {"swi": ("swan", "t2star"), "swan": ("swi", "t2star")}
 EXTRAS = ("query", "keys", "ignore")
 #: State-dict keys only the pre-2026 layout had (first channel queried all the others).

@@ -4,17 +4,26 @@ A pickled model file can run any code when it is loaded; thrombseg never loads o
 saves holds only tensors, numbers, strings, lists and dicts (numpy values are converted first), and
 files of earlier thrombseg versions, which held numpy scalars and arrays, still load: numpy's data
 reconstructors are the only globals allowed besides torch's own.
+
+Inference rebuilds a model from its file through :func:`load_model` alone: the training stage is
+never imported to read one.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..core.sequences import DEFAULT_MODALITIES
+
+FORMAT = 1  # ``thrombseg_format`` of the model files this version writes
 
 
 class CheckpointError(ValueError):
@@ -75,3 +84,67 @@ def load_checkpoint(path: str | Path, device="cpu", keys: tuple[str, ...] = ("mo
     if not isinstance(blob, dict) or any(k not in blob for k in keys):
         raise CheckpointError(f"{path}: not a thrombseg checkpoint (expected a dict with {', '.join(keys)})")
     return blob
+
+
+@dataclass
+class ModelSpec:
+    """What a model file says about its network: how to build it and what it reads.
+
+    ``config`` is the whole training configuration saved with the weights (provenance).
+    """
+
+    model: str = "upattllstm"
+    model_kwargs: dict = field(default_factory=dict)
+    modalities: list[str] | None = None
+    target: str = "thrombus"
+    stack: int = 12
+    threshold: float = 0.5
+    config: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelSpec":
+        keys = ("model", "model_kwargs", "modalities", "target", "stack", "threshold")
+        spec = cls(**{k: config[k] for k in keys if config.get(k) is not None}, config=dict(config))
+        if spec.modalities is None:
+            spec.modalities = list(DEFAULT_MODALITIES[spec.target])
+        return spec
+
+
+def build_network(spec) -> torch.nn.Module:
+    """The network ``spec`` names (a ModelSpec or a training config); a model whose constructor takes
+    ``modalities`` (AttLLSTM) gets the channel names too, so it can give sequences their roles."""
+    from . import MODEL_REGISTRY, build_model
+
+    kwargs = dict(spec.model_kwargs)
+    cls = MODEL_REGISTRY.get(str(spec.model).strip().lower())
+    if cls is not None and "modalities" in inspect.signature(cls).parameters:
+        kwargs.setdefault("modalities", list(spec.modalities))
+    return build_model(spec.model, n_modalities=len(spec.modalities), n_classes=2, **kwargs)
+
+
+def export(model: torch.nn.Module, config: dict, metrics: dict) -> dict:
+    """What inference needs: weights + the configuration that built them."""
+    return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "config": config, "metrics": dict(metrics), "thrombseg_format": FORMAT}
+
+
+def load_model(path: str | Path, device="cpu") -> tuple[torch.nn.Module, ModelSpec]:
+    """Rebuild a trained model from ``model.pt``, in eval mode."""
+    blob = load_checkpoint(path, device)  # data only: a model file never runs code
+    spec = ModelSpec.from_config(blob["config"])
+    model = build_network(spec).to(device)
+    try:
+        model.load_state_dict(blob["model"])
+    except ValueError as exc:  # a model that recognises an incompatible layout says so in one line
+        raise CheckpointError(f"{path}: {exc}") from None
+    model.eval()
+    return model, spec
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when visible; a requested but absent GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but no CUDA device is visible (use 'auto' or 'cpu')")
+    return torch.device(name)

@@ -1,18 +1,12 @@
-"""Shared helpers of the preprocessing stage: clear errors, image loading, atomic writes.
+"""Shared helpers of the preprocessing stage: clear errors, ANTs <-> NIfTI images, image writes.
 
-Every file this stage writes goes through one of the ``atomic_*`` helpers: the content is written to
-a hidden temporary file in the destination folder and renamed over the target, so a crash or a kill
-never leaves a half-written output that Snakemake (or a human) could mistake for a finished one.
+Every file this stage writes goes through :mod:`thrombseg.core.io` (temporary file, then rename).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
 
 import numpy as np
 
@@ -20,6 +14,8 @@ import numpy as np
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
 
 import ants  # noqa: E402  (after the thread setting)
+
+from ..core.io import write_nifti  # noqa: E402
 
 # LPS (ITK/ANTs) <-> RAS (NIfTI/nibabel) flip of the first two physical axes.
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -125,68 +121,6 @@ def like(ref: ants.ANTsImage, data: np.ndarray) -> ants.ANTsImage:
                            spacing=ref.spacing, direction=ref.direction)
 
 
-# --------------------------------------------------------------------------------------------------
-# atomic writing
-# --------------------------------------------------------------------------------------------------
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffixes) and rename it onto ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def atomic_write_nifti(img, path: str | Path, dtype=np.float32) -> Path:
     """Write an ANTs or nibabel image as NIfTI atomically (ANTs images get a clean RAS header)."""
-    import nibabel as nib
-
-    nii = to_nibabel(img, dtype) if isinstance(img, ants.ANTsImage) else img
-    with atomic_path(path) as tmp:
-        nib.save(nii, str(tmp))
-    return Path(path)
-
-
-def atomic_save_npy(arr: np.ndarray, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(arr))
-    return Path(path)
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
-
-
-def atomic_write_json(obj: Any, path: str | Path) -> Path:
-    return atomic_write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def atomic_copy(src: str | Path, dst: str | Path) -> Path:
-    import shutil
-
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return Path(dst)
+    return write_nifti(to_nibabel(img, dtype) if isinstance(img, ants.ANTsImage) else img, path)

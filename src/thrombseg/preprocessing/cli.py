@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from .._fs import add_overwrite_option, check_output_file
+from ..core.fs import add_overwrite_option, check_output_file
 
 
 def _load_config(path, backend=None, threads=None) -> dict:
@@ -105,7 +105,7 @@ BACKENDS = ("deepbet", "ants", "hdbet")  # = skullstrip.BACKENDS; literal so `th
 
 
 def _add_commands(sub) -> None:
-    from ..cli import positive_int
+    from ..core.errors import positive_int
 
     s = sub.add_parser("subject", help="preprocess one ingested patient")
     s.add_argument("ingest_dir", type=Path, help="ingest root (holding <subject>/) or the subject's folder")

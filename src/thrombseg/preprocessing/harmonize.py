@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._fs import check_id
-from ._io import PreprocessingError, atomic_save_npy, atomic_write_json, load_image
+from ..core.fs import check_id
+from ..core.io import write_json, write_npy
+from ._io import PreprocessingError, load_image
 
 #: Canonical ADC unit of the pipeline.
 ADC_UNIT = "1e-3 mm^2/s"
@@ -96,7 +97,7 @@ def fit_landmarks(preproc_dir: str | Path, subjects, out_path: str | Path, *, se
                                             mask_path=[str(m) for _, m in pairs], progress=False)
         out["landmarks"][seq] = [float(x) for x in lm]
         out["n_subjects"][seq] = len(pairs)
-    return atomic_write_json(out, out_path)
+    return write_json(out, out_path)
 
 
 def load_landmarks(path: str | Path) -> dict:
@@ -196,16 +197,16 @@ def harmonize_subject(preproc_dir: str | Path, subject: str, landmarks_path: str
             step["nyul"] = False
         z, stats = robust_zscore(a, mask, cfg["clip"], keep=icv)
         step.update(stats)
-        atomic_save_npy(z, dst / f"{subject}_{seq}.npy")
+        write_npy(z, dst / f"{subject}_{seq}.npy")
         info["sequences"][seq] = step
-    atomic_save_npy(mask.astype(np.uint8), dst / f"{subject}_brainmask.npy")
-    atomic_save_npy(icv.astype(np.uint8), dst / f"{subject}_icvmask.npy")
+    write_npy(mask.astype(np.uint8), dst / f"{subject}_brainmask.npy")
+    write_npy(icv.astype(np.uint8), dst / f"{subject}_icvmask.npy")
     for name in LABEL_NAMES:
         p = src / f"{subject}_{name}.nii.gz"
         if p.is_file():
             lab = load_image(p, what=f"{name} label", allow_constant=True).numpy() > 0.5
-            atomic_save_npy(lab.astype(np.uint8), dst / f"{subject}_label-{name}.npy")
+            write_npy(lab.astype(np.uint8), dst / f"{subject}_label-{name}.npy")
             info["labels"][name] = int(lab.sum())
     info["seconds"] = round(time.perf_counter() - t0, 3)
-    atomic_write_json(info, dst / f"{subject}_arrays.json")
+    write_json(info, dst / f"{subject}_arrays.json")
     return info

@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .._fs import atomic_dir, check_id, check_output_dir
+from ..core.fs import atomic_dir, check_id, check_output_dir
 from ..sheet import LABEL_GRID as SHEET_LABEL_GRID
+from ..core.io import write_json
 from ..sheet import SEQUENCES
 from . import skullstrip as ss
-from ._io import (PreprocessingError, atomic_write_json, atomic_write_nifti, like, load_image, nifti_affine,
+from ._io import (PreprocessingError, atomic_write_nifti, like, load_image, nifti_affine,
                   set_threads)
 from .bias import N4_SKIP_DEFAULT, n4_correct
 from .harmonize import NYUL_SKIP_DEFAULT, detect_adc_units
@@ -383,5 +384,5 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
             tick("qc", t0)
         timings["total"] = round(time.perf_counter() - t_all, 3)
         meta["timings_s"] = timings
-        atomic_write_json(meta, tmp / f"{subject}_preproc.json")
+        write_json(meta, tmp / f"{subject}_preproc.json")
     return meta

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_path, atomic_write_text
+from ..core.io import atomic_path, write_text
 
 BRAIN_ML_RANGE = (700.0, 2300.0)
 ROBUST_Z = 3.5
@@ -186,5 +186,5 @@ def write_center_qc(preproc_jsons, out_tsv: str | Path, *, center: str | None = 
         df = flag_outliers(df.sort_values("subject").reset_index(drop=True))
     else:
         df = pd.DataFrame(columns=["subject", "center", "flags", "outlier"])
-    atomic_write_text(df.to_csv(sep="\t", index=False, float_format="%.5g"), out_tsv)
+    write_text(df.to_csv(sep="\t", index=False, float_format="%.5g"), out_tsv)
     return df

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._fs import atomic_dir
+from ..core.fs import atomic_dir
 from .atlas import get_atlas
 from .centers import DEFAULT_CENTERS, validate_centers
 from .io import write_json, write_tsv

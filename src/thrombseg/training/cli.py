@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .._fs import add_overwrite_option, check_output_file
+from ..core.fs import add_overwrite_option, check_output_file
 from .splits import PROTOCOLS, assign_splits, write_splits
 
 EXPERIMENT_ONLY = ("protocol", "protocol_center")
@@ -46,7 +46,7 @@ def experiment_settings(training: dict, experiment: str, target: str = "thrombus
 def run_training(harmonized_dir: str | Path, splits: str | Path, outdir: str | Path, cfg_dict: dict,
                  resume: bool = True) -> dict:
     """Train on the ``train`` rows of a splits table, validate on its ``val`` rows."""
-    from .data import load_case
+    from ..core.case import load_case
     from .trainer import TrainConfig, train
 
     cfg = TrainConfig.from_dict(cfg_dict)

@@ -11,88 +11,14 @@ reproducible whatever the worker count or order, which is what makes resume bit-
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from ..sheet import SEQUENCES
-
-# A model channel may be filled by another sequence of the same family when the first is absent:
-# T2*-GRE stands in for SWI as the susceptibility channel (both show the blooming thrombus).
-DEFAULT_FALLBACK: dict[str, tuple[str, ...]] = {"swi": ("t2star",)}
-TARGET_FILES = {"thrombus": "label-thrombus", "lesion": "label-lesion"}
-
-
-@dataclass
-class Case:
-    """One patient's harmonized volumes (x, y, z), memory-mapped."""
-
-    subject: str
-    center: str
-    images: dict[str, np.ndarray]
-    labels: dict[str, np.ndarray] = field(default_factory=dict)
-    brain: np.ndarray | None = None
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    affine: np.ndarray | None = None  # voxel -> RAS mm of the harmonized grid, when known
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return next(iter(self.images.values())).shape
-
-    def inputs(self, modalities, fallback=DEFAULT_FALLBACK, drop=()) -> tuple[list, np.ndarray]:
-        """Arrays for the model's channels (None = absent) and the availability vector."""
-        arrays, avail = [], []
-        for m in modalities:
-            arr = None
-            for name in (m, *fallback.get(m, ())):
-                if name in self.images and name not in drop:
-                    arr = self.images[name]
-                    break
-            arrays.append(arr)
-            avail.append(arr is not None)
-        return arrays, np.asarray(avail, bool)
-
-
-def load_case(folder: str | Path, subject: str | None = None, center: str = "", mmap: bool = True) -> Case:
-    """Load a harmonized case folder (``<subject>_<seq>.npy``, ``_label-*.npy``, ``_brainmask.npy``)."""
-    folder = Path(folder)
-    subject = subject or folder.name
-    if not folder.is_dir():
-        raise FileNotFoundError(f"harmonized case folder not found: {folder}")
-    mode = "r" if mmap else None
-    images, labels, brain = {}, {}, None
-    for f in sorted(folder.glob(f"{subject}_*.npy")):
-        key = f.stem[len(subject) + 1:]
-        if key in SEQUENCES:
-            images[key] = np.load(f, mmap_mode=mode)
-        elif key == "brainmask":
-            brain = np.load(f, mmap_mode=mode)
-        else:
-            for target, stem in TARGET_FILES.items():
-                if key == stem:
-                    labels[target] = np.load(f, mmap_mode=mode)
-    if not images:
-        raise FileNotFoundError(f"{folder}: no harmonized sequence arrays ({subject}_<seq>.npy)")
-    spacing, affine = (1.0, 1.0, 1.0), None
-    for j in sorted(folder.glob("*.json")):
-        try:
-            meta = json.loads(j.read_text())
-        except ValueError:
-            continue
-        sp = meta.get("spacing_mm") or meta.get("spacing")
-        if sp:
-            spacing = tuple(float(v) for v in sp)
-            center = center or meta.get("center", "")
-            if meta.get("affine_ras") is not None:
-                affine = np.asarray(meta["affine_ras"], float)
-            break
-    return Case(subject, center, images, labels, brain, spacing, affine)
-
+from ..core.case import Case
 
 @dataclass
 class AugmentConfig:

@@ -9,7 +9,6 @@ and for users who change the seeding).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -24,9 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .._fs import check_resumable_dir
-from ..models import MODEL_REGISTRY, build_model
-from ..models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..core.fs import check_resumable_dir
+from ..core.sequences import DEFAULT_MODALITIES
+from ..models.checkpoint import (build_network, export, load_checkpoint, resolve_device,
+                                save_checkpoint)
 from .data import AugmentConfig, Case, StackDataset
 from .losses import SegmentationLoss
 from .modality_dropout import (GROUPINGS, PRESETS, SCHEDULES, GradualModalityDropout, attenuation_at,
@@ -34,7 +34,6 @@ from .modality_dropout import (GROUPINGS, PRESETS, SCHEDULES, GradualModalityDro
 
 log = logging.getLogger("thrombseg.training")
 
-DEFAULT_MODALITIES = {"thrombus": ["swi", "phase", "dwi", "adc", "flair"], "lesion": ["dwi", "adc", "flair"]}
 
 
 @dataclass
@@ -137,15 +136,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when visible; a requested but absent GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is visible (use 'auto' or 'cpu')")
-    return torch.device(name)
-
-
 def curriculum(epoch: int, cfg: TrainConfig) -> tuple[float, int, float]:
     """(attenuation, dropout stage index, site-simulation strength) at an epoch.
 
@@ -193,16 +183,6 @@ def _set_rng_state(st: dict) -> None:
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def make_model(cfg: TrainConfig) -> torch.nn.Module:
-    """The configured model; one whose constructor takes ``modalities`` (AttLLSTM) gets the channel
-    names too, so it can give sequences their roles by name."""
-    kwargs = dict(cfg.model_kwargs)
-    cls = MODEL_REGISTRY.get(str(cfg.model).strip().lower())
-    if cls is not None and "modalities" in inspect.signature(cls).parameters:
-        kwargs.setdefault("modalities", list(cfg.modalities))
-    return build_model(cfg.model, n_modalities=len(cfg.modalities), n_classes=2, **kwargs)
 
 
 def evaluate_cases(model, cases: list[Case], cfg: TrainConfig, device) -> dict:
@@ -265,7 +245,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     device = resolve_device(cfg.device)
     torch.use_deterministic_algorithms(cfg.deterministic and device.type == "cpu", warn_only=True)
     _seed_all(cfg.seed)
-    model = make_model(cfg).to(device)
+    model = build_network(cfg).to(device)
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "sgd":
@@ -344,7 +324,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
               "best": max(best, score), "history": history, "config": cfg.to_dict()}
         if score > best:  # best weights kept beside the checkpoint: the workflow may delete model.pt
             best = score
-            save_checkpoint(_export(model, cfg, row), outdir / "checkpoint_best.pt")
+            save_checkpoint(export(model, cfg.to_dict(), row), outdir / "checkpoint_best.pt")
         save_checkpoint(ck, last)
         _write_metrics(history, outdir / "metrics.csv")
         log.info("epoch %d/%d stage %d a=%.2f loss %.4f val dice %.3f det %.2f (%.1f s, %.1f stacks/s)",
@@ -352,7 +332,7 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
                  row["seconds"], row["stacks_per_s"])
         if stop_after is not None and epoch >= stop_after:
             break
-    save_checkpoint(_export(model, cfg, row), outdir / "model_last.pt")
+    save_checkpoint(export(model, cfg.to_dict(), row), outdir / "model_last.pt")
     shutil.copyfile(outdir / "checkpoint_best.pt", outdir / "model.pt.tmp")
     os.replace(outdir / "model.pt.tmp", outdir / "model.pt")
     try:
@@ -360,25 +340,6 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     except Exception as exc:  # a figure must never lose a trained model
         log.warning("training curve not drawn: %s", exc)
     return row
-
-
-def _export(model, cfg: TrainConfig, row: dict) -> dict:
-    """What inference needs: weights + the configuration that built them."""
-    return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "config": cfg.to_dict(), "metrics": dict(row), "thrombseg_format": 1}
-
-
-def load_model(path: str | Path, device="cpu") -> tuple[torch.nn.Module, TrainConfig]:
-    """Rebuild a trained model from ``model.pt``."""
-    blob = load_checkpoint(path, device)  # data only: a model file never runs code
-    cfg = TrainConfig.from_dict(blob["config"])
-    model = make_model(cfg).to(device)
-    try:
-        model.load_state_dict(blob["model"])
-    except ValueError as exc:  # a model that recognises an incompatible layout says so in one line
-        raise CheckpointError(f"{path}: {exc}") from None
-    model.eval()
-    return model, cfg
 
 
 def _write_metrics(history: list[dict], path: Path) -> None:

@@ -153,7 +153,7 @@ def _check_writable(dest: Path) -> None:
 
 def write_manifest(folder: Path, command: str) -> None:
     """List every file under ``folder`` as made by ``command`` (the mark of a thrombseg output)."""
-    from . import __version__
+    from .. import __version__
 
     entry = {"tool": "thrombseg", "version": __version__, "command": command,
              "files": sorted(_files(folder))}

@@ -1,0 +1,111 @@
+"""Every path of a results folder, each in one function: the workflow's rules and ``thrombseg
+predict --results`` read the same layout.
+
+Arguments may be Snakemake wildcards (``"{subject}"``): the functions only format strings.
+Cohort-level outputs (metrics, figures, tables, provenance) of a one-center rerun go to
+``selections/centers-X/`` so that the full run's are never overwritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+HARMONIZATION_DIR = "harmonization"
+MODELS_DIR = "models"
+INFARCT_DIR = "infarct"  # models/infarct/<protocol>/: one infarct model per protocol
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under ``root``; ``selection`` (e.g. ``centers-ctrA``) moves the cohort-level outputs."""
+
+    root: str = "results"
+    selection: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", str(self.root).rstrip("/") or "/")
+
+    # ---------------------------------------------------------------- per-patient outputs
+    @property
+    def logs(self) -> str:
+        return f"{self.root}/logs"
+
+    @property
+    def synthetic_sheet(self) -> str:
+        return f"{self.root}/synthetic/subjects.tsv"
+
+    def ingested(self, subject: str) -> str:
+        return f"{self.root}/ingest/{subject}"
+
+    def preprocessed(self, subject: str = "") -> str:
+        return f"{self.root}/preprocessed" + (f"/{subject}" if subject else "")
+
+    def harmonized(self, subject: str = "") -> str:
+        return f"{self.root}/harmonized" + (f"/{subject}" if subject else "")
+
+    def predictions(self, experiment: str, subject: str = "") -> str:
+        return f"{self.root}/predictions/{experiment}" + (f"/{subject}" if subject else "")
+
+    def splits(self, pid: str) -> str:
+        return f"{self.root}/splits/{pid}.tsv"
+
+    # ---------------------------------------------------------------- fitted artefacts
+    def landmarks(self) -> str:
+        return f"{self.root}/{HARMONIZATION_DIR}/landmarks.json"
+
+    def models(self) -> str:
+        return f"{self.root}/{MODELS_DIR}"
+
+    def thrombus_dir(self, experiment: str) -> str:
+        return f"{self.root}/{MODELS_DIR}/{experiment}/thrombus"
+
+    def thrombus_model(self, experiment: str) -> str:
+        return f"{self.thrombus_dir(experiment)}/model.pt"
+
+    def tuned_postprocess(self, experiment: str) -> str:
+        """Post-processing settings chosen on the experiment's validation patients."""
+        return f"{self.thrombus_dir(experiment)}/postprocess.json"
+
+    def infarct_dir(self, pid: str) -> str:
+        return f"{self.root}/{MODELS_DIR}/{INFARCT_DIR}/{pid}"
+
+    def infarct_model(self, pid: str) -> str:
+        return f"{self.infarct_dir(pid)}/model.pt"
+
+    # ---------------------------------------------------------------- cohort-level outputs
+    @property
+    def agg(self) -> str:
+        """Where the cohort-level outputs of this run go."""
+        return f"{self.root}/selections/{self.selection}" if self.selection else self.root
+
+    @property
+    def agg_logs(self) -> str:
+        return f"{self.agg}/logs"
+
+    def metrics(self, experiment: str) -> str:
+        return f"{self.agg}/metrics/{experiment}"
+
+    @property
+    def figures(self) -> str:
+        return f"{self.agg}/figures"
+
+    @property
+    def tables(self) -> str:
+        return f"{self.agg}/tables"
+
+    @property
+    def provenance(self) -> str:
+        return f"{self.agg}/provenance"
+
+    def provenance_config(self) -> str:
+        """The config a full run was made with (what ``thrombseg predict --results`` reads)."""
+        return f"{self.root}/provenance/config.yaml"
+
+    # ---------------------------------------------------------------- discovery
+    def trained_experiments(self) -> list[str]:
+        """Experiments whose thrombus model exists."""
+        return sorted(p.parent.parent.name for p in Path(self.models()).glob("*/thrombus/model.pt"))
+
+    def trained_infarct_models(self) -> list[Path]:
+        return sorted(Path(self.models(), INFARCT_DIR).glob("*/model.pt"))
