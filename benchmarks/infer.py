@@ -63,7 +63,7 @@ def build_stand_in(res: Path, config: Path) -> None:
 
     from thrombseg.models.checkpoint import save_checkpoint
     from thrombseg.synth import generate_cohort
-    from thrombseg.training.cli import experiment_settings
+    from thrombseg.plan import experiment_settings
     from thrombseg.models.checkpoint import build_network, export
     from thrombseg.training.trainer import TrainConfig
 

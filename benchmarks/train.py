@@ -27,7 +27,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from thrombseg.training.cli import experiment_settings
+from thrombseg.plan import experiment_settings
 from thrombseg.core.case import Case, load_case
 from thrombseg.training.data import StackDataset
 from thrombseg.training.losses import SegmentationLoss

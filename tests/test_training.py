@@ -292,7 +292,7 @@ def test_demo_experiment_dropout_is_what_it_was():
     site strength as before grouping / presets / site_boundaries existed (draws: test_modality_dropout)."""
     from conftest import REPO
     from thrombseg.config import read_yaml
-    from thrombseg.training.cli import experiment_settings
+    from thrombseg.plan import experiment_settings
     from thrombseg.training.trainer import curriculum, make_dropout
 
     training = read_yaml(REPO / "config" / "config.yaml")["training"]

@@ -117,7 +117,7 @@ def subjects_in(pid, *splits):
 
 
 # ------------------------------------------------------------------ helpers of training.smk
-from thrombseg.training.cli import experiment_settings
+from thrombseg.plan import experiment_settings
 
 
 TRAIN = config["training"]
@@ -155,7 +155,7 @@ def tuned_postprocess(experiment):
     return f"{RESULTS}/models/{experiment}/thrombus/postprocess.json"
 
 
-from thrombseg.inference.tune import tune_grid
+from thrombseg.plan import tune_grid
 
 COHORT_CENTER = dict(_cohort)  # every patient's center, whatever the `centers` filter
 

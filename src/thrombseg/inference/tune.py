@@ -18,24 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_GRID", "TUNABLE", "candidates", "raw_maps", "score_maps", "tune_grid", "tune_postprocessing",
+from ..plan import DEFAULT_TUNE_GRID, tune_grid
+
+__all__ = ["TUNABLE", "candidates", "raw_maps", "score_maps", "tune_postprocessing",
            "tune_subjects", "write_tuning"]
 
-# In mm^3, so one grid suits any voxel size. Nothing below 20 mm^3 (10 voxels of the demo grid):
-# with no size floor, a 1-2 voxel speck beside the infarct wins the nearest-infarct selection
-# (measured on the demo: 2 of 8 test thrombi detected with no floor, 4 of 8 with 20-40 mm^3).
-DEFAULT_GRID = {"min_volume_mm3": [20.0, 40.0, 80.0]}
 TUNABLE = ("threshold", "min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm",
            "same_side_mm", "regrow_threshold", "infarct_threshold")
-
-
-def tune_grid(section: dict | None) -> dict:
-    """The ``tune:`` grid of an ``inference:`` section: absent -> DEFAULT_GRID, null or {} -> off ({}).
-
-    Kept free of torch imports: the Snakefile calls it when it parses.
-    """
-    section = section or {}
-    return dict(section.get("tune", DEFAULT_GRID) or {})
 
 
 def candidates(icfg, grid: dict) -> list[dict]:
@@ -91,7 +80,7 @@ def tune_postprocessing(cases, thrombus, infarct, icfg=None, grid: dict | None =
         cases: validation cases (harmonized, with a thrombus label).
         thrombus, infarct: (model, TrainConfig) pairs; infarct may be None.
         icfg: the configured InferenceConfig (the tie-breaker).
-        grid: ``{setting: [values]}``; default :data:`DEFAULT_GRID`.
+        grid: ``{setting: [values]}``; default :data:`thrombseg.plan.DEFAULT_TUNE_GRID`.
 
     Returns:
         ``{"chosen": {...}, "candidates": [{...settings, "detection", "dice"}], "subjects": [...]}``.
@@ -99,7 +88,7 @@ def tune_postprocessing(cases, thrombus, infarct, icfg=None, grid: dict | None =
     from .predict import InferenceConfig, InferenceError
 
     icfg = icfg or InferenceConfig()
-    cands = candidates(icfg, DEFAULT_GRID if grid is None else grid)
+    cands = candidates(icfg, DEFAULT_TUNE_GRID if grid is None else grid)
     cases = [c for c in cases if c.labels.get("thrombus") is not None]
     if not cases:
         raise InferenceError("post-processing tuning needs validation patients with a thrombus label")
@@ -132,7 +121,7 @@ def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus
     """Tune on harmonized patients ``{subject: center}`` and write ``out_json``.
 
     ``section`` is the workflow's ``inference:`` section; its ``tune:`` grid (default
-    :data:`DEFAULT_GRID`) lists the candidates.
+    :data:`thrombseg.plan.DEFAULT_TUNE_GRID`) lists the candidates.
     """
     from ..core.case import load_case
     from .predict import inference_device, inference_settings, load_checked

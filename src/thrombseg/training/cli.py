@@ -10,38 +10,13 @@ The workflow config's ``training:`` section holds ``defaults`` (any :class:`Trai
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import pandas as pd
 
 from ..core.fs import add_overwrite_option, check_output_file
+from ..plan import deep_merge, experiment_settings
 from .splits import PROTOCOLS, assign_splits, write_splits
-
-EXPERIMENT_ONLY = ("protocol", "protocol_center")
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def experiment_settings(training: dict, experiment: str, target: str = "thrombus") -> tuple[dict, dict]:
-    """(TrainConfig dict, experiment-only dict) for one experiment and target."""
-    exps = training.get("experiments") or {}
-    if experiment not in exps:
-        raise ValueError(f"experiment {experiment!r} not in config training.experiments ({sorted(exps)})")
-    exp = dict(exps[experiment] or {})
-    extra = {k: exp.pop(k) for k in EXPERIMENT_ONLY if k in exp}
-    cfg = _deep_merge(training.get("defaults") or {}, exp)
-    if target == "lesion":  # the infarct model shares the machinery, not the thrombus architecture
-        cfg = _deep_merge(_deep_merge(training.get("defaults") or {}, training.get("infarct") or {}), {"target": "lesion"})
-    else:
-        cfg["target"] = "thrombus"
-    return cfg, extra
-
 
 def run_training(harmonized_dir: str | Path, splits: str | Path, outdir: str | Path, cfg_dict: dict,
                  resume: bool = True) -> dict:
@@ -85,7 +60,7 @@ def _cmd_train(a) -> int:
     if a.experiment:
         cfg, _ = experiment_settings(training, a.experiment, a.target)
     else:
-        cfg = _deep_merge(training.get("defaults") or {}, {"target": a.target})
+        cfg = deep_merge(training.get("defaults") or {}, {"target": a.target})
     row = run_training(a.harmonized_dir, a.splits, a.out_dir, cfg, resume=not a.restart)
     print(f"done: epoch {row.get('epoch')} val Dice {row.get('val_dice')} detection {row.get('val_detection')}")
     return 0
