@@ -5,13 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
 
-.PHONY: install demo test test-slurm test-all clean-results bench
+.PHONY: install demo test test-slurm test-all clean-results bench lint
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet "pip>=23"
 	# constraints keep torch CPU-only and resolve the packaging/nilearn clash (see README "Install notes")
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,lint]"
 	# hd-bet drags in a torchvision that fails to import next to torch 2.13; nothing here needs it.
 	-$(BIN)/pip uninstall --yes --quiet torchvision
 	touch $(STAMP)
@@ -37,6 +37,13 @@ BENCH_ARGS ?= --quick
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/_common.py $(BENCH_ARGS)
+
+# Style and structure: ruff, the import contracts in pyproject.toml (layers, torch-free base, no
+# cycles) and Snakemake's own linter over the workflow.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	SLURM_CONF=/nonexistent $(BIN)/snakemake --lint --cores 1
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
