@@ -352,7 +352,7 @@ def test_attllstm_missing_key_changes_nothing_but_the_mask():
 
 def test_attllstm_gets_its_modalities_from_the_trainer():
     from thrombseg.models.checkpoint import build_network
-    from thrombseg.training.trainer import TrainConfig
+    from thrombseg.training.config import TrainConfig
 
     cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": ["flair", "adc", "dwi", "phase", "swi"],
                                  "model_kwargs": SMALL["attllstm"]})
@@ -366,7 +366,7 @@ def test_old_attllstm_checkpoint_fails_in_one_line(tmp_path):
     from thrombseg.models.checkpoint import CheckpointError, save_checkpoint
     from thrombseg.models.checkpoint import build_network
     from thrombseg.models.checkpoint import load_model
-    from thrombseg.training.trainer import TrainConfig
+    from thrombseg.training.config import TrainConfig
 
     cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": FIVE})
     sd = build_network(cfg).state_dict()

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from thrombseg.core.case import load_case
+from thrombseg.models.checkpoint import load_model
+from thrombseg.training.config import TrainConfig, changed_settings
 from thrombseg.training.data import StackDataset
 from thrombseg.training.splits import assign_splits
-from thrombseg.models.checkpoint import load_model
-from thrombseg.training.trainer import TrainConfig, train
+from thrombseg.training.trainer import Trainer, curriculum, make_dropout, train
 
 TINY = {"model": "upattllstm", "model_kwargs": {"widths": [4, 8]}, "stack": 4, "crop": [24, 24],
         "batch_size": 4, "lr": 3e-3, "augment": None, "val_every": 100}
@@ -132,7 +133,8 @@ sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from test_training import TINY
 from thrombseg.core.case import load_case
-from thrombseg.training.trainer import TrainConfig, train
+from thrombseg.training.config import TrainConfig
+from thrombseg.training.trainer import train
 cases = [load_case({data!r} + f"/c{{i}}") for i in range(3)]
 cfg = TrainConfig.from_dict(TINY | {{"modalities": ["swi", "dwi", "flair"], "epochs": 5, "repeats": 6,
                                     "augment": {{}}, "dropout": {{"p": 0.5}}}})
@@ -177,8 +179,6 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
 
 def test_changed_settings_train_from_scratch(tmp_path, caplog):
     """Snakemake re-runs training when its settings change; the old checkpoint must not be resumed."""
-    from thrombseg.training.trainer import changed_settings
-
     cases = [load_case(make_case(tmp_path / "data", f"c{i}", i)) for i in range(2)]
     base = TINY | {"modalities": ["swi", "dwi", "flair"], "epochs": 2, "repeats": 2, "dropout": {"schedule": "none"}}
     train(cases, [], TrainConfig.from_dict(base), tmp_path / "run")
@@ -199,8 +199,6 @@ def test_changed_settings_train_from_scratch(tmp_path, caplog):
 
 # ---------------------------------------------------------------- curriculum and the dropout arms
 def test_curriculum_takes_any_valid_boundaries():
-    from thrombseg.training.trainer import curriculum
-
     default = TrainConfig.from_dict({"epochs": 10})
     late = TrainConfig.from_dict({"epochs": 10, "dropout": {"stages": [0.5, 1.0], "boundaries": [0.3, 0.6]}})
     rows = [curriculum(e, late) for e in range(10)]              # raised "max() arg is an empty sequence"
@@ -225,28 +223,26 @@ class _Recorder(torch.nn.Module):
         return self.inner(x, available)
 
 
-def test_dropout_arms_differ_only_in_modality_dropout(tmp_path, monkeypatch):
+def test_dropout_arms_differ_only_in_modality_dropout(tmp_path):
     """gmd / fixed / none: same stacks, same augmentation; per (sample, sequence) only a scalar factor
-    (the dropout) differs, and ``none`` feeds the model the loader's batch unchanged."""
-    from thrombseg.training import trainer
+    (the dropout) differs, and ``none`` feeds the model the loader's batch unchanged. The recording
+    trainer is a Trainer variant: a subclass overriding two hooks."""
+    recorders, batches = {}, []
 
-    real = trainer.build_network
-    recorders = {}
+    class RecordingTrainer(Trainer):
+        def build_network(self):
+            recorders[self.cfg.dropout.schedule] = _Recorder(super().build_network())
+            return recorders[self.cfg.dropout.schedule]
 
-    def recording(cfg):
-        recorders[cfg.dropout.schedule] = _Recorder(real(cfg))
-        return recorders[cfg.dropout.schedule]
+        def train_step(self, batch, attenuation, generator):
+            batches.append((self.cfg.dropout.schedule, batch["x"].clone()))
+            return super().train_step(batch, attenuation, generator)
 
-    monkeypatch.setattr(trainer, "build_network", recording)
-    batches = []
-    monkeypatch.setattr(trainer.GradualModalityDropout, "__call__",
-                        lambda self, x, av, a, generator=None, _call=trainer.GradualModalityDropout.__call__:
-                        (batches.append((self.schedule, x.clone())), _call(self, x, av, a, generator))[1])
     cases = [load_case(make_case(tmp_path / "data", f"c{i}", i)) for i in range(3)]
     for schedule in ("staircase", "fixed", "none"):
         cfg = TrainConfig.from_dict(TINY | {"modalities": ["swi", "dwi", "flair"], "epochs": 4, "augment": {},
                                             "dropout": {"schedule": schedule, "p": 0.5}})
-        train(cases, [], cfg, tmp_path / schedule)
+        RecordingTrainer(cases, [], cfg, tmp_path / schedule).fit()
     none = recorders["none"].seen
     for schedule in ("none", "staircase", "fixed"):
         loader_x = [x for s, x in batches if s == schedule]
@@ -293,7 +289,6 @@ def test_demo_experiment_dropout_is_what_it_was():
     from conftest import REPO
     from thrombseg.config import read_yaml
     from thrombseg.plan import experiment_settings
-    from thrombseg.training.trainer import curriculum, make_dropout
 
     training = read_yaml(REPO / "config" / "config.yaml")["training"]
     cfg = TrainConfig.from_dict(experiment_settings(training, "upattllstm_gmd")[0])

@@ -1,4 +1,4 @@
-"""Slice-axis recurrence shared by the Logic-LSTM and the ConvLSTM (private)."""
+"""Slice-axis recurrence and the LSTM state update shared by the Logic-LSTM and the ConvLSTM (private)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,27 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+
+
+class LSTMCellBase(nn.Module):
+    """An LSTM cell on (N, C, H, W) maps whose subclass computes the gates (f, i, o, d) in ``forward``.
+
+    Holds no parameters: subclasses keep their own state-dict layout.
+    """
+
+    hidden: int  # state channels
+
+    def init_state(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Zero (h, c) matching a (N, C, H, W) input."""
+        z = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
+        return z, z
+
+    @staticmethod
+    def update(f: Tensor, i: Tensor, o: Tensor, d: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """The LSTM state update from gate pre-activations: ``c' = f c + i d``, ``h' = o tanh(c')``."""
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(d)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
 
 
 class SliceRecurrence(nn.Module):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..core.sequences import DEFAULT_MODALITIES
+from . import MODEL_REGISTRY, build_model
 
 FORMAT = 1  # ``thrombseg_format`` of the model files this version writes
 
@@ -46,7 +47,11 @@ def to_plain(obj):
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:
-    """torch.save of plain data to a temp file, then rename: a kill never leaves a truncated file."""
+    """torch.save of plain data to a temp file, then rename: a kill never leaves a truncated file.
+
+    Not core.io.atomic_path: torch names the archive's inner folder after the file it writes, less
+    its last suffix, so the temp file is ``<name>.tmp<pid>`` and the saved bytes stay deterministic.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(to_plain(obj), tmp)
@@ -113,8 +118,6 @@ class ModelSpec:
 def build_network(spec) -> torch.nn.Module:
     """The network ``spec`` names (a ModelSpec or a training config); a model whose constructor takes
     ``modalities`` (AttLLSTM) gets the channel names too, so it can give sequences their roles."""
-    from . import MODEL_REGISTRY, build_model
-
     kwargs = dict(spec.model_kwargs)
     cls = MODEL_REGISTRY.get(str(spec.model).strip().lower())
     if cls is not None and "modalities" in inspect.signature(cls).parameters:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._recurrence import SliceRecurrence
+from ._recurrence import LSTMCellBase, SliceRecurrence
 
 
-class ConvLSTMCell(nn.Module):
+class ConvLSTMCell(LSTMCellBase):
     """ConvLSTM cell with ``A = c || h || x`` (MIDL 2024, eqs. 1-7), one conv for all four gates.
 
     Args:
@@ -25,18 +25,11 @@ class ConvLSTMCell(nn.Module):
         with torch.no_grad():  # forget-gate bias 1
             self.conv.bias[:hidden].fill_(1.0)
 
-    def init_state(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Zero (h, c) matching a (N, C, H, W) input."""
-        z = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
-        return z, z
-
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """One step: (N, C, H, W), (h, c) -> (h', c')."""
         h, c = state
         f, i, o, d = self.conv(torch.cat([c, h, x], dim=1)).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(d)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        return self.update(f, i, o, d, c)
 
 
 class ConvLSTM(SliceRecurrence):

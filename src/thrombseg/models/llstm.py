@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._recurrence import SliceRecurrence
+from ._recurrence import LSTMCellBase, SliceRecurrence
 from .logic import LogicOperation
 
 
-class LogicLSTMCell(nn.Module):
+class LogicLSTMCell(LSTMCellBase):
     """ConvLSTM cell (Shi et al. 2015, eqs. 1-7) whose gate convolutions are Logic operations.
 
     ``A = c || h || x``; ``f, i, o = sigmoid(Logic(A))``, ``d = tanh(Logic(A))``;
@@ -33,18 +33,11 @@ class LogicLSTMCell(nn.Module):
             self.logic.conv_ac.bias.view(4, -1)[0, :n_c].fill_(1.0)
             self.logic.conv_t.bias.view(4, -1)[0].fill_(1.0)
 
-    def init_state(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Zero (h, c) matching a (N, C, H, W) input."""
-        z = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
-        return z, z
-
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """One step: (N, C, H, W), (h, c) -> (h', c')."""
         h, c = state
         f, i, o, d = self.logic(x, c, h).unbind(dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(d)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        return self.update(f, i, o, d, c)
 
 
 class LogicLSTM(SliceRecurrence):

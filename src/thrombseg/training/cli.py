@@ -10,34 +10,45 @@ The workflow config's ``training:`` section holds ``defaults`` (any :class:`Trai
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from ..config import ConfigError, load_config
+from ..core.case import Case, load_case
 from ..core.fs import add_overwrite_option, check_output_file
+from ..core.sequences import TARGETS
 from ..plan import deep_merge, experiment_settings
+from ..sheet import read_sheet
+from .config import TrainConfig
 from .splits import PROTOCOLS, assign_splits, write_splits
+from .trainer import train
+
 
 def run_training(harmonized_dir: str | Path, splits: str | Path, outdir: str | Path, cfg_dict: dict,
                  resume: bool = True) -> dict:
     """Train on the ``train`` rows of a splits table, validate on its ``val`` rows."""
-    from ..core.case import load_case
-    from .trainer import TrainConfig, train
-
     cfg = TrainConfig.from_dict(cfg_dict)
-    sp = pd.read_csv(splits, sep="\t", dtype=str, keep_default_na=False)
-    root = Path(harmonized_dir)
+    table = pd.read_csv(splits, sep="\t", dtype=str, keep_default_na=False)
+    train_cases = split_cases(table, "train", harmonized_dir)
+    val_cases = split_cases(table, "val", harmonized_dir)
+    return train(train_cases, val_cases, cfg, outdir, resume=resume)
 
-    def cases(split):
-        rows = sp[sp["split"] == split]
-        return [load_case(root / s, s, c) for s, c in zip(rows["subject"], rows["center"])]
 
-    return train(cases("train"), cases("val"), cfg, outdir, resume=resume)
+def split_cases(table: pd.DataFrame, split: str, harmonized_dir: str | Path) -> list[Case]:
+    """The harmonized cases of one split of a splits table, in its row order."""
+    rows = table[table["split"] == split]
+    return [load_case(Path(harmonized_dir) / s, s, c) for s, c in zip(rows["subject"], rows["center"])]
+
+
+def configure_logging() -> None:
+    """One line per epoch to stderr (cluster logs) at INFO."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
 
 def _cmd_splits(a) -> int:
-    from ..sheet import read_sheet
-
     check_output_file(a.out, a.overwrite, [a.sheet])
     df = assign_splits(read_sheet(a.sheet), a.protocol, seed=a.seed, center=a.center)
     write_splits(df, a.out)
@@ -46,16 +57,12 @@ def _cmd_splits(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    from ..config import ConfigError, load_config
-
     # The whole file is checked before any data is read or any folder made (ConfigError: one line each).
     conf = load_config(a.config) if a.config else {}
     training = conf.get("training") or {}
     if a.experiment and a.experiment not in (training.get("experiments") or {}):
         raise ConfigError([f"{a.config}: experiment {a.experiment!r} not in training.experiments "
                            f"({', '.join(sorted(training.get('experiments') or {})) or 'none'})"])
-    from .trainer import configure_logging
-
     configure_logging()
     if a.experiment:
         cfg, _ = experiment_settings(training, a.experiment, a.target)
@@ -83,7 +90,7 @@ def add_subparsers(subparsers) -> None:
     s.add_argument("out_dir", type=Path)
     s.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     s.add_argument("--experiment", help="a name of training.experiments")
-    s.add_argument("--target", choices=["thrombus", "lesion"], default="thrombus")
+    s.add_argument("--target", choices=TARGETS, default="thrombus")
     s.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     s.set_defaults(func=_cmd_train)
 

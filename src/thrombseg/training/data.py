@@ -1,9 +1,9 @@
-"""Harmonized cases read with random access, and the 2.5-D stack dataset.
+"""The 2.5-D stack dataset drawn from harmonized cases.
 
-A *case* is one patient's harmonized arrays (memory-mapped ``.npy``, axes x, y, z on the reference
-grid). A *stack* is ``s`` neighbouring axial slices, laid out (M, S, H, W) for the network. Each
-patient yields a stack that contains the target and a target-free stack of neighbouring slices
-(the MIDL 2024 recipe against extreme class imbalance).
+A *case* (:class:`thrombseg.core.case.Case`) is one patient's harmonized arrays (memory-mapped
+``.npy``, axes x, y, z on the reference grid). A *stack* is ``s`` neighbouring axial slices, laid
+out (M, S, H, W) for the network. Each patient yields a stack that contains the target and a
+target-free stack of neighbouring slices (the MIDL 2024 recipe against extreme class imbalance).
 
 Every random draw of an item comes from a generator seeded by (seed, epoch, index), so an epoch is
 reproducible whatever the worker count or order, which is what makes resume bit-exact.
@@ -11,34 +11,13 @@ reproducible whatever the worker count or order, which is what makes resume bit-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
 from ..core.case import Case
-
-@dataclass
-class AugmentConfig:
-    """Augmentation and curriculum site-simulation strengths.
-
-    Applied by the dataset to every training stack, before and independently of modality dropout:
-    an ablation's dropout arms (gmd / fixed / none) share it unchanged.
-    """
-
-    flip: bool = True
-    rotate_deg: float = 10.0
-    noise_std: float = 0.05
-    scale_std: float = 0.1
-    gamma_std: float = 0.1
-    # Site simulation, multiplied by the curriculum's site strength (0..1): (i + 1) / n from
-    # site_boundaries[i] * epochs on (its own staircase, not the dropout's; trainer.curriculum).
-    site_noise_std: float = 0.15
-    site_bias: float = 0.3
-    site_shift_std: float = 0.2
-    site_boundaries: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+from .config import AugmentConfig
 
 
 class StackDataset(Dataset):

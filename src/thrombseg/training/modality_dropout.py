@@ -28,7 +28,7 @@ from torch import Tensor
 
 SCHEDULES = ("staircase", "linear", "cosine", "fixed", "none")
 GROUPINGS = ("per_sequence", "per_sample")
-#: Named settings of the dropout config (training.trainer.DropoutConfig); keys a config sets
+#: Named settings of the dropout config (training.config.DropoutConfig); keys a config sets
 #: itself win. ``reference``: the authors' public implementation as recorded in this module's
 #: docstring (one draw per sample, sigma 0.1, the 0.25 / 0.5 / 0.75 / 1.0 staircase from 0 / 25 /
 #: 50 / 75 % of the epochs) without its a / 1 - a alternation.
@@ -125,14 +125,14 @@ class GradualModalityDropout:
         eligible: Indices of sequences that may be dropped (default all).
         sigma: Std of the scalar noise ``eps`` added to the multiplier per (sample, sequence).
         voxel_sigma: Std of optional voxel-wise noise added to the multiplier (0: off).
-        schedule: Schedule kind for :meth:`attenuation` (see :func:`attenuation_at`); ``"none"``
-            makes every call the identity.
+        schedule: Schedule kind (see :func:`attenuation_at`): with ``stages`` and ``boundaries``
+            it says when the dropout is :meth:`active`; ``"none"`` makes every call the identity.
         stages, boundaries: Schedule parameters.
         grouping: ``"per_sequence"`` or ``"per_sample"`` (module docstring).
 
     Example:
         >>> gmd = GradualModalityDropout(p=0.5, sigma=0.05)
-        >>> a = gmd.attenuation(epoch, n_epochs) if gmd.active(epoch, n_epochs) else None
+        >>> a = attenuation_at(epoch, n_epochs) if gmd.active(epoch, n_epochs) else None
         >>> x, available = gmd(x, available, a, generator=g)
     """
 
@@ -154,10 +154,6 @@ class GradualModalityDropout:
         self.eligible = None if eligible is None else tuple(int(i) for i in eligible)
         self.schedule, self.stages, self.boundaries = schedule, tuple(stages), tuple(boundaries)
         self.grouping = grouping
-
-    def attenuation(self, epoch: int, n_epochs: int) -> float:
-        """Scheduled attenuation for ``epoch`` of ``n_epochs``."""
-        return attenuation_at(epoch, n_epochs, self.schedule, self.stages, self.boundaries)
 
     def active(self, epoch: int, n_epochs: int) -> bool:
         """Whether sequences are dropped at all at ``epoch``: not with schedule ``"none"``, nor

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.io import write_table
+
 PROTOCOLS = ("monocentric", "multicentric", "leave-center-out")
 
 
@@ -85,10 +87,5 @@ def assign_splits(
 
 
 def write_splits(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a splits table atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, sep="\t", index=False)
-    tmp.replace(path)
-    return path
+    """Write a splits table (tab-separated whatever the suffix) atomically."""
+    return write_table(df, path, sep="\t")

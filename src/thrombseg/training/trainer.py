@@ -1,5 +1,10 @@
 """Curriculum training with gradual modality dropout, per-epoch validation and exact resume.
 
+:class:`Trainer` follows the nnU-Net v2 trainer pattern: one run is an object whose steps are small
+methods (``build_network``, ``configure_optimizers``, ``make_dataset``, ``make_loader``,
+``train_step``, ``train_epoch``, ``validate``, ``save_checkpoint``, ``maybe_resume``, ``export``),
+so a trainer variant is a subclass that overrides one of them. :func:`train` runs the default one.
+
 Resume is exact because every epoch's randomness (sampling, augmentation, dropout, torch ops) is
 re-seeded from (seed, epoch): a run killed after epoch e and resumed from its checkpoint replays
 epoch e+1 exactly as an uninterrupted run would. RNG states are saved anyway (belt and braces,
@@ -8,132 +13,32 @@ and for users who change the seeding).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
 import random
-import shutil
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from ..core.case import Case
 from ..core.fs import check_resumable_dir
-from ..core.sequences import DEFAULT_MODALITIES
-from ..models.checkpoint import (build_network, export, load_checkpoint, resolve_device,
-                                save_checkpoint)
-from .data import AugmentConfig, Case, StackDataset
+from ..core.io import copy_file, write_table
+from ..evaluation.metrics import evaluate_case
+from ..inference.sliding import predict_volume
+from ..models import checkpoint
+from .config import AugmentConfig, TrainConfig, changed_settings
+from .data import StackDataset
 from .losses import SegmentationLoss
-from .modality_dropout import (GROUPINGS, PRESETS, SCHEDULES, GradualModalityDropout, attenuation_at,
-                               check_schedule, stage_index)
+from .modality_dropout import GradualModalityDropout, attenuation_at, stage_index
+from .plots import plot_training_curve
 
 log = logging.getLogger("thrombseg.training")
 
-
-
-@dataclass
-class DropoutConfig:
-    """Gradual modality dropout (training.modality_dropout): attenuation schedule, probability p.
-
-    ``schedule: none`` is the exact identity (nothing drawn, nothing rescaled); so is every epoch
-    before ``boundaries[0]`` with the staircase / linear / cosine schedules. ``preset: reference``
-    fills in the keys a config does not set with the authors' public implementation's values
-    (modality_dropout.PRESETS; see :meth:`from_dict`).
-    """
-
-    schedule: str = "staircase"  # staircase | linear | cosine | fixed | none
-    p: float = 0.5
-    stages: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    boundaries: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
-    sigma: float = 0.05
-    eligible: list[str] | None = None  # model channels that may be dropped; None = all
-    grouping: str = "per_sequence"  # per_sequence (each sequence drawn alone) | per_sample (together)
-    preset: str | None = None  # None | reference
-
-    def __post_init__(self) -> None:
-        where = "training.dropout"
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"{where}.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.grouping not in GROUPINGS:
-            raise ValueError(f"{where}.grouping must be one of {', '.join(GROUPINGS)}, got {self.grouping!r}")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"{where}.preset must be null or one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if not 0.0 <= float(self.p) <= 1.0 or float(self.sigma) < 0:
-            raise ValueError(f"{where}: p must lie in [0, 1] and sigma be >= 0, got p={self.p}, sigma={self.sigma}")
-        try:
-            check_schedule(self.stages, self.boundaries)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DropoutConfig":
-        """A config from a mapping; a ``preset`` supplies the keys the mapping does not set."""
-        d = dict(d)
-        preset = d.get("preset")
-        if preset is not None and preset in PRESETS:
-            d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in PRESETS[preset].items()} | d
-        return cls(**d)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (stored in each checkpoint)."""
-
-    target: str = "thrombus"
-    modalities: list[str] | None = None
-    model: str = "upattllstm"
-    model_kwargs: dict = field(default_factory=dict)
-    epochs: int = 30
-    batch_size: int = 4
-    stack: int = 12
-    crop: tuple[int, int] = (128, 128)
-    repeats: int = 1  # positive/negative pairs drawn per training case per epoch
-    fg_oversample: float = 0.0
-    negatives: str = "brain"  # target-free stack: anywhere in the brain in plane, or "near" the target
-    optimizer: str = "adam"  # adam (MIDL 2024) | sgd (nnU-Net: momentum 0.99, poly)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_schedule: str = "poly"  # poly | none
-    loss: str = "dice_ce"
-    class_weights: list[float] | None = None
-    dropout: DropoutConfig = field(default_factory=DropoutConfig)
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-    seed: int = 0
-    deterministic: bool = True
-    num_workers: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # mixed precision, GPU only
-    val_every: int = 1
-    val_overlap: float = 0.5
-    val_max_cases: int | None = None  # validate on the first N val cases (full volumes are costly on CPU)
-    threshold: float = 0.5
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s): {unknown}")
-        if isinstance(d.get("dropout"), dict):
-            d["dropout"] = DropoutConfig.from_dict(d["dropout"])
-        if isinstance(d.get("augment"), dict):
-            d["augment"] = AugmentConfig(**d["augment"])
-        if d.get("crop") is not None and not isinstance(d["crop"], (list, tuple)):
-            d["crop"] = (int(d["crop"]), int(d["crop"]))
-        cfg = cls(**d)
-        if cfg.modalities is None:
-            cfg.modalities = list(DEFAULT_MODALITIES[cfg.target])
-        cfg.crop = tuple(cfg.crop)
-        return cfg
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+CHECKPOINT_LAST = "checkpoint_last.pt"  # full state of the last epoch: what a run resumes from
+CHECKPOINT_BEST = "checkpoint_best.pt"  # best weights kept beside it: the workflow may delete model.pt
 
 
 def curriculum(epoch: int, cfg: TrainConfig) -> tuple[float, int, float]:
@@ -150,8 +55,9 @@ def curriculum(epoch: int, cfg: TrainConfig) -> tuple[float, int, float]:
     strength = (stage_index(epoch, cfg.epochs, site) + 1) / max(1, len(site))
     if d.schedule == "none":
         return 0.0, stage, strength
-    a = attenuation_at(epoch, cfg.epochs, kind=d.schedule, stages=tuple(d.stages), boundaries=tuple(d.boundaries))
-    return float(a), stage, strength
+    attenuation = attenuation_at(epoch, cfg.epochs, kind=d.schedule, stages=tuple(d.stages),
+                                 boundaries=tuple(d.boundaries))
+    return float(attenuation), stage, strength
 
 
 def make_dropout(cfg: TrainConfig) -> GradualModalityDropout:
@@ -162,6 +68,23 @@ def make_dropout(cfg: TrainConfig) -> GradualModalityDropout:
         eligible = [cfg.modalities.index(m) for m in d.eligible if m in cfg.modalities]
     return GradualModalityDropout(p=d.p, sigma=d.sigma, eligible=eligible, schedule=d.schedule,
                                   stages=tuple(d.stages), boundaries=tuple(d.boundaries), grouping=d.grouping)
+
+
+def evaluate_cases(model, cases: list[Case], cfg: TrainConfig, device) -> dict:
+    """Full-volume validation: mean Dice and detection rate over cases with a target."""
+    dices, detected = [], []
+    for case in cases:
+        truth = case.labels.get(cfg.target)
+        if truth is None:
+            continue
+        arrays, avail = case.inputs(cfg.modalities)
+        prob = predict_volume(model, arrays, avail, stack=cfg.stack, overlap=cfg.val_overlap, device=device)
+        m = evaluate_case(prob >= cfg.threshold, np.asarray(truth) > 0, case.spacing)
+        dices.append(m["dice"])
+        if not np.isnan(m["detected"]):
+            detected.append(m["detected"])
+    return {"val_dice": float(np.mean(dices)) if dices else float("nan"),
+            "val_detection": float(np.mean(detected)) if detected else float("nan")}
 
 
 def _seed_all(seed: int) -> None:
@@ -185,47 +108,176 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def evaluate_cases(model, cases: list[Case], cfg: TrainConfig, device) -> dict:
-    """Full-volume validation: mean Dice and detection rate over cases with a target."""
-    from ..evaluation.metrics import evaluate_case
-    from ..inference.sliding import predict_volume
+class Trainer:
+    """One training run in ``outdir``: checkpoints, ``metrics.csv``, ``training_curve.png``,
+    ``model.pt`` (best validation epoch) and ``model_last.pt``.
 
-    dices, detected = [], []
-    for case in cases:
-        truth = case.labels.get(cfg.target)
-        if truth is None:
-            continue
-        arrays, avail = case.inputs(cfg.modalities)
-        prob = predict_volume(model, arrays, avail, stack=cfg.stack, overlap=cfg.val_overlap, device=device)
-        m = evaluate_case(prob >= cfg.threshold, np.asarray(truth) > 0, case.spacing)
-        dices.append(m["dice"])
-        if not np.isnan(m["detected"]):
-            detected.append(m["detected"])
-    return {"val_dice": float(np.mean(dices)) if dices else float("nan"),
-            "val_detection": float(np.mean(detected)) if detected else float("nan")}
-
-
-# What does not change the trained weights: a run may resume on another device or loader.
-RESUME_IGNORES = ("device", "num_workers")
-
-
-def changed_settings(saved: dict | None, cfg: TrainConfig) -> list[str]:
-    """Options that differ between a checkpoint's recorded settings and ``cfg`` (none recorded: []).
-
-    A setting that a newer thrombseg added counts as changed too, so such a run starts over rather
-    than mix two versions' training.
+    The constructor builds everything in a fixed order (the initial weights depend on the seeded
+    RNG); :meth:`maybe_resume` then restores a checkpoint and :meth:`fit` runs the epochs.
     """
-    if not saved:
-        return []
-    now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as in the stored copy
-    then = json.loads(json.dumps(saved, default=str))
-    return sorted(k for k in now.keys() | then.keys()
-                  if k not in RESUME_IGNORES and now.get(k) != then.get(k))
+
+    def __init__(self, train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outdir: str | Path):
+        self.outdir = check_resumable_dir(outdir, CHECKPOINT_LAST)  # never writes over a user's folder
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        if not train_cases:
+            raise ValueError("no training cases (check the protocol's splits)")
+        self.cfg = cfg
+        self.train_cases = list(train_cases)
+        self.val_cases = list(val_cases)[: cfg.val_max_cases] if cfg.val_max_cases is not None else val_cases
+        self.device = checkpoint.resolve_device(cfg.device)
+        torch.use_deterministic_algorithms(cfg.deterministic and self.device.type == "cpu", warn_only=True)
+        _seed_all(cfg.seed)
+        self.model = self.build_network().to(self.device)
+        self.optimizer, self.scheduler = self.configure_optimizers()
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.loss_fn = SegmentationLoss(cfg.loss, cfg.class_weights).to(self.device)
+        self.dropout = make_dropout(cfg)
+        self.dataset = self.make_dataset()
+        self.start_epoch, self.best, self.history = 0, float("-inf"), []
+
+    # ---------------------------------------------------------------- what a run is made of
+    def build_network(self) -> torch.nn.Module:
+        """The network the config names, with freshly seeded weights."""
+        return checkpoint.build_network(self.cfg)
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Adam (MIDL 2024) or SGD with Nesterov momentum 0.99 (nnU-Net), poly or constant rate."""
+        cfg, params = self.cfg, self.model.parameters()
+        if cfg.optimizer == "adam":
+            optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r}: expected adam or sgd")
+        poly = (lambda e: (1 - e / cfg.epochs) ** 0.9) if cfg.lr_schedule == "poly" else (lambda e: 1.0)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, poly)
+
+    def make_dataset(self) -> StackDataset:
+        """Positive/negative stack pairs, ``repeats`` of them per training case and epoch."""
+        cfg = self.cfg
+        return StackDataset(self.train_cases * cfg.repeats, cfg.modalities, cfg.target, cfg.stack, cfg.crop,
+                            cfg.fg_oversample, cfg.augment, cfg.seed, cfg.negatives)
+
+    def make_loader(self, generator: torch.Generator) -> DataLoader:
+        """The epoch's shuffled batches; the order comes from ``generator`` alone."""
+        cfg = self.cfg
+        return DataLoader(self.dataset, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                          num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, drop_last=len(self.dataset) > cfg.batch_size)
+
+    # ---------------------------------------------------------------- one epoch
+    def seed_epoch(self, epoch: int) -> torch.Generator:
+        """Re-seed every RNG from (seed, epoch) and return the epoch's generator (what makes resume exact)."""
+        epoch_seed = self.cfg.seed * 100_003 + epoch
+        _seed_all(epoch_seed)
+        return torch.Generator().manual_seed(epoch_seed)
+
+    def train_step(self, batch: dict, attenuation: float | None, generator: torch.Generator) -> float:
+        """Modality dropout at ``attenuation`` (None: none), one optimizer step; the batch's loss."""
+        device = self.device
+        x, av, y = batch["x"].to(device, non_blocking=True), batch["available"].to(device), batch["y"].to(device)
+        x, av = self.dropout(x, av, attenuation, generator=generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss = self.loss_fn(self.model(x, av), y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the epoch's stacks at the curriculum's stage; the training part of its row."""
+        t0 = time.time()
+        attenuation, stage, strength = curriculum(epoch, self.cfg)
+        drop_at = attenuation if self.dropout.active(epoch, self.cfg.epochs) else None  # None: batch unchanged
+        generator = self.seed_epoch(epoch)
+        self.dataset.set_epoch(epoch, strength)
+        self.model.train()
+        losses, n_stacks = [], 0
+        for batch in self.make_loader(generator):
+            losses.append(self.train_step(batch, drop_at, generator))
+            n_stacks += len(batch["x"])
+        self.scheduler.step()
+        train_time = time.time() - t0
+        return {"epoch": epoch, "stage": stage, "attenuation": attenuation, "site_strength": strength,
+                "lr": self.optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
+                "stacks_per_s": n_stacks / max(train_time, 1e-9)}
+
+    def validate(self, epoch: int) -> dict:
+        """Validation Dice and detection every ``val_every`` epochs and at the last (NaN otherwise)."""
+        cfg = self.cfg
+        if self.val_cases and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
+            return evaluate_cases(self.model, self.val_cases, cfg, self.device)
+        return {"val_dice": float("nan"), "val_detection": float("nan")}
+
+    # ---------------------------------------------------------------- state on disk
+    def save_checkpoint(self, epoch: int, row: dict) -> None:
+        """The last epoch's full state, the best weights so far, and ``metrics.csv``."""
+        score = row["val_dice"] if not np.isnan(row["val_dice"]) else -row["train_loss"]
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
+                 "stage": row["stage"], "rng": _rng_state(), "best": max(self.best, score),
+                 "history": self.history, "config": self.cfg.to_dict()}
+        if score > self.best:
+            self.best = score
+            checkpoint.save_checkpoint(checkpoint.export(self.model, self.cfg.to_dict(), row),
+                                       self.outdir / CHECKPOINT_BEST)
+        checkpoint.save_checkpoint(state, self.outdir / CHECKPOINT_LAST)
+        write_table(pd.DataFrame(self.history), self.outdir / "metrics.csv")
+
+    def maybe_resume(self, resume: bool = True) -> None:
+        """Continue from ``checkpoint_last.pt`` when asked, present and made with the same settings."""
+        last = self.outdir / CHECKPOINT_LAST
+        if not (resume and last.is_file()):
+            return
+        saved = checkpoint.load_checkpoint(last, self.device, keys=("model", "optimizer"))
+        changed = changed_settings(saved.get("config"), self.cfg)
+        if changed:  # the rule re-runs because its settings changed: resuming would keep the old run
+            log.warning("%s was trained with other settings (%s): training from scratch", last, ", ".join(changed))
+            return
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        _set_rng_state(saved["rng"])
+        self.start_epoch, self.best, self.history = saved["epoch"] + 1, saved["best"], saved["history"]
+        log.info("resuming from %s at epoch %d", last, self.start_epoch)
+
+    def export(self, row: dict) -> None:
+        """``model_last.pt`` (last epoch), ``model.pt`` (best epoch) and the training curve."""
+        checkpoint.save_checkpoint(checkpoint.export(self.model, self.cfg.to_dict(), row), self.outdir / "model_last.pt")
+        copy_file(self.outdir / CHECKPOINT_BEST, self.outdir / "model.pt")
+        try:
+            plot_training_curve(self.history, self.cfg, self.outdir / "training_curve.png")
+        except Exception as exc:  # a figure must never lose a trained model
+            log.warning("training curve not drawn: %s", exc)
+
+    # ---------------------------------------------------------------- the run
+    def fit(self, stop_after: int | None = None) -> dict:
+        """Train the remaining epochs, checkpointing each, then export; the last epoch's row."""
+        cfg = self.cfg
+        log.info("training %s/%s on %s: %d train, %d val cases, modalities %s",
+                 cfg.model, cfg.target, self.device, len(self.train_cases), len(self.val_cases), cfg.modalities)
+        row: dict = self.history[-1] if self.history else {}
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.time()
+            row = self.train_epoch(epoch) | self.validate(epoch)
+            row["seconds"] = time.time() - t0
+            self.history.append(row)
+            self.save_checkpoint(epoch, row)
+            log.info("epoch %d/%d stage %d a=%.2f loss %.4f val dice %.3f det %.2f (%.1f s, %.1f stacks/s)",
+                     epoch + 1, cfg.epochs, row["stage"], row["attenuation"], row["train_loss"], row["val_dice"],
+                     row["val_detection"], row["seconds"], row["stacks_per_s"])
+            if stop_after is not None and epoch >= stop_after:
+                break
+        self.export(row)
+        return row
 
 
 def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outdir: str | Path,
           resume: bool = True, stop_after: int | None = None) -> dict:
-    """Train a model; resumes from ``outdir/checkpoint_last.pt`` when it exists.
+    """Train a model with :class:`Trainer`; resumes from ``outdir/checkpoint_last.pt`` when it exists.
 
     Args:
         train_cases, val_cases: harmonized cases.
@@ -238,161 +290,6 @@ def train(train_cases: list[Case], val_cases: list[Case], cfg: TrainConfig, outd
     Returns:
         The last epoch's metrics row.
     """
-    outdir = check_resumable_dir(outdir, "checkpoint_last.pt")  # never writes over a user's folder
-    outdir.mkdir(parents=True, exist_ok=True)
-    if not train_cases:
-        raise ValueError("no training cases (check the protocol's splits)")
-    device = resolve_device(cfg.device)
-    torch.use_deterministic_algorithms(cfg.deterministic and device.type == "cpu", warn_only=True)
-    _seed_all(cfg.seed)
-    model = build_network(cfg).to(device)
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}: expected adam or sgd")
-    poly = (lambda e: (1 - e / cfg.epochs) ** 0.9) if cfg.lr_schedule == "poly" else (lambda e: 1.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, poly)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = SegmentationLoss(cfg.loss, cfg.class_weights).to(device)
-    gmd = make_dropout(cfg)
-
-    if cfg.val_max_cases is not None:
-        val_cases = list(val_cases)[: cfg.val_max_cases]
-    ds = StackDataset(train_cases * cfg.repeats, cfg.modalities, cfg.target, cfg.stack, cfg.crop,
-                      cfg.fg_oversample, cfg.augment, cfg.seed, cfg.negatives)
-    history: list[dict] = []
-    start, best = 0, float("-inf")
-    last = outdir / "checkpoint_last.pt"
-    ck = load_checkpoint(last, device, keys=("model", "optimizer")) if resume and last.is_file() else None
-    changed = changed_settings(ck.get("config"), cfg) if ck is not None else []
-    if changed:  # the rule re-runs because its settings changed: resuming would keep the old run
-        log.warning("%s was trained with other settings (%s): training from scratch", last, ", ".join(changed))
-        ck = None
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        _set_rng_state(ck["rng"])
-        start, best, history = ck["epoch"] + 1, ck["best"], ck["history"]
-        log.info("resuming from %s at epoch %d", last, start)
-    log.info("training %s/%s on %s: %d train, %d val cases, modalities %s",
-             cfg.model, cfg.target, device, len(train_cases), len(val_cases), cfg.modalities)
-
-    row: dict = history[-1] if history else {}
-    for epoch in range(start, cfg.epochs):
-        t0 = time.time()
-        a, stage, strength = curriculum(epoch, cfg)
-        drop_a = a if gmd.active(epoch, cfg.epochs) else None  # None: the batch passes unchanged
-        epoch_seed = cfg.seed * 100_003 + epoch
-        _seed_all(epoch_seed)
-        ds.set_epoch(epoch, strength)
-        gen = torch.Generator().manual_seed(epoch_seed)
-        loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                            persistent_workers=False, drop_last=len(ds) > cfg.batch_size)
-        model.train()
-        losses, n_stacks = [], 0
-        for batch in loader:
-            x, av, y = batch["x"].to(device, non_blocking=True), batch["available"].to(device), batch["y"].to(device)
-            x, av = gmd(x, av, drop_a, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(model(x, av), y)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            losses.append(float(loss.detach()))
-            n_stacks += len(x)
-        sched.step()
-        train_time = time.time() - t0
-        row = {"epoch": epoch, "stage": stage, "attenuation": a, "site_strength": strength,
-               "lr": opt.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
-               "stacks_per_s": n_stacks / max(train_time, 1e-9)}
-        if val_cases and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
-            row |= evaluate_cases(model, val_cases, cfg, device)
-        else:
-            row |= {"val_dice": float("nan"), "val_detection": float("nan")}
-        row["seconds"] = time.time() - t0
-        history.append(row)
-        score = row["val_dice"] if not np.isnan(row["val_dice"]) else -row["train_loss"]
-        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-              "scaler": scaler.state_dict(), "epoch": epoch, "stage": stage, "rng": _rng_state(),
-              "best": max(best, score), "history": history, "config": cfg.to_dict()}
-        if score > best:  # best weights kept beside the checkpoint: the workflow may delete model.pt
-            best = score
-            save_checkpoint(export(model, cfg.to_dict(), row), outdir / "checkpoint_best.pt")
-        save_checkpoint(ck, last)
-        _write_metrics(history, outdir / "metrics.csv")
-        log.info("epoch %d/%d stage %d a=%.2f loss %.4f val dice %.3f det %.2f (%.1f s, %.1f stacks/s)",
-                 epoch + 1, cfg.epochs, stage, a, row["train_loss"], row["val_dice"], row["val_detection"],
-                 row["seconds"], row["stacks_per_s"])
-        if stop_after is not None and epoch >= stop_after:
-            break
-    save_checkpoint(export(model, cfg.to_dict(), row), outdir / "model_last.pt")
-    shutil.copyfile(outdir / "checkpoint_best.pt", outdir / "model.pt.tmp")
-    os.replace(outdir / "model.pt.tmp", outdir / "model.pt")
-    try:
-        plot_training_curve(history, cfg, outdir / "training_curve.png")
-    except Exception as exc:  # a figure must never lose a trained model
-        log.warning("training curve not drawn: %s", exc)
-    return row
-
-
-def _write_metrics(history: list[dict], path: Path) -> None:
-    import pandas as pd
-
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(history).to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def plot_training_curve(history: list[dict], cfg: TrainConfig, path: Path) -> Path:
-    """Loss and validation metrics per epoch, curriculum stages shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = np.array([r["epoch"] + 1 for r in history])
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    stages = np.array([r["stage"] for r in history])
-    shades = ["#f0f0f0", "#d9d9d9", "#bdbdbd", "#969696", "#737373"]
-    for s in np.unique(stages):
-        e = ep[stages == s]
-        att = history[int(np.flatnonzero(stages == s)[0])]["attenuation"]
-        ax.axvspan(e.min() - 0.5, e.max() + 0.5, color=shades[int(s) % len(shades)], alpha=0.6, lw=0)
-        ax.text(e.mean(), 1.02, f"a={att:.2f}", ha="center", va="bottom", fontsize=8, transform=ax.get_xaxis_transform())
-    ax.plot(ep, [r["train_loss"] for r in history], color="#0072B2", label="training loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(("loss (Dice + CE" if cfg.loss == "dice_ce" else f"loss ({cfg.loss}") + ", unitless)")
-    ax2 = ax.twinx()
-    ax2.plot(ep, [r["val_dice"] for r in history], "o-", color="#D55E00", ms=3, label="val Dice")
-    ax2.plot(ep, [r["val_detection"] for r in history], "s--", color="#009E73", ms=3, label="val detection rate")
-    ax2.set_ylim(0, 1.05)
-    ax2.set_ylabel("validation Dice / detection (fraction)")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8)
-    # pad: the stage labels (a=...) sit just above the axes, under the title
-    ax.set_title(f"{cfg.model} / {cfg.target}: GMD stages shaded ({cfg.dropout.schedule})", fontsize=9, pad=16)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def configure_logging() -> None:
-    """One line per epoch to stderr (cluster logs) at INFO."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-
-
-def save_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    trainer = Trainer(train_cases, val_cases, cfg, outdir)
+    trainer.maybe_resume(resume)
+    return trainer.fit(stop_after)

@@ -1,0 +1,154 @@
+"""What a training run depends on: the run, modality-dropout and augmentation settings.
+
+Every field is a key of the workflow config's ``training:`` section; a checkpoint stores the whole
+:class:`TrainConfig`, and a run resumes only from a checkpoint made with the same settings
+(:func:`changed_settings`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from ..core.sequences import DEFAULT_MODALITIES
+from .modality_dropout import GROUPINGS, PRESETS, SCHEDULES, check_schedule
+
+# What does not change the trained weights: a run may resume on another device or loader.
+RESUME_IGNORES = ("device", "num_workers")
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation and curriculum site-simulation strengths.
+
+    Applied by the dataset to every training stack, before and independently of modality dropout:
+    an ablation's dropout arms (gmd / fixed / none) share it unchanged.
+    """
+
+    flip: bool = True
+    rotate_deg: float = 10.0
+    noise_std: float = 0.05
+    scale_std: float = 0.1
+    gamma_std: float = 0.1
+    # Site simulation, multiplied by the curriculum's site strength (0..1): (i + 1) / n from
+    # site_boundaries[i] * epochs on (its own staircase, not the dropout's; trainer.curriculum).
+    site_noise_std: float = 0.15
+    site_bias: float = 0.3
+    site_shift_std: float = 0.2
+    site_boundaries: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+
+
+@dataclass
+class DropoutConfig:
+    """Gradual modality dropout (training.modality_dropout): attenuation schedule, probability p.
+
+    ``schedule: none`` is the exact identity (nothing drawn, nothing rescaled); so is every epoch
+    before ``boundaries[0]`` with the staircase / linear / cosine schedules. ``preset: reference``
+    fills in the keys a config does not set with the authors' public implementation's values
+    (modality_dropout.PRESETS; see :meth:`from_dict`).
+    """
+
+    schedule: str = "staircase"  # staircase | linear | cosine | fixed | none
+    p: float = 0.5
+    stages: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    boundaries: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+    sigma: float = 0.05
+    eligible: list[str] | None = None  # model channels that may be dropped; None = all
+    grouping: str = "per_sequence"  # per_sequence (each sequence drawn alone) | per_sample (together)
+    preset: str | None = None  # None | reference
+
+    def __post_init__(self) -> None:
+        where = "training.dropout"
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"{where}.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"{where}.grouping must be one of {', '.join(GROUPINGS)}, got {self.grouping!r}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"{where}.preset must be null or one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if not 0.0 <= float(self.p) <= 1.0 or float(self.sigma) < 0:
+            raise ValueError(f"{where}: p must lie in [0, 1] and sigma be >= 0, got p={self.p}, sigma={self.sigma}")
+        try:
+            check_schedule(self.stages, self.boundaries)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DropoutConfig":
+        """A config from a mapping; a ``preset`` supplies the keys the mapping does not set."""
+        d = dict(d)
+        preset = d.get("preset")
+        if preset is not None and preset in PRESETS:
+            d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in PRESETS[preset].items()} | d
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in each checkpoint)."""
+
+    target: str = "thrombus"
+    modalities: list[str] | None = None
+    model: str = "upattllstm"
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 4
+    stack: int = 12
+    crop: tuple[int, int] = (128, 128)
+    repeats: int = 1  # positive/negative pairs drawn per training case per epoch
+    fg_oversample: float = 0.0
+    negatives: str = "brain"  # target-free stack: anywhere in the brain in plane, or "near" the target
+    optimizer: str = "adam"  # adam (MIDL 2024) | sgd (nnU-Net: momentum 0.99, poly)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "poly"  # poly | none
+    loss: str = "dice_ce"
+    class_weights: list[float] | None = None
+    dropout: DropoutConfig = field(default_factory=DropoutConfig)
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    seed: int = 0
+    deterministic: bool = True
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # mixed precision, GPU only
+    val_every: int = 1
+    val_overlap: float = 0.5
+    val_max_cases: int | None = None  # validate on the first N val cases (full volumes are costly on CPU)
+    threshold: float = 0.5
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from a mapping (unknown keys: ValueError); modalities default per target."""
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {unknown}")
+        if isinstance(d.get("dropout"), dict):
+            d["dropout"] = DropoutConfig.from_dict(d["dropout"])
+        if isinstance(d.get("augment"), dict):
+            d["augment"] = AugmentConfig(**d["augment"])
+        if d.get("crop") is not None and not isinstance(d["crop"], (list, tuple)):
+            d["crop"] = (int(d["crop"]), int(d["crop"]))
+        cfg = cls(**d)
+        if cfg.modalities is None:
+            cfg.modalities = list(DEFAULT_MODALITIES[cfg.target])
+        cfg.crop = tuple(cfg.crop)
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def changed_settings(saved: dict | None, cfg: TrainConfig) -> list[str]:
+    """Options that differ between a checkpoint's recorded settings and ``cfg`` (none recorded: []).
+
+    A setting that a newer thrombseg added counts as changed too, so such a run starts over rather
+    than mix two versions' training.
+    """
+    if not saved:
+        return []
+    now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as in the stored copy
+    then = json.loads(json.dumps(saved, default=str))
+    return sorted(k for k in now.keys() | then.keys()
+                  if k not in RESUME_IGNORES and now.get(k) != then.get(k))
