@@ -321,7 +321,7 @@ def test_an_interrupted_run_leaves_the_previous_cohort_whole(tmp_path, monkeypat
     def killed(*a, **k):  # stands for the kill: after every patient of the new seed was written
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("thrombseg.synth.montage.write_montage", killed)
+    monkeypatch.setattr(cohort_mod, "write_montage", killed)
     with pytest.raises(KeyboardInterrupt):
         cohort_mod.generate_cohort(out, n_per_center=1, centers=[TINY_CENTER], seed=12, overwrite=True)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

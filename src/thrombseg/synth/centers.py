@@ -36,9 +36,15 @@ import re
 
 import numpy as np
 
+from ..core.sequences import SEQUENCES, sources
 from .transform import rotation
 
-SEQUENCE_KEYS = ("swi", "t2star", "phase", "dwi", "adc", "flair", "t1w")
+# Center configs name the T1 series by its BIDS suffix; every other key is the sample-sheet column.
+CONFIG_KEY = {seq: "t1w" if seq == "t1" else seq for seq in SEQUENCES}  # sheet column -> config key
+SHEET_COLUMN = {key: seq for seq, key in CONFIG_KEY.items()}
+SUSCEPTIBILITY = sources("swi")  # a center has exactly one of SWI and T2*-GRE
+# the susceptibility family first: it is generated first and leads the QC montage
+SEQUENCE_KEYS = tuple(CONFIG_KEY[s] for s in (*SUSCEPTIBILITY, *(s for s in SEQUENCES if s not in SUSCEPTIBILITY)))
 GRID_SEQUENCES = ("swi", "t2star", "dwi", "flair", "t1w")  # sequences that define their own grid
 
 DEFAULT_CENTERS: list[dict] = [
@@ -119,51 +125,70 @@ def validate_centers(centers: list[dict]) -> list[dict]:
             raise ValueError(f"duplicate center name {name!r}")
         names.add(name)
         seqs = c.get("sequences") or {}
-        unknown = set(seqs) - set(SEQUENCE_KEYS)
-        if unknown:
-            raise ValueError(f"center {name}: unknown sequence(s) {sorted(unknown)}; known: {SEQUENCE_KEYS}")
-        kind = c.setdefault("susceptibility", "swi" if "swi" in seqs else "t2star")
-        if kind not in ("swi", "t2star"):
-            raise ValueError(f"center {name}: susceptibility must be 'swi' or 't2star'")
-        if kind not in seqs:
-            raise ValueError(f"center {name}: susceptibility image '{kind}' missing from its sequences")
-        if ("swi" in seqs) and ("t2star" in seqs):
-            raise ValueError(f"center {name}: give either swi or t2star, not both")
-        if "adc" in seqs and "dwi" not in seqs:
-            raise ValueError(f"center {name}: adc needs dwi")
+        _check_sequences(c, name, seqs)
         for s in GRID_SEQUENCES:
             if s in seqs:
-                q = seqs[s]
-                orient = str(q.get("orientation", "RAS")).upper()
-                if len(orient) != 3 or sorted(_AXES[a][0] for a in orient if a in _AXES) != [0, 1, 2]:
-                    raise ValueError(f"center {name}: bad orientation {orient!r} for {s}")
-                q["orientation"] = orient
-                if len(q.get("spacing", ())) != 3:
-                    raise ValueError(f"center {name}: {s} needs a 3-value spacing")
-                q.setdefault("demo_spacing", q["spacing"])
-                q.setdefault("fov_mm", [200, 236, 150])
-                q.setdefault("z_center_mni", 10.0)
-        if "phase" in seqs:
-            seqs["phase"] = {"kind": "raw", "storage": "int", **(seqs["phase"] or {})}
-        if "adc" in seqs:
-            a = {"scale": 1e6, "dtype": "float32", **(seqs["adc"] or {})}
-            if c.get("adc_raw"):
-                a.update(scale=1e6, dtype="uint16")
-            seqs["adc"] = a
-        c.setdefault("field_strength", 3.0)
-        c.setdefault("manufacturer", "Synthetic")
-        c.setdefault("obliquity_deg", 0.0)
-        c.setdefault("adc_raw", False)
-        c.setdefault("adc_background", "noise")
-        c["missing"] = {k: float(v) for k, v in (c.get("missing") or {}).items()}
-        c.setdefault("noise", 0.03)
-        c.setdefault("bias", 0.2)
-        c.setdefault("intensity_scale", 1000.0)
-        c.setdefault("dtype", "int16")
-        if c["dtype"] not in ("int16", "float32"):
-            raise ValueError(f"center {name}: dtype must be int16 or float32")
+                _normalise_grid(name, s, seqs[s])
+        _fill_series_defaults(c, seqs)
+        _fill_center_defaults(c, name)
         out.append(c)
     return out
+
+
+def _check_sequences(c: dict, name: str, seqs: dict) -> None:
+    """Known sequence keys, exactly one susceptibility image, ADC only with DWI."""
+    unknown = set(seqs) - set(SEQUENCE_KEYS)
+    if unknown:
+        raise ValueError(f"center {name}: unknown sequence(s) {sorted(unknown)}; known: {SEQUENCE_KEYS}")
+    kind = c.setdefault("susceptibility", "swi" if "swi" in seqs else "t2star")
+    if kind not in SUSCEPTIBILITY:
+        raise ValueError(f"center {name}: susceptibility must be 'swi' or 't2star'")
+    if kind not in seqs:
+        raise ValueError(f"center {name}: susceptibility image '{kind}' missing from its sequences")
+    if all(s in seqs for s in SUSCEPTIBILITY):
+        raise ValueError(f"center {name}: give either swi or t2star, not both")
+    if "adc" in seqs and "dwi" not in seqs:
+        raise ValueError(f"center {name}: adc needs dwi")
+
+
+def _normalise_grid(name: str, seq: str, q: dict) -> None:
+    """Check a grid-defining sequence's orientation and spacing; fill its grid defaults in place."""
+    orient = str(q.get("orientation", "RAS")).upper()
+    if len(orient) != 3 or sorted(_AXES[a][0] for a in orient if a in _AXES) != [0, 1, 2]:
+        raise ValueError(f"center {name}: bad orientation {orient!r} for {seq}")
+    q["orientation"] = orient
+    if len(q.get("spacing", ())) != 3:
+        raise ValueError(f"center {name}: {seq} needs a 3-value spacing")
+    q.setdefault("demo_spacing", q["spacing"])
+    q.setdefault("fov_mm", [200, 236, 150])
+    q.setdefault("z_center_mni", 10.0)
+
+
+def _fill_series_defaults(c: dict, seqs: dict) -> None:
+    """Phase kind/storage and ADC scale/dtype defaults (raw 12-bit ADC forces uint16, 1e-6 mm^2/s)."""
+    if "phase" in seqs:
+        seqs["phase"] = {"kind": "raw", "storage": "int", **(seqs["phase"] or {})}
+    if "adc" in seqs:
+        a = {"scale": 1e6, "dtype": "float32", **(seqs["adc"] or {})}
+        if c.get("adc_raw"):
+            a.update(scale=1e6, dtype="uint16")
+        seqs["adc"] = a
+
+
+def _fill_center_defaults(c: dict, name: str) -> None:
+    """Scanner, noise and storage defaults of a center, in place; checks the magnitude dtype."""
+    c.setdefault("field_strength", 3.0)
+    c.setdefault("manufacturer", "Synthetic")
+    c.setdefault("obliquity_deg", 0.0)
+    c.setdefault("adc_raw", False)
+    c.setdefault("adc_background", "noise")
+    c["missing"] = {k: float(v) for k, v in (c.get("missing") or {}).items()}
+    c.setdefault("noise", 0.03)
+    c.setdefault("bias", 0.2)
+    c.setdefault("intensity_scale", 1000.0)
+    c.setdefault("dtype", "int16")
+    if c["dtype"] not in ("int16", "float32"):
+        raise ValueError(f"center {name}: dtype must be int16 or float32")
 
 
 def sequence_spacing(center: dict, seq: str, size: str) -> tuple[float, float, float]:

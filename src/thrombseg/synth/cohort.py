@@ -1,24 +1,28 @@
 """Cohort orchestration: plan (sites, contrast flags), generate subjects, write the BIDS-like tree."""
 from __future__ import annotations
 
-import json
+import multiprocessing as mp
 import os
 from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..core.fs import atomic_dir
+from ..core.io import write_json as write_plain_json
+from ..core.sequences import LABELS, SEQUENCES
 from .atlas import get_atlas
 from .centers import DEFAULT_CENTERS, validate_centers
 from .io import write_json, write_tsv
+from .montage import write_montage
 from .patient import SubjectTask, make_subject
 from .vessels import SITE_SHARES
 
-SHEET_COLUMNS = ["subject", "center", "split", "swi", "phase", "t2star", "dwi", "adc", "flair", "t1",
-                 "thrombus_mask", "lesion_mask"]
+SHEET_COLUMNS = ["subject", "center", "split", *SEQUENCES, *LABELS]
+PARTICIPANT_COLUMNS = ["participant_id", "center", "age", "sex", "field_strength", "manufacturer"]
 LOW_CONTRAST_SHARE = 0.15
 SIZES = ("demo", "paper")
-
+PLAN_SALT = 99173  # fixed entry of the cohort plan's seed: changing it changes every cohort
 
 
 def subject_id(center: str, index: int, n_per_center: int) -> str:
@@ -32,10 +36,9 @@ def subject_ids(n_per_center: int = 8, centers: list[dict] | None = None) -> dic
 
     The workflow needs the ids at parse time to build a static DAG.
     """
-    from .centers import DEFAULT_CENTERS
-
     centers = DEFAULT_CENTERS if centers is None else centers
     return {subject_id(c["name"], i, n_per_center): c["name"] for c in centers for i in range(n_per_center)}
+
 
 def _quota(shares: dict, n: int, rng: np.random.Generator) -> list[str]:
     """Exactly-proportioned (largest remainder) shuffled list of ``n`` draws."""
@@ -50,25 +53,20 @@ def _quota(shares: dict, n: int, rng: np.random.Generator) -> list[str]:
 
 
 def plan_cohort(centers: list[dict], n_per_center: int, seed: int, size: str, outdir: Path) -> list[SubjectTask]:
-    rng = np.random.default_rng([seed, 99173])
+    """One task per patient: occlusion sites in exact cohort shares, a share of low-contrast clots."""
+    rng = np.random.default_rng([seed, PLAN_SALT])
     n = n_per_center * len(centers)
     sites = _quota(SITE_SHARES, n, rng)
-    n_low = int(round(LOW_CONTRAST_SHARE * n))
-    low = np.zeros(n, bool)
-    low[rng.permutation(n)[:n_low]] = True
+    low_contrast = np.zeros(n, bool)
+    low_contrast[rng.permutation(n)[:int(round(LOW_CONTRAST_SHARE * n))]] = True
     tasks = []
-    k = 0
     for ci, c in enumerate(centers):
         for pi in range(n_per_center):
+            k = len(tasks)
             tasks.append(SubjectTask(subject=subject_id(c["name"], pi, n_per_center), center=c, center_index=ci, index=pi,
-                                     seed=int(seed), site=sites[k], low_contrast=bool(low[k]), size=size,
+                                     seed=int(seed), site=sites[k], low_contrast=bool(low_contrast[k]), size=size,
                                      outdir=str(outdir)))
-            k += 1
     return tasks
-
-
-def _run(task):
-    return make_subject(task)
 
 
 def generate_cohort(outdir, n_per_center: int = 8, centers: list[dict] | None = None, seed: int = 0,
@@ -98,47 +96,43 @@ def generate_cohort(outdir, n_per_center: int = 8, centers: list[dict] | None = 
 
 def _write_cohort(outdir: Path, centers: list[dict], n_per_center: int, seed: int, size: str,
                   n_jobs: int | None) -> Path:
-    tasks = plan_cohort(centers, n_per_center, seed, size, outdir)
+    """Every subject, then the dataset files, the QC montages and the sample sheet."""
+    results = _generate_subjects(plan_cohort(centers, n_per_center, seed, size, outdir), n_jobs)
+    _write_dataset_files(outdir, centers, results, {"seed": seed, "n_per_center": n_per_center, "size": size})
+    for c in centers:
+        write_montage(c["name"], [r for r in results if r["row"]["center"] == c["name"]],
+                      outdir / "qc" / f"montage_{c['name']}.png")
+    return write_tsv([r["row"] for r in results], SHEET_COLUMNS, outdir / "subjects.tsv")
+
+
+def _generate_subjects(tasks: list[SubjectTask], n_jobs: int | None) -> list[dict]:
+    """Run :func:`make_subject` over the tasks, in ``n_jobs`` forked workers (``None``/0: all cores)."""
     get_atlas()  # build once here, shared by forked workers
     n_jobs = (os.cpu_count() or 1) if not n_jobs else int(n_jobs)
     n_jobs = max(1, min(n_jobs, len(tasks)))
     if n_jobs == 1:
-        results = [_run(t) for t in tasks]
-    else:
-        import multiprocessing as mp
+        return [make_subject(t) for t in tasks]
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    with ctx.Pool(n_jobs) as pool:
+        return pool.map(make_subject, tasks, chunksize=1)
 
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(n_jobs) as pool:
-            results = pool.map(_run, tasks, chunksize=1)
 
-    try:
-        from .. import __version__ as version
-    except ImportError:  # pragma: no cover
-        version = "unknown"
-
+def _write_dataset_files(outdir: Path, centers: list[dict], results: list[dict], parameters: dict) -> None:
+    """BIDS dataset descriptions (raw and derivatives), participants table and sidecar, centers.json."""
     write_json({"Name": "thrombseg synthetic multi-center acute stroke cohort", "BIDSVersion": "1.9.0",
                 "DatasetType": "raw", "License": "CC0",
-                "GeneratedBy": [{"Name": "thrombseg.synth", "Version": version,
+                "GeneratedBy": [{"Name": "thrombseg.synth", "Version": __version__,
                                  "Description": "MNI152 2009 (nilearn) anatomy, random per-patient warps, "
                                                 "analytic vessels, thrombus and infarct"}],
-                "GeneratorParameters": {"seed": seed, "n_per_center": n_per_center, "size": size,
-                                        "centers": [c["name"] for c in centers]}},
+                "GeneratorParameters": {**parameters, "centers": [c["name"] for c in centers]}},
                outdir / "dataset_description.json")
     for sub in ("labels", "truth"):
         write_json({"Name": f"thrombseg synthetic cohort {sub}", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-                    "GeneratedBy": [{"Name": "thrombseg.synth", "Version": version}]},
+                    "GeneratedBy": [{"Name": "thrombseg.synth", "Version": __version__}]},
                    outdir / "derivatives" / sub / "dataset_description.json")
-    write_tsv([r["participant"] for r in results],
-              ["participant_id", "center", "age", "sex", "field_strength", "manufacturer"],
-              outdir / "participants.tsv")
+    write_tsv([r["participant"] for r in results], PARTICIPANT_COLUMNS, outdir / "participants.tsv")
     write_json({"center": {"Description": "acquisition center (site)"}, "age": {"Units": "years"},
                 "sex": {"Levels": {"F": "female", "M": "male"}},
                 "field_strength": {"Units": "T"}, "manufacturer": {"Description": "synthetic vendor"}},
                outdir / "participants.json")
-    (outdir / "centers.json").write_text(json.dumps(centers, indent=1) + "\n")
-    from .montage import write_montage
-
-    for c in centers:
-        res = [r for r in results if r["row"]["center"] == c["name"]]
-        write_montage(c["name"], res, outdir / "qc" / f"montage_{c['name']}.png")
-    return write_tsv([r["row"] for r in results], SHEET_COLUMNS, outdir / "subjects.tsv")
+    write_plain_json(centers, outdir / "centers.json", indent=1)  # as given: floats not rounded

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .atlas import (ACA, MCA_DEEP, MCA_INF, MCA_SUP, PCA, POSTERIOR_FOSSA, RIGHT_OFFSET, TERRITORY_NAMES,
-                    Atlas)
+from .atlas import ACA, MCA_DEEP, MCA_INF, MCA_SUP, PCA, POSTERIOR_FOSSA, RIGHT_OFFSET, TERRITORY_NAMES, Atlas
 
 
 def territories_for(site: str, vessel: str, hemisphere: str, rng: np.random.Generator) -> list[int]:

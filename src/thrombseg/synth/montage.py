@@ -1,11 +1,26 @@
-"""One QC montage PNG per center: a row per patient, a column per sequence."""
+"""One QC montage PNG per center: a row per patient, a column per sequence.
+
+matplotlib is imported when a montage is drawn, not with the module: the workflow imports
+``thrombseg.synth`` to parse the Snakefile and should not pay for (or set the backend of) pyplot.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
-ORDER = ("swi", "t2star", "phase", "dwi", "adc", "flair", "t1w")
+from ..core.io import atomic_path
+from .centers import SEQUENCE_KEYS
+
+
+def canonical_slice(data: np.ndarray, affine: np.ndarray, world_pt: np.ndarray) -> tuple:
+    """Axial slice (RAS-canonical) through a world point: (slice, canonical affine, in-plane index)."""
+    img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data, np.float32), affine))
+    d = np.asarray(img.dataobj, np.float32)
+    ijk = np.linalg.inv(img.affine) @ np.append(world_pt, 1.0)
+    k = int(np.clip(np.round(ijk[2]), 0, d.shape[2] - 1))
+    return d[:, :, k].T.copy(), img.affine, (ijk[:2]).tolist()
 
 
 def _window(a: np.ndarray, seq: str):
@@ -18,12 +33,13 @@ def _window(a: np.ndarray, seq: str):
 
 
 def write_montage(center: str, results: list[dict], path: Path) -> Path:
+    """The center's montage: per patient the susceptibility image, a zoom on the thrombus, the rest."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    seqs = [s for s in ORDER if any(s in r["montage"]["panels"] for r in results)]
+    seqs = [s for s in SEQUENCE_KEYS if any(s in r["montage"]["panels"] for r in results)]
     cols = [seqs[0], "zoom"] + seqs[1:] if seqs else []
     n, m = len(results), len(cols)
     fig, axes = plt.subplots(n, m, figsize=(1.9 * m, 1.9 * n + 0.4), squeeze=False, facecolor="black")
@@ -64,8 +80,7 @@ def write_montage(center: str, results: list[dict], path: Path) -> Path:
              "infarct (neurological orientation: left on the left)", color="white", fontsize=7, ha="center",
              va="bottom")
     fig.tight_layout(pad=0.2, rect=(0, 0.2 / height, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, facecolor="black", metadata={"Software": None, "Creation Time": None})
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80, facecolor="black", metadata={"Software": None, "Creation Time": None})
     plt.close(fig)
-    return path
+    return Path(path)

@@ -57,7 +57,7 @@ class PatientTransform:
 
     # ---- construction ----------------------------------------------------------------------------
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "PatientTransform":
+    def random(cls, rng: np.random.Generator) -> PatientTransform:
         deg = np.pi / 180
         pitch = float(np.clip(rng.normal(0, 7), -16, 16))
         roll = float(np.clip(rng.normal(0, 3), -8, 8))
@@ -85,7 +85,7 @@ class PatientTransform:
                 "pose": self.params}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PatientTransform":
+    def from_dict(cls, d: dict) -> PatientTransform:
         w = d["warp"]
         return cls(np.array(d["world_to_mni_affine"]), int(w["seed"]), float(w["amplitude_mm"]),
                    float(w["control_spacing_mm"]), d.get("pose", {}))
