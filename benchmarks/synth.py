@@ -4,9 +4,6 @@
 
 Prints one table: per center, subjects, files, size on disk; then the total wall time. The cohort
 goes to a temporary folder unless ``--outdir`` is given. ``--quick``: 1 patient per center.
-
-Run time on 2 CPU cores (AMD EPYC, shared machine), measured: default (32 patients, the demo's
-cohort) about 70 s; ``--quick`` (4 patients) about 12 s.
 """
 from __future__ import annotations
 
@@ -16,7 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 from _common import header
+
+from thrombseg.core.sequences import LABELS, SEQUENCES
+from thrombseg.synth import DEFAULT_CENTERS, generate_cohort
 
 
 def _size(paths) -> int:
@@ -34,9 +35,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     a.n_per_center = a.n_per_center or (1 if a.quick else 8)
     header(itk_threads="not used")
-
-    from thrombseg.synth import DEFAULT_CENTERS, generate_cohort
-
     tmp = None
     if a.outdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="synth-bench-")
@@ -44,9 +42,6 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     sheet = generate_cohort(a.outdir, n_per_center=a.n_per_center, seed=a.seed, size=a.size, n_jobs=a.jobs)
     wall = time.perf_counter() - t0
-
-    import pandas as pd
-
     df = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)
     root = sheet.parent
     print(f"synthetic cohort: size={a.size}, {a.n_per_center} per center, seed={a.seed}, jobs={a.jobs}, "
@@ -56,11 +51,11 @@ def main(argv=None) -> int:
     for c in [c["name"] for c in DEFAULT_CENTERS if c["name"] in set(df.center)] + \
              sorted(set(df.center) - {c["name"] for c in DEFAULT_CENTERS}):
         sub = df[df.center == c]
-        imgs = [root / p for col in ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1") for p in sub[col] if p]
-        masks = [root / p for col in ("thrombus_mask", "lesion_mask") for p in sub[col] if p]
+        imgs = [root / p for col in SEQUENCES for p in sub[col] if p]
+        masks = [root / p for col in LABELS for p in sub[col] if p]
         mb = (_size(imgs) + _size(masks)) / 1e6
         tot_mb += mb
-        seqs = [col for col in ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1") if (sub[col] != "").any()]
+        seqs = [col for col in SEQUENCES if (sub[col] != "").any()]
         print(f"{c:<8} {len(sub):>8} {len(imgs):>7} {len(masks):>6} {mb:>8.1f}  {' '.join(seqs)}")
     all_mb = _size(root.rglob("*")) / 1e6
     print(f"{'total':<8} {len(df):>8} {'':>7} {'':>6} {tot_mb:>8.1f}  (whole tree incl. truth/QC: {all_mb:.1f} MB)")

@@ -17,14 +17,13 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
+import thrombseg.synth.cohort as cohort_mod
+from thrombseg.core.fs import OutputError
+from thrombseg.core.sequences import LABELS, SEQUENCES
 from thrombseg.synth import DEFAULT_CENTERS, SHEET_COLUMNS, PatientTransform, generate_cohort, sequence_spacing
 from thrombseg.synth.atlas import get_atlas
-from thrombseg.synth.centers import validate_centers
-
-SEQ_COLS = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")
-CFG_KEY = {"swi": "swi", "phase": "phase", "t2star": "t2star", "dwi": "dwi", "adc": "adc", "flair": "flair",
-           "t1": "t1w"}
-GRID_OF = {"phase": None, "adc": "dwi"}  # phase shares the susceptibility grid, adc the dwi grid
+from thrombseg.synth.centers import CONFIG_KEY, validate_centers
+from thrombseg.synth.io import make_image, save_nifti, write_json
 
 TINY_CENTER = {
     "name": "tiny", "field_strength": 3.0, "susceptibility": "swi",
@@ -79,7 +78,7 @@ def test_tree_and_sample_sheet(cohort, sheet_df):
     for _, row in sheet_df.iterrows():
         assert re.fullmatch(r"[A-Za-z0-9]+", row.subject)
         assert row.thrombus_mask and row.lesion_mask
-        for col in (*SEQ_COLS, "thrombus_mask", "lesion_mask"):
+        for col in (*SEQUENCES, *LABELS):
             if row[col]:
                 assert not Path(row[col]).is_absolute()
                 assert (root / row[col]).is_file(), row[col]
@@ -105,7 +104,7 @@ def test_project_validator_accepts_sheet(cohort):
 def test_valid_3d_images_and_affines(cohort, sheet_df):
     root = cohort.parent
     for _, row in sheet_df.iterrows():
-        files = [row[c] for c in (*SEQ_COLS, "thrombus_mask", "lesion_mask") if row[c]]
+        files = [row[c] for c in (*SEQUENCES, *LABELS) if row[c]]
         files.append(f"derivatives/truth/sub-{row.subject}/sub-{row.subject}_desc-brain_mask.nii.gz")
         for f in files:
             img = nib.load(root / f)
@@ -129,8 +128,8 @@ def test_sequences_and_spacings_as_configured(cohort, sheet_df):
         c = _center(row.center)
         t = _truth(root, row.subject)
         seqs = c["sequences"]
-        for col in SEQ_COLS:
-            key = CFG_KEY[col]
+        for col in SEQUENCES:
+            key = CONFIG_KEY[col]
             if key not in seqs:
                 assert row[col] == "", (row.subject, col)
                 continue
@@ -309,9 +308,6 @@ def test_default_demo_cohort(tmp_path):
 
 def test_an_interrupted_run_leaves_the_previous_cohort_whole(tmp_path, monkeypatch):
     """Before: a killed `thrombseg synth` over an existing cohort left a mix of two seeds."""
-    import thrombseg.synth.cohort as cohort_mod
-    from thrombseg.core.fs import OutputError
-
     out = tmp_path / "cohort"
     sheet = generate_cohort(out, n_per_center=1, centers=[TINY_CENTER], seed=11)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -326,3 +322,14 @@ def test_an_interrupted_run_leaves_the_previous_cohort_whole(tmp_path, monkeypat
         cohort_mod.generate_cohort(out, n_per_center=1, centers=[TINY_CENTER], seed=12, overwrite=True)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"] and sheet.is_file()
+
+
+def test_truth_json_rounds_floats_and_nifti_bytes_do_not_depend_on_time(tmp_path, monkeypatch):
+    path = write_json({"a": np.float32(0.1234567891), "b": np.arange(2), 3: [1.0000004, np.bool_(True)]},
+                      tmp_path / "t.json")
+    assert json.loads(path.read_text()) == {"a": 0.123457, "b": [0, 1], "3": [1.0, True]}
+    img = make_image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.eye(4), "int16")
+    first = save_nifti(img, tmp_path / "a.nii.gz").read_bytes()
+    monkeypatch.setattr(time, "time", lambda: 1.0e9)  # gzip would stamp the current time otherwise
+    assert save_nifti(img, tmp_path / "b.nii.gz").read_bytes() == first
+    assert nib.load(tmp_path / "b.nii.gz").get_data_dtype() == np.int16

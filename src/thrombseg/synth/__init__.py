@@ -12,10 +12,14 @@ its own protocol (sequences, voxel sizes, orientation, obliquity, storage, noise
 Sizes: ``size="paper"`` uses the protocols' own voxel sizes (e.g. SWI 0.5x0.5x2 mm, DWI 1x1x5 mm);
 ``size="demo"`` (default) keeps slice thickness and coarsens in-plane resolution so that the whole
 downstream pipeline runs on a laptop CPU (SWI 1.0-1.2 mm in-plane, DWI 1.25-2 mm, FLAIR 1.0 mm or
-1.5 mm isotropic). The demo cohort (4 x 8) takes ~80 s of CPU (about 45-60 s wall on 2 free cores)
-and ~330 MB on disk. Centers are plain dicts (``thrombseg.synth.centers`` documents the keys).
-Truth per subject (``derivatives/truth``) includes the world->MNI mapping; rebuild it with
-``PatientTransform.from_dict(truth["world_to_mni"])``.
+1.5 mm isotropic); ``benchmarks/synth.py`` measures its time and size on disk. Centers are plain
+dicts (``thrombseg.synth.centers`` documents the keys). Truth per subject (``derivatives/truth``)
+includes the world->MNI mapping; rebuild it with ``PatientTransform.from_dict(truth["world_to_mni"])``.
+
+Modules, bottom up: ``atlas`` (MNI anatomy), ``transform`` (per-patient warp), ``vessels`` and
+``lesions`` (thrombus, infarct), ``render`` (tissue to image), ``centers`` (protocols and grids),
+``pathology`` (one patient's draws), ``acquisition`` (its series and masks), ``patient`` (one patient
+end to end), ``cohort`` (all of them, the BIDS tree), ``io`` and ``montage`` (files, QC).
 """
 from .centers import DEFAULT_CENTERS, acquisition_grid, sequence_spacing, validate_centers
 from .cohort import SHEET_COLUMNS, generate_cohort, subject_id, subject_ids

@@ -10,11 +10,14 @@ Everything here lives in MNI space and is built once per process (``get_atlas()`
 * a spherical table of the brain surface radius (for cortical veins and the sinuses).
 
 The MNI152 2009 GM/WM maps and T1 template come from ``nilearn.datasets.load_mni152_*`` which
-read files shipped inside the nilearn wheel (no network, no fetcher).
+read files shipped inside the nilearn wheel (no network, no fetcher). nilearn is imported when the
+atlas is first built, not with the module: the workflow imports ``thrombseg.synth`` to parse the
+Snakefile and should not pay for it.
 """
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,8 +95,7 @@ class Atlas:
 
 
 def _load_templates():
-    import warnings
-
+    """The 1 mm MNI152 2009 affine, T1, GM and WM maps (float32) and brain mask (bool)."""
     from nilearn import datasets
 
     with warnings.catch_warnings():
@@ -192,26 +194,72 @@ def _surface_table(brain1: np.ndarray, origin1: np.ndarray, n_theta=91, n_phi=18
     return theta, phi, radii[last].astype(np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def get_atlas() -> Atlas:
-    aff, t1, gm, wm, brain = _load_templates()
-    origin = aff[:3, 3].astype(float)
-    # --- pad below with a medulla / cord cylinder ---
-    nz0 = 4
-    low = brain[:, :, :nz0].any(-1)
+def _pad_below(brain, gm, wm, t1, origin: np.ndarray):
+    """Maps padded PAD_Z mm below the template with a medulla/cord cylinder that thins downward."""
+    low = brain[:, :, :4].any(-1)  # the template's lowest 4 slices locate the medulla
     ci = np.argwhere(low)
     ctr = ci.mean(0) if len(ci) else np.array([98.0, 92.0])
     pad = np.zeros(brain.shape[:2] + (PAD_Z,), bool)
     gx, gy = np.meshgrid(np.arange(brain.shape[0]), np.arange(brain.shape[1]), indexing="ij")
     for k in range(PAD_Z):
-        r = 6.0 - 1.5 * (PAD_Z - k) / PAD_Z  # thins downward
+        r = 6.0 - 1.5 * (PAD_Z - k) / PAD_Z
         pad[:, :, k] = (gx - ctr[0]) ** 2 + (gy - ctr[1]) ** 2 <= r * r
     padf = pad.astype(np.float32)
-    brain = np.concatenate([pad, brain], axis=2)
-    gm = np.concatenate([padf * 0.25, gm], axis=2)
-    wm = np.concatenate([padf * 0.75, wm], axis=2)
-    t1 = np.concatenate([padf * 0.8, t1], axis=2)
-    origin1 = origin - np.array([0.0, 0.0, PAD_Z])
+    return (np.concatenate([pad, brain], axis=2), np.concatenate([padf * 0.25, gm], axis=2),
+            np.concatenate([padf * 0.75, wm], axis=2), np.concatenate([padf * 0.8, t1], axis=2),
+            origin - np.array([0.0, 0.0, PAD_Z]))
+
+
+def _downsample2(vol: np.ndarray, reduce) -> np.ndarray:
+    """2x2x2 blocks of a 1 mm map (zero-padded to even sizes) reduced by ``reduce`` (any, mean)."""
+    sh2 = tuple(int(np.ceil(n / 2)) for n in vol.shape)
+    padded = np.zeros(tuple(2 * n for n in sh2), vol.dtype)
+    padded[: vol.shape[0], : vol.shape[1], : vol.shape[2]] = vol
+    return reduce(padded.reshape(sh2[0], 2, sh2[1], 2, sh2[2], 2), axis=(1, 3, 5))
+
+
+def _intracranial_envelope(brain2: np.ndarray, origin2: np.ndarray) -> np.ndarray:
+    """Brain closed (radius 8 mm), holes filled, smoothed, basal cisterns included; 2 mm grid."""
+    m = 6
+    big = np.pad(brain2, m)
+    dil = ndi.distance_transform_edt(~big) <= 4.0
+    env = ndi.distance_transform_edt(dil) > 4.0
+    env = _fill_holes(env[m:-m, m:-m, m:-m], planar=False)
+    env = ndi.gaussian_filter(env.astype(np.float32), 1.0) > 0.5
+    env |= ndi.binary_dilation(brain2, iterations=1)
+    # basal cisterns (suprasellar, interpeduncular, ambient): enclosed in axial slices above the sella
+    z2 = np.arange(env.shape[2]) * 2.0 + origin2[2]
+    above = z2 > -32.0
+    env[:, :, above] = _fill_holes(env[:, :, above], planar=True)
+    return env
+
+
+def _head_hull(env: np.ndarray) -> np.ndarray:
+    """The head's outline: per axial slice, the envelope closed by 20 mm and its holes filled."""
+    pad2 = 12
+    e2 = np.pad(env, ((pad2, pad2), (pad2, pad2), (0, 0)))
+    far = (1.0, 1.0, 1e4)  # EDT restricted to axial planes
+    dil = ndi.distance_transform_edt(~e2, sampling=far) <= 10.0
+    clo = ndi.distance_transform_edt(dil, sampling=far) > 10.0
+    return _fill_holes(clo | e2, planar=True)[pad2:-pad2, pad2:-pad2]
+
+
+def _envelope_distance(env: np.ndarray) -> np.ndarray:
+    """Signed distance (mm, ~0 at the boundary, negative inside) to the envelope, clamped in the head."""
+    dist_out = ndi.distance_transform_edt(~env) * 2.0
+    dist_in = ndi.distance_transform_edt(env) * 2.0
+    envelope_dist = (dist_out - dist_in + 1.0).astype(np.float32)
+    # inside the head hull but far from the brain (skull base, between temporal lobes and
+    # cerebellum): clamp the distance so that it renders as skull / deep soft tissue, not air
+    envelope_dist[_head_hull(env) & (envelope_dist > HULL_CLAMP_MM)] = HULL_CLAMP_MM
+    return envelope_dist
+
+
+@functools.lru_cache(maxsize=1)
+def get_atlas() -> Atlas:
+    """The atlas: padded 1 mm template maps, then the 2 mm envelope, territories and surface table."""
+    aff, t1, gm, wm, brain = _load_templates()
+    brain, gm, wm, t1, origin1 = _pad_below(brain, gm, wm, t1, aff[:3, 3].astype(float))
     brain = _fill_holes(brain, planar=False)
     # keep GM+WM <= 1 and inside-brain consistent
     s = gm + wm
@@ -219,48 +267,16 @@ def get_atlas() -> Atlas:
     gm[over] /= s[over]
     wm[over] /= s[over]
     iron = _ellipsoid_map(brain.shape, origin1, IRON_NUCLEI) * brain
-
-    # --- 2 mm maps ---
-    sh = brain.shape
-    sh2 = tuple(int(np.ceil(n / 2)) for n in sh)
-    bpad = np.zeros(tuple(2 * n for n in sh2), bool)
-    bpad[: sh[0], : sh[1], : sh[2]] = brain
-    b2 = bpad.reshape(sh2[0], 2, sh2[1], 2, sh2[2], 2).any(axis=(1, 3, 5))
-    tpad = np.zeros(tuple(2 * n for n in sh2), np.float32)
-    tpad[: sh[0], : sh[1], : sh[2]] = gm + wm
-    tissue2 = tpad.reshape(sh2[0], 2, sh2[1], 2, sh2[2], 2).mean(axis=(1, 3, 5)).astype(np.float32)
+    brain2 = _downsample2(brain, np.any)
+    tissue2 = _downsample2(gm + wm, np.mean).astype(np.float32)
     origin2 = origin1 + 0.5  # centre of the first 2x2x2 block
-    # envelope: closing (radius 8 mm) + hole filling + smoothing, always containing the brain
-    m = 6
-    big = np.pad(b2, m)
-    dil = ndi.distance_transform_edt(~big) <= 4.0
-    env = ndi.distance_transform_edt(dil) > 4.0
-    env = _fill_holes(env[m:-m, m:-m, m:-m], planar=False)
-    env = ndi.gaussian_filter(env.astype(np.float32), 1.0) > 0.5
-    env |= ndi.binary_dilation(b2, iterations=1)
-    # basal cisterns (suprasellar, interpeduncular, ambient): enclosed in axial slices above the sella
-    z2 = np.arange(sh2[2]) * 2.0 + origin2[2]
-    above = z2 > -32.0
-    env[:, :, above] = _fill_holes(env[:, :, above], planar=True)
-    # head hull: per axial slice, 20 mm closing + hole filling
-    pad2 = 12
-    e2 = np.pad(env, ((pad2, pad2), (pad2, pad2), (0, 0)))
-    far = (1.0, 1.0, 1e4)  # EDT restricted to axial planes
-    dil = ndi.distance_transform_edt(~e2, sampling=far) <= 10.0
-    clo = ndi.distance_transform_edt(dil, sampling=far) > 10.0
-    hull = _fill_holes(clo | e2, planar=True)[pad2:-pad2, pad2:-pad2]
-    dist_out = ndi.distance_transform_edt(~env) * 2.0
-    dist_in = ndi.distance_transform_edt(env) * 2.0
-    envelope_dist = (dist_out - dist_in + 1.0).astype(np.float32)  # ~0 at the boundary
-    # inside the head hull but far from the brain (skull base, between temporal lobes and
-    # cerebellum): clamp the distance so that it renders as skull / deep soft tissue, not air
-    envelope_dist[hull & (envelope_dist > HULL_CLAMP_MM)] = HULL_CLAMP_MM
-    territory = _territories(origin2, sh2, tissue2)
+    envelope_dist = _envelope_distance(_intracranial_envelope(brain2, origin2))
     theta, phi, radius = _surface_table(brain, origin1)
     return Atlas(origin1=origin1, gm=_to_u8(gm), wm=_to_u8(wm), brain=_to_u8(brain.astype(np.float32)),
                  t1=_to_u8(t1), iron=_to_u8(iron),
                  brain_iron=_to_u8(brain * (0.5 + 0.5 * iron)), origin2=origin2, envelope_dist=envelope_dist,
-                 territory=territory, tissue2=tissue2, surf_theta=theta, surf_phi=phi, surf_radius=radius)
+                 territory=_territories(origin2, brain2.shape, tissue2), tissue2=tissue2,
+                 surf_theta=theta, surf_phi=phi, surf_radius=radius)
 
 
 def territory_code(name: str, hemisphere: str) -> int:

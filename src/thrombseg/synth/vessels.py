@@ -204,9 +204,8 @@ def _match(lines: dict, keys: list[str]) -> list[str]:
     return out
 
 
-def build_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
-    veins: dict[str, Polyline] = {}
-    # superior sagittal sinus over the vertex, in the midline, just outside the brain
+def _venous_sinuses(atlas: Atlas) -> dict[str, Polyline]:
+    """Superior sagittal sinus over the vertex (midline, just outside the brain), transverse + sigmoid sinuses."""
     a = np.deg2rad(np.linspace(-5, 215, 60))
     dirs = np.stack([np.zeros_like(a), np.cos(a), np.sin(a)], 1)
     left = atlas.surface_point(dirs + [-0.06, 0, 0], 0.0)
@@ -215,9 +214,8 @@ def build_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
     sss = SURFACE_CENTRE + dirs * (rads + 3.0)[:, None]
     sss[:, 0] = 0.0
     p, r = densify(sss, 2.2, 3.5, smooth_mm=4.0)
-    veins["SSS"] = Polyline("SSS", p, r, VEIN)
+    sinuses = {"SSS": Polyline("SSS", p, r, VEIN)}
     torcula = p[-1]
-    # transverse + sigmoid sinuses
     for side, sx in (("R", 1.0), ("L", -1.0)):
         psi = np.deg2rad(np.linspace(0, 80, 14))
         d = np.stack([sx * np.sin(psi), -np.cos(psi), np.full_like(psi, -0.28)], 1)
@@ -225,8 +223,13 @@ def build_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
         tr[0] = torcula
         sig = np.array([tr[-1] + [0, 6, -10], [sx * 42, -38, -45], [sx * 38, -30, -60]])
         p, r = densify(np.vstack([tr, sig]), 3.0, 3.2, smooth_mm=4.0)
-        veins[f"TS_{side}"] = Polyline(f"TS_{side}", p, r, VEIN)
-    # deep veins: internal cerebral veins, vein of Galen, straight sinus, basal veins of Rosenthal
+        sinuses[f"TS_{side}"] = Polyline(f"TS_{side}", p, r, VEIN)
+    return sinuses
+
+
+def _deep_veins(atlas: Atlas, rng: np.random.Generator, torcula: np.ndarray) -> dict[str, Polyline]:
+    """Internal cerebral veins, basal veins of Rosenthal (to the vein of Galen) and the straight sinus."""
+    veins = {}
     galen = np.array([0.0, -44.0, 6.0])
     for side, sx in (("R", 1.0), ("L", -1.0)):
         icv = np.array([[sx * 3, 2, 14], [sx * 2.5, -12, 15], [sx * 2, -28, 13], [sx * 1, -38, 9], galen])
@@ -236,12 +239,15 @@ def build_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
         bvr[1:-1] = _snap_to_csf(atlas, bvr[1:-1] + rng.normal(0, 1.0, (3, 3)))
         p, r = densify(bvr, 0.9, 1.1)
         veins[f"BVR_{side}"] = Polyline(f"BVR_{side}", p, r, VEIN)
-    ss = np.array([galen, [0, -55, 3], [0, -72, 0], [0, -88, -2], torcula])
-    p, r = densify(ss, 1.8, 2.4)
+    p, r = densify(np.array([galen, [0, -55, 3], [0, -72, 0], [0, -88, -2], torcula]), 1.8, 2.4)
     veins["StS"] = Polyline("StS", p, r, VEIN)
-    # cortical veins draining up towards the SSS
-    n_cort = int(rng.integers(12, 22))
-    for i in range(n_cort):
+    return veins
+
+
+def _cortical_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
+    """12-21 cortical veins running over the surface up towards the superior sagittal sinus."""
+    veins = {}
+    for i in range(int(rng.integers(12, 22))):
         u = rng.normal(0, 1, 3)
         u[2] = abs(u[2]) * 0.6 + 0.1
         u /= np.linalg.norm(u)
@@ -250,7 +256,12 @@ def build_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
         pl = _cortical_branch(atlas, start, rng, (-side * 0.6, rng.normal(0, 0.3), 1.0), rng.uniform(25, 60),
                               rng.uniform(0.6, 0.9), rng.uniform(1.0, 1.5), f"CV{i}", kind=VEIN, offset=1.0)
         veins[pl.name] = pl
-    # medullary veins: thin straight lines radiating from the lateral ventricles
+    return veins
+
+
+def _medullary_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
+    """15-29 thin straight veins radiating from beside the lateral ventricles."""
+    veins = {}
     for i in range(int(rng.integers(15, 30))):
         side = rng.choice([-1.0, 1.0])
         for _ in range(20):  # start in white matter beside the lateral ventricle
@@ -261,6 +272,15 @@ def build_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
         d /= np.linalg.norm(d)
         p, r = densify(np.array([st, st + d * rng.uniform(15, 28)]), 0.35, 0.45, smooth_mm=0)
         veins[f"MV{i}"] = Polyline(f"MV{i}", p, r, VEIN)
+    return veins
+
+
+def build_veins(atlas: Atlas, rng: np.random.Generator) -> dict[str, Polyline]:
+    """Per-patient veins (dense polylines): sinuses, deep veins, cortical and medullary veins."""
+    veins = _venous_sinuses(atlas)
+    veins |= _deep_veins(atlas, rng, torcula=veins["SSS"].pts[-1])
+    veins |= _cortical_veins(atlas, rng)
+    veins |= _medullary_veins(atlas, rng)
     return veins
 
 
