@@ -115,8 +115,8 @@ def test_same_side_rule_drops_clots_across_the_midline():
 
 
 def test_case_midline_from_affine_and_brain_mask():
-    from thrombseg.inference.predict import case_midline
-    from thrombseg.training.data import Case
+    from thrombseg.core.case import Case
+    from thrombseg.inference.postprocess import case_midline
 
     brain = np.zeros((10, 40, 30), bool)
     brain[:, 10:31, :] = True  # centred on index 20 of axis 1

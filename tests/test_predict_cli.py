@@ -25,8 +25,9 @@ pytest.importorskip("ants")
 from thrombseg.core.fs import OutputError  # noqa: E402
 from thrombseg.cli import main  # noqa: E402
 from thrombseg.inference.cli import results_files  # noqa: E402
-from thrombseg.inference.patient import check_sequences, known_sequences, predict_patient, to_native  # noqa: E402
-from thrombseg.inference.predict import InferenceConfig, InferenceError  # noqa: E402
+from thrombseg.inference.patient import predict_patient, to_native  # noqa: E402
+from thrombseg.inference.sequences import check_sequences, known_sequences  # noqa: E402
+from thrombseg.inference.settings import InferenceConfig, InferenceError  # noqa: E402
 from thrombseg.models.checkpoint import build_network  # noqa: E402
 from thrombseg.training.trainer import TrainConfig  # noqa: E402
 

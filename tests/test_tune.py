@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from thrombseg.inference.predict import InferenceConfig, InferenceError, inference_settings
+from thrombseg.core.case import Case
+from thrombseg.inference.predict import LoadedModel, inference_settings
+from thrombseg.inference.settings import InferenceConfig, InferenceError
 from thrombseg.inference.tune import candidates, tune_postprocessing, write_tuning
-from thrombseg.training.data import Case
-from thrombseg.training.trainer import TrainConfig
+from thrombseg.models.checkpoint import ModelSpec
 
 
 class Oracle(torch.nn.Module):
@@ -35,9 +36,9 @@ def _case(subject, thrombus_at, fp_at, infarct_at, size=2):
 
 @pytest.fixture
 def models():
-    thr = (Oracle(), TrainConfig.from_dict({"modalities": ["swi", "dwi"], "stack": 4}))  # reads swi only
-    inf = (Oracle(), TrainConfig.from_dict({"modalities": ["dwi"], "stack": 4, "target": "lesion"}))
-    return thr, inf
+    thrombus = LoadedModel(Oracle(), ModelSpec(modalities=["swi", "dwi"], stack=4))  # reads swi only
+    infarct = LoadedModel(Oracle(), ModelSpec(modalities=["dwi"], stack=4, target="lesion"))
+    return thrombus, infarct
 
 
 def test_a_minimum_size_that_drops_small_thrombi_is_not_kept(models):

@@ -27,12 +27,12 @@ Tables are long ("tidy"): one row per group and metric, columns
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ..core.io import write_table
 
 __all__ = [
     "ID_COLUMNS",
@@ -117,6 +117,19 @@ def summarize(
         Long table: ``by`` columns, then metric, n, n_subjects, mean, median,
         ci_low, ci_high.
     """
+    metrics = _checked_metrics(df, by, metrics, n_boot, ci)
+    if df.empty or not metrics:
+        return pd.DataFrame(columns=[*by, *_OUT_COLUMNS])
+    percentiles = [(1.0 - ci) / 2.0 * 100.0, (1.0 + ci) / 2.0 * 100.0]
+    rows = []
+    for key, group in df.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows += [(*key, *row) for row in _group_rows(group, metrics, int(n_boot), seed, percentiles)]
+    return pd.DataFrame(rows, columns=[*by, *_OUT_COLUMNS])
+
+
+def _checked_metrics(df: pd.DataFrame, by: list[str], metrics, n_boot: int, ci: float) -> list[str]:
+    """The metric columns to summarize, after checking the table and the bootstrap settings."""
     _validate(df)
     if int(n_boot) < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -129,34 +142,31 @@ def summarize(
     bad = [m for m in metrics if m not in df.columns or m in ID_COLUMNS]
     if bad:
         raise ValueError(f"not metric columns of the table: {bad}")
-    if df.empty or not metrics:
-        return pd.DataFrame(columns=[*by, *_OUT_COLUMNS])
-    q = [(1.0 - ci) / 2.0 * 100.0, (1.0 + ci) / 2.0 * 100.0]
+    return metrics
+
+
+def _group_rows(group: pd.DataFrame, metrics: list[str], n_boot: int, seed: int, percentiles) -> list[tuple]:
+    """One group's (metric, n, n_subjects, mean, median, ci_low, ci_high) rows."""
+    vals = group[metrics].astype(float).to_numpy()
+    # Center is part of the cluster id: subject ids need only be unique per center.
+    clusters = (group["center"].astype(str) + "\x00" + group["subject"].astype(str)).to_numpy()
+    boot = _bootstrap_means(vals, clusters, n_boot, seed)
     rows = []
-    for key, g in df.groupby(by, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        vals = g[metrics].astype(float).to_numpy()
-        # Center is part of the cluster id: subject ids need only be unique per center.
-        clusters = (g["center"].astype(str) + "\x00" + g["subject"].astype(str)).to_numpy()
-        boot = _bootstrap_means(vals, clusters, int(n_boot), seed)
-        for j, m in enumerate(metrics):
-            v = vals[:, j]
-            ok = ~np.isnan(v)
-            b = boot[:, j][~np.isnan(boot[:, j])]
-            lo, hi = np.percentile(b, q) if b.size else (np.nan, np.nan)
-            rows.append(
-                (
-                    *key,
-                    _RENAME.get(m, m),
-                    int(ok.sum()),
-                    int(pd.unique(clusters[ok]).size),
-                    float(v[ok].mean()) if ok.any() else np.nan,
-                    float(np.median(v[ok])) if ok.any() else np.nan,
-                    float(lo),
-                    float(hi),
-                )
-            )
-    return pd.DataFrame(rows, columns=[*by, *_OUT_COLUMNS])
+    for j, m in enumerate(metrics):
+        v = vals[:, j]
+        ok = ~np.isnan(v)
+        b = boot[:, j][~np.isnan(boot[:, j])]
+        lo, hi = np.percentile(b, percentiles) if b.size else (np.nan, np.nan)
+        rows.append((
+            _RENAME.get(m, m),
+            int(ok.sum()),
+            int(pd.unique(clusters[ok]).size),
+            float(v[ok].mean()) if ok.any() else np.nan,
+            float(np.median(v[ok])) if ok.any() else np.nan,
+            float(lo),
+            float(hi),
+        ))
+    return rows
 
 
 def aggregate_tables(
@@ -172,19 +182,6 @@ def aggregate_tables(
         name: summarize(df, by, metrics, n_boot=n_boot, ci=ci, seed=seed)
         for name, by in GROUPINGS.items()
     }
-
-
-def _write_atomic(table: pd.DataFrame, path: Path) -> None:
-    # Same-directory temp file + os.replace: readers (Snakemake, a user) see
-    # either the old file or the complete new one, never a partial TSV.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            table.to_csv(fh, sep="\t", index=False, na_rep="NaN")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_tables(
@@ -212,7 +209,5 @@ def write_tables(
     outdir.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, table in {"per_subject": df, **tables}.items():
-        path = outdir / f"{name}.tsv"
-        _write_atomic(table, path)
-        written[name] = path
+        written[name] = write_table(table, outdir / f"{name}.tsv", na_rep="NaN")
     return written

@@ -15,41 +15,36 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 
-
-def _user_error(msg: str):
-    from ..core.errors import UserError
-
-    return UserError(msg)
+from ..core.errors import UserError
+from ..sheet import GRID_ATOL_MM, nonbinary_values, read_nifti3d
+from .aggregate import write_tables
+from .metrics import dice, evaluate_case
 
 
 def _load_mask(path: Path, what: str):
     """(image, bool mask) of a 0/1 mask; a probability map or a label image is refused, not thresholded."""
-    from ..sheet import nonbinary_values, read_nifti3d
-
     if not Path(path).is_file():
-        raise _user_error(f"{path}: {what} not found")
+        raise UserError(f"{path}: {what} not found")
     try:
         img, data = read_nifti3d(path)
     except ValueError as exc:
-        raise _user_error(f"{path}: {what}: {exc}") from None
+        raise UserError(f"{path}: {what}: {exc}") from None
     shown = nonbinary_values(data)
     if shown:
-        raise _user_error(f"{path}: {what} is not binary (values {shown}); give a 0/1 mask, not a probability "
+        raise UserError(f"{path}: {what} is not binary (values {shown}); give a 0/1 mask, not a probability "
                           "map (thrombseg predict writes both: *_mask.nii.gz and *_prob.nii.gz)")
     return img, data == 1
 
 
 def load_pair(pred, truth, what: str = "thrombus"):
     """(pred, truth, spacing) of two masks that must share one grid (shape and affine)."""
-    import numpy as np
-
-    from ..sheet import GRID_ATOL_MM
-
     pi, p = _load_mask(pred, f"predicted {what} mask")
     ti, t = _load_mask(truth, f"reference {what} mask")
     if p.shape != t.shape or not np.allclose(pi.affine, ti.affine, atol=GRID_ATOL_MM):
-        raise _user_error(f"{pred}: predicted {what} mask is not on the grid of {truth} (shape {p.shape} vs "
+        raise UserError(f"{pred}: predicted {what} mask is not on the grid of {truth} (shape {p.shape} vs "
                           f"{t.shape}; compare a native-space prediction with the mask of the same input)")
     return p, t, tuple(float(z) for z in ti.header.get_zooms()[:3])
 
@@ -60,38 +55,32 @@ def _clean(v):
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def _cmd_evaluate(a) -> int:
-    from .metrics import dice, evaluate_case
-
-    if (a.infarct_pred is None) != (a.infarct_truth is None):
-        raise _user_error("give both --infarct-pred and --infarct-truth, or neither")
-    p, t, spacing = load_pair(a.pred, a.truth)
-    row = evaluate_case(p, t, spacing, min_overlap_voxels=a.min_overlap)
-    if a.infarct_pred:
+def _cmd_evaluate(args) -> int:
+    if (args.infarct_pred is None) != (args.infarct_truth is None):
+        raise UserError("give both --infarct-pred and --infarct-truth, or neither")
+    p, t, spacing = load_pair(args.pred, args.truth)
+    row = evaluate_case(p, t, spacing, min_overlap_voxels=args.min_overlap)
+    if args.infarct_pred:
         # the infarct pair may lie on another grid (native space: DWI vs SWI), so it is scored on its own
-        ip, it, _ = load_pair(a.infarct_pred, a.infarct_truth, "infarct")
+        ip, it, _ = load_pair(args.infarct_pred, args.infarct_truth, "infarct")
         row["infarct_dice"] = dice(ip, it)
     print(json.dumps({k: _clean(v) for k, v in row.items()}, indent=1))
     return 0
 
 
-def _cmd_aggregate(a) -> int:
-    import pandas as pd
-
-    from .aggregate import write_tables
-
+def _cmd_aggregate(args) -> int:
     frames = []
-    for f in a.metrics:
+    for f in args.metrics:
         if not Path(f).is_file():
-            raise _user_error(f"{f}: metrics table not found")
+            raise UserError(f"{f}: metrics table not found")
         try:
             frames.append(pd.read_csv(f, sep="\t"))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise _user_error(f"{f}: not a readable metrics table ({str(exc).splitlines()[0]})") from None
+            raise UserError(f"{f}: not a readable metrics table ({str(exc).splitlines()[0]})") from None
     try:
-        paths = write_tables(pd.concat(frames, ignore_index=True), a.out_dir, n_boot=a.n_boot, seed=a.seed)
+        paths = write_tables(pd.concat(frames, ignore_index=True), args.out_dir, n_boot=args.n_boot, seed=args.seed)
     except ValueError as exc:  # missing id columns, duplicated rows: the message says which
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     print("\n".join(f"wrote {p}" for p in paths.values()))
     return 0
 

@@ -50,6 +50,7 @@ __all__ = [
     "dice",
     "hd95",
     "hd95_penalty",
+    "label_components",
     "component_errors",
     "lesion_f1",
     "thrombus_metrics",
@@ -156,7 +157,8 @@ def hd95(pred, truth, spacing) -> tuple[float, bool]:
     return float(np.percentile(d, 95)), False
 
 
-def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+def label_components(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
+    """(label image, number of components) of a binary mask."""
     labels, n = cc3d.connected_components(
         mask.astype(np.uint8, copy=False), connectivity=connectivity, return_N=True
     )
@@ -173,8 +175,8 @@ def component_errors(pred, truth, connectivity: int = 26) -> dict:
     """
     p, t = _pair(pred, truth)
     _check_connectivity(connectivity)
-    lp, n_p = _components(p, connectivity)
-    lt, n_t = _components(t, connectivity)
+    lp, n_p = label_components(p, connectivity)
+    lt, n_t = label_components(t, connectivity)
     hit_t = np.unique(lt[p & t])
     hit_p = np.unique(lp[p & t])
     size_t = np.bincount(lt.ravel(), minlength=n_t + 1)

@@ -13,6 +13,9 @@ the infarct model of the experiment's protocol, ``DIR/harmonization/landmarks.js
 preprocessing/inference settings of that run and the post-processing settings chosen on its validation
 patients (``postprocess.json`` beside the model); explicit options override each of them.
 Bad input exits with code 2 and one line naming the file or sequence.
+
+The commands import their pipelines (torch, ANTs, pandas) when they run, so that ``thrombseg --help``
+stays fast; this module itself reads only the torch-free base layer and the config reader.
 """
 
 from __future__ import annotations
@@ -20,29 +23,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import is_workflow_config, load_config, read_yaml
+from ..core.errors import UserError, positive_int
 from ..core.fs import add_overwrite_option, check_output_file
+from ..core.layout import INFARCT_DIR, Layout
+from ..core.sequences import SEQUENCES
 
-SEQUENCES = ("swi", "phase", "t2star", "dwi", "adc", "flair", "t1")  # = sheet.SEQUENCES; literal keeps --help light
-
-
-def _user_error(exc):
-    from ..core.errors import UserError
-
-    return UserError(str(exc))
-
-
-def _read_yaml(path) -> dict:
-    """A YAML mapping, unchecked (a results folder's provenance/config.yaml); ConfigError names the file."""
-    from ..config import read_yaml
-
-    return read_yaml(path)
-
-
-def _read_config(path, alone: str | None = None) -> dict:
-    """A ``--config`` file checked against the workflow schema (ConfigError: one line per problem)."""
-    from ..config import load_config
-
-    return load_config(path, alone=alone)
+SUMMARY_KEYS = ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_components", "infarct_volume_mm3",
+                "device", "timings_s")
 
 
 def results_files(results, experiment: str | None = None) -> dict:
@@ -52,108 +40,122 @@ def results_files(results, experiment: str | None = None) -> dict:
         dict with ``model``, ``infarct_model`` (or None), ``landmarks``, ``preprocess`` (dict or None),
         ``inference`` (dict), ``experiment``, ``postprocess`` (the tuned settings' file, or None).
     """
-    root = Path(results)
-    if not root.is_dir():
-        raise _user_error(f"{root}: results folder not found")
-    conf_path = root / "provenance" / "config.yaml"
-    conf = _read_yaml(conf_path) if conf_path.is_file() else {}
-    exps = sorted(p.parent.parent.name for p in (root / "models").glob("*/thrombus/model.pt"))
+    if not Path(results).is_dir():
+        raise UserError(f"{Path(results)}: results folder not found")
+    layout = Layout(results)
+    provenance = Path(layout.provenance_config())
+    conf = read_yaml(provenance) if provenance.is_file() else {}
+    trained = layout.trained_experiments()
     if experiment is None:
-        if len(exps) != 1:
-            raise _user_error(f"{root / 'models'}: give --experiment, one of {exps or 'none trained yet'}")
-        experiment = exps[0]
-    model = root / "models" / experiment / "thrombus" / "model.pt"
+        if len(trained) != 1:
+            raise UserError(f"{layout.models()}: give --experiment, one of {trained or 'none trained yet'}")
+        experiment = trained[0]
+    model = Path(layout.thrombus_model(experiment))
     if not model.is_file():
-        raise _user_error(f"{model}: thrombus model of experiment {experiment!r} not found (trained: {exps})")
-    # the infarct model of the experiment's protocol (what rule predict uses), else the only one there
-    protocol = (((conf.get("training") or {}).get("experiments") or {}).get(experiment) or {}).get("protocol")
-    infarcts = sorted((root / "models" / "infarct").glob("*/model.pt"))
-    infarct = root / "models" / "infarct" / str(protocol) / "model.pt" if protocol else None
-    if infarct is None or not infarct.is_file():
-        infarct = infarcts[0] if len(infarcts) == 1 else None
-        if infarct is None and infarcts:
-            raise _user_error(f"{root / 'models' / 'infarct'}: several infarct models, give --infarct-model")
-    # the resolved preprocessing config actually used (defaults of that code version included)
-    pre = next(iter(sorted((root / "preprocessed").glob("*/*_preproc.json"))), None)
-    preprocess = json.loads(pre.read_text()).get("config") if pre else conf.get("preprocess")
-    tuned = model.parent / "postprocess.json"  # settings chosen on the validation patients
-    return {"model": model, "infarct_model": infarct, "landmarks": root / "harmonization" / "landmarks.json",
-            "preprocess": preprocess, "inference": conf.get("inference") or {}, "experiment": experiment,
+        raise UserError(f"{model}: thrombus model of experiment {experiment!r} not found (trained: {trained})")
+    tuned = Path(layout.tuned_postprocess(experiment))  # settings chosen on the validation patients
+    return {"model": model, "infarct_model": _infarct_model(layout, conf, experiment),
+            "landmarks": Path(layout.landmarks()), "preprocess": _preprocess_used(layout, conf),
+            "inference": conf.get("inference") or {}, "experiment": experiment,
             "postprocess": tuned if tuned.is_file() else None}
 
 
-def _inference_config(settings: dict, a, tuned=None):
+def _infarct_model(layout: Layout, conf: dict, experiment: str) -> Path | None:
+    """The infarct model of the experiment's protocol (what rule predict uses), else the only one there."""
+    protocol = (((conf.get("training") or {}).get("experiments") or {}).get(experiment) or {}).get("protocol")
+    if protocol and Path(layout.infarct_model(str(protocol))).is_file():
+        return Path(layout.infarct_model(str(protocol)))
+    trained = layout.trained_infarct_models()
+    if len(trained) > 1:
+        raise UserError(f"{Path(layout.models(), INFARCT_DIR)}: several infarct models, give --infarct-model")
+    return trained[0] if trained else None
+
+
+def _preprocess_used(layout: Layout, conf: dict) -> dict | None:
+    """The resolved preprocessing config actually used (defaults of that code version included)."""
+    record = next(iter(sorted(Path(layout.preprocessed()).glob("*/*_preproc.json"))), None)
+    return json.loads(record.read_text()).get("config") if record else conf.get("preprocess")
+
+
+def _inference_config(section: dict | None, args, tuned=None):
     """Settings of a config section (+ a tuning file), then the command line's --tta / --device."""
     from .predict import inference_settings
 
-    over = {"subsets": "full"}
-    if getattr(a, "tta", False):
-        over["tta_flip"] = True
-    if getattr(a, "device", None):
-        over["device"] = a.device
-    return inference_settings(settings, tuned, **over)  # InferenceError names a bad or unknown key
+    overrides = {"subsets": "full"}
+    if getattr(args, "tta", False):
+        overrides["tta_flip"] = True
+    if getattr(args, "device", None):
+        overrides["device"] = args.device
+    return inference_settings(section, tuned, **overrides)  # InferenceError names a bad or unknown key
 
 
-def _cmd_predict(a) -> int:
-    from .patient import predict_patient
-
-    images = {s: getattr(a, s) for s in SEQUENCES if getattr(a, s)}
-    found = results_files(a.results, a.experiment) if a.results else {}
-    model = a.model or found.get("model")
-    landmarks = a.landmarks or found.get("landmarks")
-    if not model or not landmarks:
-        raise _user_error("give --model and --landmarks, or --results DIR of a workflow run")
-    conf = _read_config(a.config, alone="preprocess") if a.config else {}
-    if a.config:  # a workflow config (its preprocess: section) or a file holding only that section
-        from ..config import is_workflow_config
-
-        is_workflow = is_workflow_config(conf)
-        preprocess = dict(conf.get("preprocess") or {}) if is_workflow else dict(conf)
+def _preprocess_settings(args, conf: dict, found: dict) -> dict:
+    """``--config``'s preprocess: section (or the whole file when it holds only that), else the results
+    folder's; ``--threads`` on top."""
+    if args.config:
+        preprocess = dict(conf.get("preprocess") or {}) if is_workflow_config(conf) else dict(conf)
     else:
         preprocess = dict(found.get("preprocess") or {})
-    if a.threads:
-        preprocess["threads"] = a.threads
-    tuned = a.postprocess or (None if a.config else found.get("postprocess"))
-    icfg = _inference_config(conf.get("inference") if a.config else found.get("inference"), a, tuned)
-    s = predict_patient(images, a.out_dir, model, landmarks, a.infarct_model or found.get("infarct_model"),
-                        preprocess, icfg, subject=a.subject, keep_work=a.keep_work, overwrite=a.overwrite)
-    print(json.dumps({k: s[k] for k in ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_components",
-                                        "infarct_volume_mm3", "device", "timings_s")} | {"out_dir": str(a.out_dir)},
-                     indent=1))
+    if args.threads:
+        preprocess["threads"] = args.threads
+    return preprocess
+
+
+def _cmd_predict(args) -> int:
+    from .patient import predict_patient
+
+    images = {s: getattr(args, s) for s in SEQUENCES if getattr(args, s)}
+    found = results_files(args.results, args.experiment) if args.results else {}
+    model = args.model or found.get("model")
+    landmarks = args.landmarks or found.get("landmarks")
+    if not model or not landmarks:
+        raise UserError("give --model and --landmarks, or --results DIR of a workflow run")
+    conf = load_config(args.config, alone="preprocess") if args.config else {}
+    tuned = args.postprocess or (None if args.config else found.get("postprocess"))
+    icfg = _inference_config(conf.get("inference") if args.config else found.get("inference"), args, tuned)
+    summary = predict_patient(images, args.out_dir, model, landmarks, args.infarct_model or found.get("infarct_model"),
+                              _preprocess_settings(args, conf, found), icfg, subject=args.subject,
+                              keep_work=args.keep_work, overwrite=args.overwrite)
+    print(json.dumps({k: summary[k] for k in SUMMARY_KEYS} | {"out_dir": str(args.out_dir)}, indent=1))
     return 0
 
 
-def _cmd_predict_harmonized(a) -> int:
+def _cmd_predict_harmonized(args) -> int:
     from .predict import predict_subject
 
-    conf = _read_config(a.config) if a.config else {}
-    icfg = _inference_config(conf.get("inference"), a, a.postprocess)
-    icfg.subsets = a.subsets
-    df = predict_subject(a.harmonized_dir, a.subject, a.center, a.model, a.infarct_model, a.out_dir,
-                         a.experiment, icfg)
-    cols = [c for c in ("sequence_set", "dice", "detected", "n_fp_components") if c in df.columns]
-    print(df[cols].to_string(index=False))
+    conf = load_config(args.config) if args.config else {}
+    icfg = _inference_config(conf.get("inference"), args, args.postprocess)
+    icfg.subsets = args.subsets
+    table = predict_subject(args.harmonized_dir, args.subject, args.center, args.model, args.infarct_model,
+                            args.out_dir, args.experiment, icfg)
+    columns = [c for c in ("sequence_set", "dice", "detected", "n_fp_components") if c in table.columns]
+    print(table[columns].to_string(index=False))
     return 0
 
 
-def _cmd_tune(a) -> int:
+def _validation_subjects(splits: Path) -> dict[str, str]:
+    """``{subject: center}`` of the 'val' rows of a splits table; UserError names a bad table."""
     import pandas as pd
 
+    if not splits.is_file():
+        raise UserError(f"{splits}: splits table not found")
+    table = pd.read_csv(splits, sep="\t", dtype=str, keep_default_na=False)
+    if not {"subject", "center", "split"} <= set(table.columns):
+        raise UserError(f"{splits}: needs the columns subject, center, split")
+    val = table[table["split"] == "val"]
+    if val.empty:
+        raise UserError(f"{splits}: no 'val' patients to tune on")
+    return dict(zip(val["subject"], val["center"]))
+
+
+def _cmd_tune(args) -> int:
     from .tune import tune_subjects
 
-    section = (_read_config(a.config).get("inference") or {}) if a.config else {}
-    check_output_file(a.out_json, a.overwrite, [a.splits, a.model])
-    if not a.splits.is_file():
-        raise _user_error(f"{a.splits}: splits table not found")
-    sp = pd.read_csv(a.splits, sep="\t", dtype=str, keep_default_na=False)
-    if not {"subject", "center", "split"} <= set(sp.columns):
-        raise _user_error(f"{a.splits}: needs the columns subject, center, split")
-    val = sp[sp["split"] == "val"]
-    if val.empty:
-        raise _user_error(f"{a.splits}: no 'val' patients to tune on")
-    r = tune_subjects(a.harmonized_dir, dict(zip(val["subject"], val["center"])), a.model, a.infarct_model,
-                      a.out_json, section)
-    print(json.dumps({"chosen": r["chosen"], "subjects": r["subjects"], "out": str(a.out_json)}))
+    section = (load_config(args.config).get("inference") or {}) if args.config else {}
+    check_output_file(args.out_json, args.overwrite, [args.splits, args.model])
+    result = tune_subjects(args.harmonized_dir, _validation_subjects(args.splits), args.model, args.infarct_model,
+                           args.out_json, section)
+    print(json.dumps({"chosen": result["chosen"], "subjects": result["subjects"], "out": str(args.out_json)}))
     return 0
 
 
@@ -176,8 +178,6 @@ def add_subparsers(subparsers) -> None:
                    help="post-processing settings chosen on validation patients (thrombseg tune-postprocess)")
     s.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    from ..core.errors import positive_int
-
     s.add_argument("--threads", type=positive_int, help="CPU threads (ANTs and torch)")
     s.add_argument("--keep-work", action="store_true", help="keep ingest/preprocessed/harmonized under OUT_DIR/work")
     add_overwrite_option(s)

@@ -19,49 +19,137 @@ a half-written folder)::
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import torch
+from nibabel import orientations
 
+from ..core.case import Case, load_case
 from ..core.fs import atomic_dir, check_id, check_output_dir
-from ..sheet import SEQUENCES
-from ..core.sequences import FALLBACK
-from .predict import InferenceConfig, InferenceError
+from ..core.io import copy_file, write_array_nifti, write_json
+from ..core.sequences import SEQUENCES
+from ..evaluation.metrics import label_components
+from ..ingest import IngestError, ingest_subject
+from ..preprocessing._io import PreprocessingError, like, load_image, nifti_affine, set_threads
+from ..preprocessing.harmonize import harmonize_subject, load_landmarks
+from ..preprocessing.pipeline import preprocess_subject, resolve_config
+from ..preprocessing.registration import move_label, resample
+from .predict import LoadedModel, inference_device, load_checked, predict_case
+from .sequences import case_sequences, check_sequences
+from .settings import InferenceConfig, InferenceError
 
 SUMMARY = "{subject}_prediction.json"
 
 
-def known_sequences(modalities) -> dict[str, str]:
-    """Sequence -> model channel it feeds (a channel's own sequence or its fallback, e.g. t2star -> swi)."""
-    out: dict[str, str] = {}
-    for m in modalities:
-        for s in (m, *FALLBACK.get(m, ())):
-            out.setdefault(s, m)
-    return out
+class _Timings(dict):
+    """Seconds of each step, in the order the steps ran."""
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self[name] = round(time.perf_counter() - start, 3)
 
 
-def check_sequences(given, thrombus_modalities, infarct_modalities=(), model_name="the thrombus model") -> None:
-    """Raise :class:`InferenceError` for a sequence no model knows, or when none feeds the thrombus model."""
-    thr = known_sequences(thrombus_modalities)
-    known = {**known_sequences(infarct_modalities), **thr}
-    bad = sorted(set(given) - set(known))
-    knows = ", ".join(f"{s} (as {m})" if s != m else s for s, m in thr.items())
-    if bad:
-        extra = sorted(set(known) - set(thr))
-        raise InferenceError(f"{model_name} was not trained with {', '.join(bad)}: it knows {knows}"
-                             + (f"; the infarct model also uses {', '.join(extra)}" if extra else "")
-                             + " (leave the other sequences out)")
-    if not set(given) & set(thr):
-        raise InferenceError(f"none of the given sequences ({', '.join(sorted(given))}) feeds {model_name}: "
-                             f"it needs at least one of {knows}")
+@dataclass
+class _Run:
+    """One prediction's checked inputs, settings and loaded models."""
+
+    subject: str
+    center: str
+    images: dict[str, Path]  # sequence -> the user's file
+    out_dir: Path
+    inputs: list  # every file the prediction reads: never replaced by its output
+    thrombus_model: Path | str
+    infarct_model: Path | str | None
+    landmarks: Path | str
+    preprocess: dict  # the resolved ``preprocess:`` config
+    icfg: InferenceConfig
+    device: torch.device
+    thrombus: LoadedModel
+    infarct: LoadedModel | None
+    warnings: list[str]
+
+
+def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_model=None,
+                    preprocess_config: dict | None = None, icfg: InferenceConfig | None = None,
+                    subject: str = "patient", center: str = "", keep_work: bool = False,
+                    overwrite: bool = False) -> dict:
+    """Predict one patient from raw NIfTIs (see module doc for the outputs).
+
+    Args:
+        images: sequence name (``thrombseg.core.sequences.SEQUENCES``) -> NIfTI path; any subset the model knows.
+        out_dir: the patient's output folder: new or empty, or (``overwrite``) a previous thrombseg
+            output holding nothing else (see ``thrombseg.core.fs``).
+        thrombus_model, infarct_model: ``model.pt`` files of the workflow (infarct optional).
+        landmarks: the workflow's Nyul landmarks JSON (``harmonization/landmarks.json``).
+        preprocess_config: the workflow config or its ``preprocess:`` section (None: defaults).
+        icfg: threshold / post-processing / TTA / device options.
+        keep_work: keep the intermediate ingest/preprocessed/harmonized folders under ``<out>/work``.
+
+    Returns:
+        The summary also written to ``<out>/<subject>_prediction.json``.
+
+    Raises:
+        InferenceError, PreprocessingError, IngestError: bad input; the message names the file or sequence.
+    """
+    started = time.perf_counter()
+    timings = _Timings()
+    with timings.step("checks_and_models"):
+        run = _checked_run(images, out_dir, thrombus_model, landmarks, infarct_model, preprocess_config,
+                           icfg or InferenceConfig(), subject, center, overwrite)
+    with atomic_dir(run.out_dir, overwrite, run.inputs, command="predict") as stage:
+        work = stage / "work"
+        try:
+            meta = _prepare_case(run, work, timings)
+            with timings.step("predict"):
+                case = load_case(work / "harmonized" / subject, subject, center, mmap=False)
+                result = predict_case(case, run.thrombus, run.infarct, run.icfg, device=run.device)
+            with timings.step("write_grid"):
+                arrays, grid = _write_grid_outputs(run, result, work, stage)
+            with timings.step("native"):
+                native = _write_native_outputs(run, arrays, grid, meta, work, stage)
+            summary = _summary(run, case, result, meta, arrays, native)
+            if not keep_work:
+                shutil.rmtree(work)
+            timings["total"] = round(time.perf_counter() - started, 3)
+            summary["timings_s"] = timings | {"preprocess_steps": meta["timings_s"]}
+            write_json(summary, stage / SUMMARY.format(subject=subject))
+        except (PreprocessingError, IngestError) as exc:
+            raise type(exc)(_user_paths(str(exc), work, subject, run.images)) from None
+    return summary
+
+
+def _checked_run(images, out_dir, thrombus_model, landmarks, infarct_model, preprocess_config,
+                 icfg: InferenceConfig, subject: str, center: str, overwrite: bool) -> _Run:
+    """Check everything that is cheap to check before any heavy work, and load the models."""
+    check_id(subject or "")
+    paths = _check_inputs(images)
+    inputs = [*paths.values(), thrombus_model, infarct_model, landmarks]
+    out_dir = check_output_dir(out_dir, overwrite, inputs)
+    preprocess = resolve_config(preprocess_config)
+    set_threads(preprocess["threads"], preprocess["deterministic"])
+    device = inference_device(icfg.device)
+    fitted = load_landmarks(landmarks)  # clear error for a missing or foreign file
+    warnings = [f"{seq}: no Nyul landmarks in {landmarks} (z-score only)" for seq in paths
+                if seq not in fitted["landmarks"] and seq not in preprocess["harmonize"]["nyul_skip"]]
+    thrombus = load_checked(thrombus_model, device, "thrombus")
+    infarct = load_checked(infarct_model, device, "infarct") if infarct_model else None
+    check_sequences(paths, thrombus.spec.modalities, infarct.spec.modalities if infarct else (),
+                    f"the thrombus model {thrombus_model}")
+    return _Run(subject, center, paths, out_dir, inputs, thrombus_model, infarct_model, landmarks, preprocess,
+                icfg, device, thrombus, infarct, warnings)
 
 
 def _check_inputs(images: dict) -> dict[str, Path]:
-    import nibabel as nib
-
+    """The user's files by sequence, each checked to be a readable 3-D NIfTI of a known sequence."""
     if not images:
         raise InferenceError("no input image given (give at least one of " + ", ".join(SEQUENCES) + ")")
     out = {}
@@ -81,13 +169,81 @@ def _check_inputs(images: dict) -> dict[str, Path]:
     return out
 
 
+def _prepare_case(run: _Run, work: Path, timings: _Timings) -> dict:
+    """Ingest, preprocess and harmonize the patient under ``work`` as the workflow does; the preprocessing record."""
+    subject = run.subject
+    with timings.step("ingest"):
+        row = {"subject": subject, "center": run.center, "split": ""} | {s: str(p) for s, p in run.images.items()}
+        ingest_subject(row, work / "sheet.tsv", work / "ingest" / subject)
+    with timings.step("preprocess"):
+        meta = preprocess_subject(work / "ingest", subject, work / "preprocessed", run.preprocess)
+    with timings.step("harmonize"):
+        harmonize_subject(work / "preprocessed", subject, run.landmarks, work / "harmonized", run.preprocess)
+    return meta
+
+
+def _output_dtype(name: str):
+    return np.float32 if name.endswith("prob") else np.uint8
+
+
+def _write_grid_outputs(run: _Run, result: dict, work: Path, stage: Path) -> tuple[dict, object]:
+    """The maps on the reference grid (and the QC montage); returns them by name with the grid image."""
+    preprocessed = work / "preprocessed" / run.subject
+    grid = load_image(preprocessed / f"{run.subject}_brainmask.nii.gz", what="brain mask", allow_constant=True)
+    arrays = {"thrombus_prob": result["prob"], "thrombus_mask": result["mask"]}
+    if result["infarct"] is not None:
+        arrays["infarct_mask"] = result["infarct"]
+    for name, arr in arrays.items():
+        write_array_nifti(arr, nifti_affine(grid), stage / f"{run.subject}_{name}.nii.gz", _output_dtype(name))
+    qc = preprocessed / f"{run.subject}_qc.png"
+    if qc.is_file():
+        copy_file(qc, stage / qc.name)
+    return arrays, grid
+
+
+def _write_native_outputs(run: _Run, arrays: dict, grid, meta: dict, work: Path, stage: Path) -> dict:
+    """The maps on each input image's own grid; returns ``{sequence: {name: relative path}}``."""
+    native: dict[str, dict[str, str]] = {}
+    for seq, src in run.images.items():
+        matrix = (meta["registration"].get(seq) or {}).get("matrix")
+        ingested = work / "ingest" / run.subject / f"{run.subject}_{seq}.nii.gz"
+        native[seq] = {}
+        for name, (arr, affine) in to_native(arrays, grid, ingested, src, matrix).items():
+            path = stage / "native" / f"{run.subject}_space-{seq}_{name}.nii.gz"
+            write_array_nifti(arr, affine, path, _output_dtype(name))
+            native[seq][name] = f"native/{path.name}"
+    return native
+
+
+def _summary(run: _Run, case: Case, result: dict, meta: dict, arrays: dict, native: dict) -> dict:
+    """What was predicted, from what, with which settings (``<subject>_prediction.json``, timings added last)."""
+    voxel_mm3 = float(np.prod(case.spacing))
+    mask = np.asarray(result["mask"]) > 0
+    infarct = result["infarct"]
+    return {
+        "subject": run.subject, "inputs": {s: str(p) for s, p in run.images.items()},
+        "thrombus_model": str(run.thrombus_model),
+        "infarct_model": str(run.infarct_model) if run.infarct_model else None,
+        "landmarks": str(run.landmarks), "model_channels": list(run.thrombus.spec.modalities),
+        "sequences_used": case_sequences(case, run.thrombus.spec.modalities),
+        "infarct_sequences_used": case_sequences(case, run.infarct.spec.modalities) if infarct is not None else [],
+        "reference": meta["reference"], "grid": meta["grid"],
+        "thrombus_volume_mm3": round(float(mask.sum() * voxel_mm3), 3),
+        "thrombus_n_components": label_components(mask)[1],
+        "thrombus_raw_n_components": label_components(np.asarray(result["raw"]))[1],
+        "thrombus_max_prob": round(float(np.max(result["prob"])), 4),
+        "infarct_volume_mm3": round(float(np.asarray(infarct).sum() * voxel_mm3), 3) if infarct is not None else None,
+        "postprocess": result["info"], "inference": vars(run.icfg), "device": str(run.device),
+        "threads": torch.get_num_threads(), "warnings": run.warnings + meta["warnings"],
+        "outputs": {n: f"{run.subject}_{n}.nii.gz" for n in arrays} | {"native": native},
+    }
+
+
 def _reorient_like(data: np.ndarray, canon_affine: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
     """Undo ingest's ``nib.as_closest_canonical``: canonical (RAS) voxels -> the original file's axis order."""
-    import nibabel as nib
-    from nibabel import orientations as o
-
     img = nib.Nifti1Image(data, canon_affine)
-    back = img.as_reoriented(o.ornt_transform(o.io_orientation(canon_affine), o.io_orientation(original_affine)))
+    back = img.as_reoriented(orientations.ornt_transform(orientations.io_orientation(canon_affine),
+                                                       orientations.io_orientation(original_affine)))
     if not np.allclose(back.affine, original_affine, atol=1e-3):  # would mean ingest changed its convention
         raise InferenceError(f"internal: native affine mismatch {back.affine.tolist()} vs {original_affine.tolist()}")
     return np.asarray(back.dataobj)
@@ -107,169 +263,17 @@ def to_native(grid_arrays: dict[str, np.ndarray], grid_ref, canonical_path, orig
     Returns:
         name -> (array in the original file's voxel order, the original affine).
     """
-    import nibabel as nib
-
-    from ..preprocessing._io import like, load_image, nifti_affine
-    from ..preprocessing.registration import move_label, resample
-
     canon = load_image(canonical_path, what="ingested image", allow_constant=True)
-    inv = np.linalg.inv(np.asarray(matrix, float)) if matrix is not None else None  # moving -> fixed
-    orig_aff = nib.load(str(original_path)).affine
+    inverse = np.linalg.inv(np.asarray(matrix, float)) if matrix is not None else None  # moving -> fixed
+    original_affine = nib.load(str(original_path)).affine
     out = {}
     for name, arr in grid_arrays.items():
         img = like(grid_ref, np.asarray(arr, np.float32))
-        moved = move_label(img, canon, inv) if name.endswith("_mask") else resample(img, canon, inv, "linear")
-        a = moved.numpy()
-        a = (a > 0.5).astype(np.uint8) if name.endswith("_mask") else np.clip(a, 0, 1).astype(np.float32)
-        out[name] = (_reorient_like(a, nifti_affine(canon), orig_aff), orig_aff)
+        is_mask = name.endswith("_mask")
+        moved = (move_label(img, canon, inverse) if is_mask else resample(img, canon, inverse, "linear")).numpy()
+        moved = (moved > 0.5).astype(np.uint8) if is_mask else np.clip(moved, 0, 1).astype(np.float32)
+        out[name] = (_reorient_like(moved, nifti_affine(canon), original_affine), original_affine)
     return out
-
-
-def _save(arr: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(np.asarray(arr, dtype=dtype), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    nib.save(img, str(path))
-
-
-def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_model=None,
-                    preprocess_config: dict | None = None, icfg: InferenceConfig | None = None,
-                    subject: str = "patient", center: str = "", keep_work: bool = False,
-                    overwrite: bool = False) -> dict:
-    """Predict one patient from raw NIfTIs (see module doc for the outputs).
-
-    Args:
-        images: sequence name (``thrombseg.sheet.SEQUENCES``) -> NIfTI path; any subset the model knows.
-        out_dir: the patient's output folder: new or empty, or (``overwrite``) a previous thrombseg
-            output holding nothing else (see ``thrombseg.core.fs``).
-        thrombus_model, infarct_model: ``model.pt`` files of the workflow (infarct optional).
-        landmarks: the workflow's Nyul landmarks JSON (``harmonization/landmarks.json``).
-        preprocess_config: the workflow config or its ``preprocess:`` section (None: defaults).
-        icfg: threshold / post-processing / TTA / device options.
-        keep_work: keep the intermediate ingest/preprocessed/harmonized folders under ``<out>/work``.
-
-    Returns:
-        The summary also written to ``<out>/<subject>_prediction.json``.
-
-    Raises:
-        InferenceError, PreprocessingError, IngestError: bad input; the message names the file or sequence.
-    """
-    import torch
-
-    from ..ingest import IngestError, ingest_subject
-    from ..preprocessing._io import PreprocessingError, load_image, nifti_affine, set_threads
-    from ..preprocessing.harmonize import harmonize_subject, load_landmarks
-    from ..preprocessing.pipeline import preprocess_subject, resolve_config
-    from ..core.case import load_case
-    from .predict import case_sequences, inference_device, load_checked, predict_case
-
-    icfg = icfg or InferenceConfig()
-    t_all = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def tick(name, t0):
-        timings[name] = round(time.perf_counter() - t0, 3)
-
-    # ---- everything that can be checked cheaply is checked before any heavy work --------------------
-    t0 = time.perf_counter()
-    check_id(subject or "")
-    paths = _check_inputs(images)
-    inputs = [*paths.values(), thrombus_model, infarct_model, landmarks]
-    out_dir = check_output_dir(out_dir, overwrite, inputs)
-    cfg = resolve_config(preprocess_config)
-    set_threads(cfg["threads"], cfg["deterministic"])
-    device = inference_device(icfg.device)
-    lmk = load_landmarks(landmarks)  # clear error for a missing or foreign file
-    warnings = [f"{seq}: no Nyul landmarks in {landmarks} (z-score only)" for seq in paths
-                if seq not in lmk["landmarks"] and seq not in cfg["harmonize"]["nyul_skip"]]
-    thr = load_checked(thrombus_model, device, "thrombus")
-    inf = load_checked(infarct_model, device, "infarct") if infarct_model else None
-    check_sequences(paths, thr[1].modalities, inf[1].modalities if inf else (), f"the thrombus model {thrombus_model}")
-    tick("checks_and_models", t0)
-
-    with atomic_dir(out_dir, overwrite, inputs, command="predict") as stage:
-        work = stage / "work"
-        try:
-            t0 = time.perf_counter()
-            row = {"subject": subject, "center": center, "split": ""} | {s: str(p) for s, p in paths.items()}
-            ingest_subject(row, work / "sheet.tsv", work / "ingest" / subject)
-            tick("ingest", t0)
-            t0 = time.perf_counter()
-            meta = preprocess_subject(work / "ingest", subject, work / "preprocessed", cfg)
-            tick("preprocess", t0)
-            t0 = time.perf_counter()
-            harmonize_subject(work / "preprocessed", subject, landmarks, work / "harmonized", cfg)
-            tick("harmonize", t0)
-
-            t0 = time.perf_counter()
-            case = load_case(work / "harmonized" / subject, subject, center, mmap=False)
-            used = case_sequences(case, thr[1].modalities)
-            with torch.inference_mode():
-                res = predict_case(case, thr, inf, icfg, device=device)
-            tick("predict", t0)
-
-            # ---- outputs on the reference grid ---------------------------------------------------------
-            t0 = time.perf_counter()
-            pre = work / "preprocessed" / subject
-            grid = load_image(pre / f"{subject}_brainmask.nii.gz", what="brain mask", allow_constant=True)
-            gaff = nifti_affine(grid)
-            arrays = {"thrombus_prob": res["prob"], "thrombus_mask": res["mask"]}
-            if res["infarct"] is not None:
-                arrays["infarct_mask"] = res["infarct"]
-            for name, arr in arrays.items():
-                _save(arr, gaff, stage / f"{subject}_{name}.nii.gz", np.float32 if name.endswith("prob") else np.uint8)
-            if (pre / f"{subject}_qc.png").is_file():
-                shutil.copyfile(pre / f"{subject}_qc.png", stage / f"{subject}_qc.png")
-            tick("write_grid", t0)
-
-            # ---- back to each input's own space ----------------------------------------------------------
-            t0 = time.perf_counter()
-            (stage / "native").mkdir()
-            native = {}
-            for seq, src in paths.items():
-                mat = (meta["registration"].get(seq) or {}).get("matrix")
-                moved = to_native(arrays, grid, work / "ingest" / subject / f"{subject}_{seq}.nii.gz", src, mat)
-                native[seq] = {}
-                for name, (arr, aff) in moved.items():
-                    f = stage / "native" / f"{subject}_space-{seq}_{name}.nii.gz"
-                    _save(arr, aff, f, np.float32 if name.endswith("prob") else np.uint8)
-                    native[seq][name] = f"native/{f.name}"
-            tick("native", t0)
-
-            import cc3d
-
-            vox = float(np.prod(case.spacing))
-            mask = np.asarray(res["mask"]) > 0
-            summary = {
-                "subject": subject, "inputs": {s: str(p) for s, p in paths.items()},
-                "thrombus_model": str(thrombus_model), "infarct_model": str(infarct_model) if infarct_model else None,
-                "landmarks": str(landmarks), "model_channels": list(thr[1].modalities),
-                "sequences_used": used,
-                "infarct_sequences_used": case_sequences(case, inf[1].modalities) if res["infarct"] is not None else [],
-                "reference": meta["reference"], "grid": meta["grid"],
-                "thrombus_volume_mm3": round(float(mask.sum() * vox), 3),
-                "thrombus_n_components": int(cc3d.connected_components(mask.astype(np.uint8), connectivity=26,
-                                                                       return_N=True)[1]),
-                "thrombus_raw_n_components": int(cc3d.connected_components(np.asarray(res["raw"], np.uint8),
-                                                                           connectivity=26, return_N=True)[1]),
-                "thrombus_max_prob": round(float(np.max(res["prob"])), 4),
-                "infarct_volume_mm3": (round(float(np.asarray(res["infarct"]).sum() * vox), 3)
-                                       if res["infarct"] is not None else None),
-                "postprocess": res["info"], "inference": vars(icfg), "device": str(device),
-                "threads": torch.get_num_threads(), "warnings": warnings + meta["warnings"],
-                "outputs": {n: f"{subject}_{n}.nii.gz" for n in arrays} | {"native": native},
-            }
-            if not keep_work:
-                shutil.rmtree(work)
-            timings["total"] = round(time.perf_counter() - t_all, 3)
-            summary["timings_s"] = timings | {"preprocess_steps": meta["timings_s"]}
-            (stage / SUMMARY.format(subject=subject)).write_text(json.dumps(summary, indent=2, default=_json) + "\n")
-        except (PreprocessingError, IngestError) as exc:
-            raise type(exc)(_user_paths(str(exc), work, subject, paths)) from None
-    return summary
 
 
 def _user_paths(msg: str, work: Path, subject: str, paths: dict) -> str:
@@ -279,11 +283,3 @@ def _user_paths(msg: str, work: Path, subject: str, paths: dict) -> str:
         msg = msg.replace(str(work / "preprocessed" / subject / f"{subject}_{seq}.nii.gz"),
                           f"{p} (after preprocessing)")
     return msg.replace(str(work) + "/", "")
-
-
-def _json(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

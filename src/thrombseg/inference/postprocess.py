@@ -12,8 +12,7 @@ Steps, each switchable, applied to ``prob >= threshold``:
    ``proximity_mm`` > 0 the kept component is instead the one with the highest
    probability mass (sum of its probabilities) times ``exp(-distance /
    proximity_mm)``: the model's confidence then counts too, so a large, sure
-   component in the artery upstream beats a speck of vein touching the infarct
-   (nearest-only lost 1-2 of 8 detected demo thrombi that way). Without
+   component in the artery upstream beats a speck of vein touching the infarct. Without
    an infarct (None or empty), keep the most confident component: highest
    ``max`` probability (default, so a small component with a sure core wins
    over a large lukewarm one) or highest ``mean``; ties go to the larger one.
@@ -28,68 +27,38 @@ Steps, each switchable, applied to ``prob >= threshold``:
    around it (thrombus borders are blurred, so the model is unsure there).
 
 All components use ``connectivity`` (26 by default). Thresholds are inclusive.
+
+:func:`postprocess_case` applies it to a harmonized case with the settings of an
+:class:`~thrombseg.inference.settings.InferenceConfig`; :func:`case_midline` gives it the case's
+mid-sagittal plane.
 """
 
 from __future__ import annotations
 
-import cc3d
+from typing import NamedTuple
+
 import numpy as np
 from scipy import ndimage
 
-from thrombseg.evaluation.metrics import as_binary, check_spacing
+from ..core.case import Case
+from ..evaluation.metrics import as_binary, check_spacing, label_components
+from .settings import InferenceConfig
 
-__all__ = ["postprocess_thrombus"]
-
-
-def _label(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    labels, n = cc3d.connected_components(
-        mask.astype(np.uint8, copy=False), connectivity=connectivity, return_N=True
-    )
-    return labels, int(n)
+__all__ = ["case_midline", "postprocess_case", "postprocess_thrombus"]
 
 
-def _nearest_distances(labels: np.ndarray, n: int, point_mm: np.ndarray, sp: np.ndarray):
-    """Distance (mm) from ``point_mm`` to the closest voxel of each label 1..n."""
-    idx = np.nonzero(labels)
-    d = np.sqrt(sum(((idx[a] * sp[a]) - point_mm[a]) ** 2 for a in range(3)))
-    lab = labels[idx]
-    out = np.full(n + 1, np.inf)
-    np.minimum.at(out, lab, d)
-    return out[1:]
-
-
-def _same_side(labels, cand, infarct, midline, sp, margin_mm: float) -> np.ndarray:
-    """Which candidates (0-based labels) do not lie across the midline from the infarct."""
-    axis, mid = midline
-    if not 0 <= axis < 3:
-        raise ValueError(f"midline axis must be 0, 1 or 2, got {axis}")
-    infarct_off = (ndimage.center_of_mass(infarct)[axis] - mid) * sp[axis]
-    if abs(infarct_off) <= margin_mm:
-        return np.ones(cand.size, bool)
-    coord = np.indices(labels.shape, sparse=True)[axis]
-    comp_off = (np.asarray(ndimage.mean(np.broadcast_to(coord, labels.shape), labels, cand + 1)) - mid) * sp[axis]
-    return np.sign(infarct_off) * comp_off >= -margin_mm
+class _Components(NamedTuple):
+    labels: np.ndarray  # 0 background, 1..n components
+    n: int
+    sizes: np.ndarray  # voxels of components 1..n
 
 
 def postprocess_thrombus(
-    prob: np.ndarray,
-    spacing,
-    infarct_mask: np.ndarray | None = None,
-    *,
-    threshold: float = 0.5,
-    min_size_voxels: int = 20,
-    min_volume_mm3: float | None = None,
-    keep_within_mm: float | None = None,
-    proximity_mm: float | None = None,
-    same_side_mm: float | None = None,
-    midline: tuple[int, float] | None = None,
-    regrow_threshold: float = 0.3,
-    regrow_radius_mm: float | None = None,
-    confidence: str = "max",
-    remove_small: bool = True,
-    select_component: bool = True,
-    regrow: bool = True,
-    connectivity: int = 26,
+    prob: np.ndarray, spacing, infarct_mask: np.ndarray | None = None, *, threshold: float = 0.5,
+    min_size_voxels: int = 20, min_volume_mm3: float | None = None, keep_within_mm: float | None = None,
+    proximity_mm: float | None = None, same_side_mm: float | None = None, midline: tuple[int, float] | None = None,
+    regrow_threshold: float = 0.3, regrow_radius_mm: float | None = None, confidence: str = "max",
+    remove_small: bool = True, select_component: bool = True, regrow: bool = True, connectivity: int = 26,
 ) -> tuple[np.ndarray, dict]:
     """Turn a thrombus probability map into a cleaned binary mask.
 
@@ -117,6 +86,38 @@ def postprocess_thrombus(
         ``(mask, info)``: uint8 0/1 mask, and a dict describing each step
         (component counts, ``selection`` rule used, distances, voxels added).
     """
+    prob = _checked_prob(prob)
+    sp = check_spacing(spacing)
+    _check_settings(connectivity, threshold, regrow_threshold if regrow else None, confidence, min_size_voxels,
+                    min_volume_mm3, keep_within_mm=keep_within_mm, same_side_mm=same_side_mm,
+                    proximity_mm=proximity_mm, regrow_radius_mm=regrow_radius_mm)
+    infarct = None if infarct_mask is None else _checked_infarct(infarct_mask, prob.shape)
+
+    labels, n = label_components(prob >= threshold, connectivity)
+    comps = _Components(labels, n, np.bincount(labels.ravel(), minlength=n + 1)[1:])
+    info: dict = {"n_components_initial": n, "n_removed_small": 0, "selection": "disabled"}
+    keep = np.ones(n, dtype=bool)
+    if remove_small and n:
+        keep = _large_enough(comps.sizes, sp, min_size_voxels, min_volume_mm3)
+        info["n_removed_small"] = int((~keep).sum())
+    info["n_components_after_size"] = int(keep.sum())
+    if select_component:
+        keep = _select(comps, keep, prob, infarct, sp, info, keep_within_mm=keep_within_mm,
+                       proximity_mm=proximity_mm, same_side_mm=same_side_mm, midline=midline, confidence=confidence)
+    info["kept_labels"] = [int(i) + 1 for i in np.flatnonzero(keep)]
+    info["n_kept"] = len(info["kept_labels"])
+
+    mask = np.isin(labels, np.flatnonzero(keep) + 1) if n else np.zeros(prob.shape, bool)
+    info["voxels_before_regrow"] = int(mask.sum())
+    if regrow and mask.any():
+        mask = _regrow(mask, prob, sp, regrow_threshold, regrow_radius_mm, connectivity)
+    info["voxels_added_by_regrow"] = int(mask.sum()) - info["voxels_before_regrow"]
+    info["volume_mm3"] = float(mask.sum() * np.prod(sp))
+    return mask.astype(np.uint8), info
+
+
+def _checked_prob(prob) -> np.ndarray:
+    """``prob`` as float32 after checking it is a 3-D, finite map in [0, 1]."""
     prob = np.asarray(prob)
     if prob.ndim != 3:
         raise ValueError(f"prob must be 3-D, got shape {prob.shape}")
@@ -127,95 +128,159 @@ def postprocess_thrombus(
         raise ValueError("prob contains NaN or inf")
     if prob.size and (prob.min() < 0 or prob.max() > 1):
         raise ValueError(f"prob must lie in [0, 1], got [{prob.min()}, {prob.max()}]")
-    sp = check_spacing(spacing)
+    return prob
+
+
+def _check_settings(connectivity, threshold, regrow_threshold, confidence, min_size_voxels, min_volume_mm3,
+                    **distances_mm) -> None:
+    """ValueError for a setting out of range (``regrow_threshold`` None: regrowth is off)."""
     if connectivity not in (6, 18, 26):
         raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity}")
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    if regrow and not 0.0 < regrow_threshold <= threshold:
-        raise ValueError(
-            f"regrow_threshold must be in (0, threshold={threshold}], got {regrow_threshold}"
-        )
+    if regrow_threshold is not None and not 0.0 < regrow_threshold <= threshold:
+        raise ValueError(f"regrow_threshold must be in (0, threshold={threshold}], got {regrow_threshold}")
     if confidence not in ("max", "mean"):
         raise ValueError(f"confidence must be 'max' or 'mean', got {confidence!r}")
     if min_size_voxels < 0 or (min_volume_mm3 is not None and min_volume_mm3 < 0):
         raise ValueError("minimum size must be >= 0")
-    if keep_within_mm is not None and keep_within_mm < 0:
-        raise ValueError(f"keep_within_mm must be >= 0, got {keep_within_mm}")
-    if same_side_mm is not None and same_side_mm < 0:
-        raise ValueError(f"same_side_mm must be >= 0, got {same_side_mm}")
-    if proximity_mm is not None and proximity_mm < 0:
-        raise ValueError(f"proximity_mm must be >= 0, got {proximity_mm}")
-    if regrow_radius_mm is not None and regrow_radius_mm < 0:
-        raise ValueError(f"regrow_radius_mm must be >= 0, got {regrow_radius_mm}")
-    infarct = None
-    if infarct_mask is not None:
-        infarct = as_binary(infarct_mask, "infarct_mask")
-        if infarct.shape != prob.shape:
-            raise ValueError(
-                f"shape mismatch: prob {prob.shape} vs infarct_mask {infarct.shape}"
-            )
+    for name, value in distances_mm.items():
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
 
-    labels, n = _label(prob >= threshold, connectivity)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    info: dict = {"n_components_initial": n, "n_removed_small": 0, "selection": "disabled"}
 
-    keep = np.ones(n, dtype=bool)
-    if remove_small and n:
-        if min_volume_mm3 is not None:
-            keep &= sizes * float(np.prod(sp)) >= min_volume_mm3
-        else:
-            keep &= sizes >= min_size_voxels
-        info["n_removed_small"] = int((~keep).sum())
-    info["n_components_after_size"] = int(keep.sum())
+def _checked_infarct(infarct_mask, shape) -> np.ndarray:
+    """The infarct mask as bool, on the probability map's grid."""
+    infarct = as_binary(infarct_mask, "infarct_mask")
+    if infarct.shape != shape:
+        raise ValueError(f"shape mismatch: prob {shape} vs infarct_mask {infarct.shape}")
+    return infarct
 
-    if select_component:
-        cand = np.flatnonzero(keep)  # 0-based label - 1
-        info["selection"] = "none"
-        if cand.size and infarct is not None and infarct.any():
-            if same_side_mm is not None and midline is not None:
-                ok = _same_side(labels, cand, infarct, midline, sp, same_side_mm)
-                if ok.any():  # nothing on the infarct's side: the rule cannot choose, ignore it
-                    info["n_removed_other_side"] = int((~ok).sum())
-                    cand = cand[ok]
-            com = np.array(ndimage.center_of_mass(infarct)) * sp
-            dist = _nearest_distances(labels, n, com, sp)
-            if proximity_mm:
-                mass = np.asarray(ndimage.sum(prob, labels, cand + 1), dtype=float)
-                score = mass * np.exp(-dist[cand] / proximity_mm)
-                best = cand[np.argmax(score)]
-                info["selection"] = "confident_near_infarct"
-                info["scores"] = {int(c) + 1: float(v) for c, v in zip(cand, score)}
-            else:
-                best = cand[np.argmin(dist[cand])]
-                info["selection"] = "nearest_infarct"
-            chosen = dist <= (keep_within_mm if keep_within_mm is not None else -1.0)
-            chosen[best] = True
-            keep &= chosen
-            info["infarct_com_mm"] = com.tolist()
-            info["distances_mm"] = {int(c) + 1: float(dist[c]) for c in cand}
-        elif cand.size:
-            score_fn = ndimage.maximum if confidence == "max" else ndimage.mean
-            scores = np.asarray(score_fn(prob, labels, cand + 1), dtype=float)
-            # lexsort: last key is primary -> highest score, then largest size.
-            best = cand[np.lexsort((-sizes[cand], -scores))[0]]
-            keep[:] = False
-            keep[best] = True
-            info["selection"] = f"most_confident_{confidence}"
-            info["scores"] = {int(c) + 1: float(s) for c, s in zip(cand, scores)}
-    info["kept_labels"] = [int(i) + 1 for i in np.flatnonzero(keep)]
-    info["n_kept"] = len(info["kept_labels"])
 
-    mask = np.isin(labels, np.flatnonzero(keep) + 1) if n else np.zeros(prob.shape, bool)
-    info["voxels_before_regrow"] = int(mask.sum())
-    if regrow and mask.any():
-        low = prob >= regrow_threshold
-        if regrow_radius_mm is not None:
-            low &= ndimage.distance_transform_edt(~mask, sampling=sp) <= regrow_radius_mm
-        low |= mask
-        low_labels, _ = _label(low, connectivity)
-        touched = np.unique(low_labels[mask])
-        mask = np.isin(low_labels, touched[touched > 0])
-    info["voxels_added_by_regrow"] = int(mask.sum()) - info["voxels_before_regrow"]
-    info["volume_mm3"] = float(mask.sum() * np.prod(sp))
-    return mask.astype(np.uint8), info
+def _large_enough(sizes: np.ndarray, sp: np.ndarray, min_size_voxels: int, min_volume_mm3) -> np.ndarray:
+    """Step 1: which components reach the minimum size (in mm³ when ``min_volume_mm3`` is given)."""
+    if min_volume_mm3 is not None:
+        return sizes * float(np.prod(sp)) >= min_volume_mm3
+    return sizes >= min_size_voxels
+
+
+def _select(comps: _Components, keep, prob, infarct, sp, info: dict, *, keep_within_mm, proximity_mm,
+            same_side_mm, midline, confidence) -> np.ndarray:
+    """Step 2: the components kept among those step 1 left; ``info`` records the rule used."""
+    candidates = np.flatnonzero(keep)  # 0-based: label - 1
+    info["selection"] = "none"
+    if not candidates.size:
+        return keep
+    if infarct is not None and infarct.any():
+        return keep & _near_infarct(comps, candidates, prob, infarct, sp, info, keep_within_mm=keep_within_mm,
+                                    proximity_mm=proximity_mm, same_side_mm=same_side_mm, midline=midline)
+    return _most_confident(comps, candidates, prob, confidence, info)
+
+
+def _near_infarct(comps: _Components, candidates, prob, infarct, sp, info: dict, *, keep_within_mm, proximity_mm,
+                  same_side_mm, midline) -> np.ndarray:
+    """The component nearest the infarct (or best by confidence x proximity), plus those within reach."""
+    if same_side_mm is not None and midline is not None:
+        same_side = _same_side(comps.labels, candidates, infarct, midline, sp, same_side_mm)
+        if same_side.any():  # nothing on the infarct's side: the rule cannot choose, ignore it
+            info["n_removed_other_side"] = int((~same_side).sum())
+            candidates = candidates[same_side]
+    centre_mm = np.array(ndimage.center_of_mass(infarct)) * sp
+    dist = _nearest_distances(comps.labels, comps.n, centre_mm, sp)
+    if proximity_mm:
+        mass = np.asarray(ndimage.sum(prob, comps.labels, candidates + 1), dtype=float)
+        score = mass * np.exp(-dist[candidates] / proximity_mm)
+        best = candidates[np.argmax(score)]
+        info["selection"] = "confident_near_infarct"
+        info["scores"] = {int(c) + 1: float(v) for c, v in zip(candidates, score)}
+    else:
+        best = candidates[np.argmin(dist[candidates])]
+        info["selection"] = "nearest_infarct"
+    chosen = dist <= (keep_within_mm if keep_within_mm is not None else -1.0)
+    chosen[best] = True
+    info["infarct_com_mm"] = centre_mm.tolist()
+    info["distances_mm"] = {int(c) + 1: float(dist[c]) for c in candidates}
+    return chosen
+
+
+def _most_confident(comps: _Components, candidates, prob, confidence: str, info: dict) -> np.ndarray:
+    """Without an infarct: the component of highest max (or mean) probability, the larger on ties."""
+    score_fn = ndimage.maximum if confidence == "max" else ndimage.mean
+    scores = np.asarray(score_fn(prob, comps.labels, candidates + 1), dtype=float)
+    # lexsort: last key is primary -> highest score, then largest size.
+    best = candidates[np.lexsort((-comps.sizes[candidates], -scores))[0]]
+    keep = np.zeros(comps.n, dtype=bool)
+    keep[best] = True
+    info["selection"] = f"most_confident_{confidence}"
+    info["scores"] = {int(c) + 1: float(s) for c, s in zip(candidates, scores)}
+    return keep
+
+
+def _regrow(mask, prob, sp, regrow_threshold: float, regrow_radius_mm, connectivity: int) -> np.ndarray:
+    """Step 3: add the regions of ``prob >= regrow_threshold`` that touch the kept mask."""
+    low = prob >= regrow_threshold
+    if regrow_radius_mm is not None:
+        low &= ndimage.distance_transform_edt(~mask, sampling=sp) <= regrow_radius_mm
+    low |= mask
+    low_labels, _ = label_components(low, connectivity)
+    touched = np.unique(low_labels[mask])
+    return np.isin(low_labels, touched[touched > 0])
+
+
+def _nearest_distances(labels: np.ndarray, n: int, point_mm: np.ndarray, sp: np.ndarray):
+    """Distance (mm) from ``point_mm`` to the closest voxel of each label 1..n."""
+    idx = np.nonzero(labels)
+    d = np.sqrt(sum(((idx[a] * sp[a]) - point_mm[a]) ** 2 for a in range(3)))
+    lab = labels[idx]
+    out = np.full(n + 1, np.inf)
+    np.minimum.at(out, lab, d)
+    return out[1:]
+
+
+def _same_side(labels, cand, infarct, midline, sp, margin_mm: float) -> np.ndarray:
+    """Which candidates (0-based labels) do not lie across the midline from the infarct."""
+    axis, mid = midline
+    if not 0 <= axis < 3:
+        raise ValueError(f"midline axis must be 0, 1 or 2, got {axis}")
+    infarct_off = (ndimage.center_of_mass(infarct)[axis] - mid) * sp[axis]
+    if abs(infarct_off) <= margin_mm:
+        return np.ones(cand.size, bool)
+    coord = np.indices(labels.shape, sparse=True)[axis]
+    comp_off = (np.asarray(ndimage.mean(np.broadcast_to(coord, labels.shape), labels, cand + 1)) - mid) * sp[axis]
+    return np.sign(infarct_off) * comp_off >= -margin_mm
+
+
+def case_midline(case: Case) -> tuple[int, float] | None:
+    """``(left-right array axis, index of the mid-sagittal plane)`` of a harmonized case, or None.
+
+    The axis comes from the grid's affine; the plane is the brain mask's centroid on it (the
+    middle of the array without a mask). Oblique axial slabs are tilted about the left-right axis,
+    which leaves the plane where it is; a head turned by 5 degrees moves it by about 5 mm at the
+    front and back of the brain, half the same-side rule's 10 mm margin.
+    """
+    if case.affine is None:
+        return None
+    axis = int(np.argmax(np.abs(np.asarray(case.affine)[0, :3])))
+    n = case.shape[axis]
+    profile = None
+    if case.brain is not None:
+        other = tuple(a for a in range(3) if a != axis)
+        profile = np.asarray(case.brain, bool).sum(axis=other).astype(float)
+    if profile is None or profile.sum() == 0:
+        return axis, (n - 1) / 2
+    return axis, float((profile * np.arange(n)).sum() / profile.sum())
+
+
+def postprocess_case(prob, infarct_mask, spacing, icfg: InferenceConfig,
+                     midline: tuple[int, float] | None = None) -> tuple[np.ndarray, dict]:
+    """Lesion-guided post-processing with the settings of ``icfg`` (or plain thresholding).
+
+    ``midline`` (see :func:`case_midline`) enables ``icfg.same_side_mm``.
+    """
+    if not icfg.postprocess:
+        return (prob >= icfg.threshold).astype(np.uint8), {}
+    return postprocess_thrombus(
+        prob, spacing, infarct_mask if infarct_mask is not None and infarct_mask.any() else None,
+        threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels, min_volume_mm3=icfg.min_volume_mm3,
+        keep_within_mm=icfg.keep_within_mm, proximity_mm=icfg.proximity_mm, same_side_mm=icfg.same_side_mm,
+        midline=midline, regrow_threshold=icfg.regrow_threshold)
