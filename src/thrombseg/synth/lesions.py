@@ -40,11 +40,20 @@ def territory_label(codes: list[int]) -> str:
     return "+".join(names)
 
 
+# infarct volume (world mL) per occlusion class: (median, log-sd, min, max); real cohort means 32 mL
+# proximal, 5 mL distal
+INFARCT_VOLUME_ML = {"proximal": (22.0, 0.75, 3.0, 58.0), "distal": (3.5, 0.8, 1.8, 30.0)}
+
+
+def draw_volume(rng: np.random.Generator, klass: str, volumes: dict[str, tuple]) -> float:
+    """A clipped log-normal volume for an occlusion class; ``volumes[klass] = (median, log-sd, min, max)``."""
+    median, log_sd, lo, hi = volumes[klass]
+    return float(np.clip(rng.lognormal(np.log(median), log_sd), lo, hi))
+
+
 def target_volume_ml(klass: str, rng: np.random.Generator) -> float:
-    """Infarct volume (world mL): real cohort means 32 mL proximal, 5 mL distal; kept in 1.8..58 mL."""
-    if klass == "proximal":
-        return float(np.clip(rng.lognormal(np.log(22.0), 0.75), 3.0, 58.0))
-    return float(np.clip(rng.lognormal(np.log(3.5), 0.8), 1.8, 30.0))
+    """Infarct volume (world mL) to draw for an occlusion class."""
+    return draw_volume(rng, klass, INFARCT_VOLUME_ML)
 
 
 def make_infarct(atlas: Atlas, rng: np.random.Generator, codes: list[int], volume_ml_world: float,

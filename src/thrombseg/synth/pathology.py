@@ -11,7 +11,7 @@ import numpy as np
 
 from .atlas import Atlas
 from .centers import SEQUENCE_KEYS
-from .lesions import make_infarct, target_volume_ml, territories_for
+from .lesions import draw_volume, make_infarct, target_volume_ml, territories_for
 from .render import Shell
 from .transform import PatientTransform
 from .vessels import (
@@ -29,6 +29,9 @@ from .vessels import (
 STREAM_SALT = 20240  # fixed entry of every patient's seed sequence: changing it changes every cohort
 MICROBLEED_COUNT_P = [0.35, 0.2, 0.15, 0.12, 0.1, 0.08]  # P(0, 1, ..., 5 microbleeds)
 LOSABLE_SERIES = ("dwi", "phase", "flair")  # a center's "missing" probabilities, in draw order
+# world clot volume (mm^3) per occlusion class: (median, log-sd, min, max); real cohort means 232 mm^3
+# proximal, 77 mm^3 distal
+CLOT_VOLUME_MM3 = {"proximal": (175.0, 0.65, 40.0, 600.0), "distal": (60.0, 0.6, 20.0, 250.0)}
 
 
 @dataclass
@@ -101,13 +104,6 @@ class Protocol:
     noise: float                  # sigma relative to white-matter signal
 
 
-def _clot_volume_mm3(klass: str, rng: np.random.Generator) -> float:
-    """World volume of the clot: real cohort means 232 mm^3 proximal, 77 mm^3 distal."""
-    if klass == "proximal":
-        return float(np.clip(rng.lognormal(np.log(175.0), 0.65), 40.0, 600.0))
-    return float(np.clip(rng.lognormal(np.log(60.0), 0.6), 20.0, 250.0))
-
-
 def _draw_shell(rng: np.random.Generator) -> Shell:
     """CSF rim, skull and scalp thickness (mm)."""
     return Shell(csf_rim=float(rng.uniform(1.0, 2.5)), skull=float(rng.uniform(5.0, 8.0)),
@@ -119,7 +115,7 @@ def _draw_vasculature(atlas: Atlas, site: str, jacobian: float, rng: Streams) ->
     klass = OCCLUSION_SITES[site][2]
     hemisphere = str(rng.clot.choice(["L", "R"]))
     arteries = build_arteries(atlas, rng.vessel)
-    clot_volume = _clot_volume_mm3(klass, rng.clot)
+    clot_volume = draw_volume(rng.clot, klass, CLOT_VOLUME_MM3)
     thrombus = place_thrombus(arteries, site, hemisphere, rng.clot, clot_volume * jacobian)
     flow_status(arteries, thrombus)
     veins = build_veins(atlas, rng.vessel)
