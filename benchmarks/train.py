@@ -22,18 +22,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from thrombseg.core.case import Case
+from thrombseg.models.checkpoint import build_network, resolve_device
 from thrombseg.plan import experiment_settings
-from thrombseg.core.case import Case, load_case
+from thrombseg.training.cli import split_cases
+from thrombseg.training.config import TrainConfig
 from thrombseg.training.data import StackDataset
 from thrombseg.training.losses import SegmentationLoss
-from thrombseg.models.checkpoint import build_network
-from thrombseg.models.checkpoint import resolve_device
-from thrombseg.training.trainer import TrainConfig
 
 from _common import header
 
@@ -43,11 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _cases(modalities, results: Path) -> tuple[list[Case], str]:
     splits = results / "splits/multicentric.tsv"
     if splits.is_file() and (results / "harmonized").is_dir():
-        import pandas as pd
-
-        sp = pd.read_csv(splits, sep="\t", dtype=str)
-        rows = sp[sp.split == "train"]
-        cases = [load_case(results / "harmonized" / s, s, c) for s, c in zip(rows.subject, rows.center)]
+        cases = split_cases(pd.read_csv(splits, sep="\t", dtype=str, keep_default_na=False), "train",
+                            results / "harmonized")
         return cases, f"{len(cases)} harmonized training patients of {results}"
     rng = np.random.default_rng(0)
     out = []

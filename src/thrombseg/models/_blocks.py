@@ -72,6 +72,15 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     return x, (h, w)
 
 
+def padded_slices(x: Tensor, available: Tensor | None, n_modalities: int,
+                  multiple: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
+    """Masked (B, M, S, H, W) -> slices (B*S, M, H', W') padded to ``multiple``, their availability
+    (B*S, M) and the unpadded (H, W)."""
+    x, mask = mask_input(x, available, n_modalities)
+    z, size = pad_to_multiple(slices_to_batch(x), multiple)
+    return z, mask.repeat_interleave(x.shape[2], dim=0), size
+
+
 def slices_to_batch(x: Tensor) -> Tensor:
     """(B, M, S, H, W) -> (B*S, M, H, W): 2-D ops then treat every slice as a sample."""
     b, m, s, h, w = x.shape

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._blocks import ConfigMixin, batch_to_slices, mask_input, pad_to_multiple, slices_to_batch
+from ._blocks import ConfigMixin, batch_to_slices, padded_slices
 from .attention import AttentionGateFusion
 from .llstm import LogicLSTM
 
@@ -238,11 +238,9 @@ class AttLLSTM(ConfigMixin, nn.Module):
 
     def forward(self, x: Tensor, available: Tensor | None = None) -> Tensor:
         """Segment (B, M, S, H, W) given availability (B, M) -> logits (B, K, S, H, W)."""
-        x, mask = mask_input(x, available, self.n_modalities)
+        z, mask_n, (h, w) = padded_slices(x, available, self.n_modalities, self.multiple)  # mask_n: rows as z
         b, s = x.shape[0], x.shape[2]
-        z, (h, w) = pad_to_multiple(slices_to_batch(x), self.multiple)
         hp, wp = z.shape[-2:]
-        mask_n = mask.repeat_interleave(s, dim=0)                   # (B*S, M), rows as z
         key_mask = mask_n[:, self.key_idx]
         eq = self.embed_query(self._query_channels(z, mask_n))
         ek = [emb(z[:, i:i + 1]) for emb, i in zip(self.embed_keys, self.key_idx)]

@@ -44,12 +44,7 @@ class LogicLSTM(SliceRecurrence):
     """Logic-LSTM over the slice axis, with double pass and optional bidirectionality.
 
     Args:
-        in_channels: Input channels.
-        n_c: Convolution-part state channels.
-        n_l: Logic-part state channels.
-        kernel_size: Kernel of the w x w convolutions.
-        n_t: Transfer-layer channels (default ``n_l``).
-        m: Transfer-layer multiplicity (default ``n_t // 4``).
+        in_channels, n_c, n_l, kernel_size, n_t, m: As :class:`LogicLSTMCell`.
         double_pass: First pass builds the memory, second predicts.
         bidirectional: Add a reverse-order cell; outputs are concatenated (2 (n_c + n_l) channels).
 

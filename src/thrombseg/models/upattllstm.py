@@ -7,8 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._blocks import (ConfigMixin, ConvBlock, batch_to_slices, mask_input, pad_to_multiple,
-                      slices_to_batch)
+from ._blocks import ConfigMixin, ConvBlock, batch_to_slices, padded_slices
 from ._unet import UNetDecoder, UNetEncoder
 from .attention import AttentionGateFusion
 from .llstm import LogicLSTM
@@ -59,8 +58,7 @@ class UpAttLLSTM(ConfigMixin, nn.Module):
         self.n_modalities, self.n_classes, self.infer_chunk = n_modalities, n_classes, infer_chunk
         self.multiple = 2 ** (len(widths) - 1)
         c0 = widths[0]
-        # Separate small convs, not one grouped conv: grouped convs are several times slower on
-        # CPU, and a sequence absent from the whole batch can then be skipped.
+        # Separate small convs, not one grouped conv: faster on CPU, and an absent sequence is skipped.
         n_stems = n_modalities if stem == "per_sequence" else 1
         self.stems = nn.ModuleList(ConvBlock(1, c0, stem_convs) for _ in range(n_stems))
         self.fusion = AttentionGateFusion(c0)
@@ -93,15 +91,12 @@ class UpAttLLSTM(ConfigMixin, nn.Module):
 
     def forward(self, x: Tensor, available: Tensor | None = None) -> Tensor:
         """Segment (B, M, S, H, W) given availability (B, M) -> logits (B, K, S, H, W)."""
-        x, mask = mask_input(x, available, self.n_modalities)
+        z, mask_n, (h, w) = padded_slices(x, available, self.n_modalities, self.multiple)
         b, s = x.shape[0], x.shape[2]
-        z, (h, w) = pad_to_multiple(slices_to_batch(x), self.multiple)
-        # channels_last roughly halves CPU conv time (oneDNN's native layout); outputs follow it.
+        # channels_last: oneDNN's native layout, the fast one for CPU convs; outputs follow it.
         z = z.contiguous(memory_format=torch.channels_last)
-        mask_n = mask.repeat_interleave(s, dim=0)
         n = z.shape[0]
-        # Everything but the recurrence is per slice, so without autograd run it a few slices at
-        # a time: small reusable buffers instead of page-faulting ~170 MB tensors per op.
+        # Without autograd, the per-slice work runs a few slices at a time: small reusable buffers.
         step = n if torch.is_grad_enabled() or not self.infer_chunk else self.infer_chunk
         parts = [self._encode(z[i:i + step], mask_n[i:i + step]) for i in range(0, n, step)]
         feats = [torch.cat(level) if len(level) > 1 else level[0] for level in zip(*parts)]

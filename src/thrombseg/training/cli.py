@@ -5,6 +5,9 @@
 
 The workflow config's ``training:`` section holds ``defaults`` (any :class:`TrainConfig` field), an
 ``infarct`` override for the lesion model, and ``experiments`` (name -> model, dropout, protocol...).
+
+The trainer (with Matplotlib and the evaluation and inference stack behind it) is imported only
+when a run starts, so that ``thrombseg --help`` and ``thrombseg splits`` stay fast.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from ..plan import deep_merge, experiment_settings
 from ..sheet import read_sheet
 from .config import TrainConfig
 from .splits import PROTOCOLS, assign_splits, write_splits
-from .trainer import train
 
 
 def run_training(harmonized_dir: str | Path, splits: str | Path, outdir: str | Path, cfg_dict: dict,
                  resume: bool = True) -> dict:
     """Train on the ``train`` rows of a splits table, validate on its ``val`` rows."""
+    from .trainer import train  # deliberately lazy: see the module docstring
+
     cfg = TrainConfig.from_dict(cfg_dict)
     table = pd.read_csv(splits, sep="\t", dtype=str, keep_default_na=False)
     train_cases = split_cases(table, "train", harmonized_dir)
