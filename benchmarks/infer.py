@@ -18,11 +18,12 @@ Prints (and writes as TSV under --out):
     harmonize (the preprocessing part), thrombus model, infarct model, post-processing (the inference
     part; target < 10 s), writing + back to native space, total, and the peak resident memory. Each
     patient runs in a fresh process so that its peak memory is its own, with OMP_WAIT_POLICY=passive
-    by default: with OpenMP's busy-waiting default, torch ran 5-10x slower whenever another process
-    shared the 2 cores (measured on the dev machine).
+    by default (see docs/decisions.md).
  2. post-processing before/after on the test split (``metrics/<experiment>/per_subject.tsv``): Dice,
     detection rate, false-positive components and volume per center and overall, all sequences.
 Timings depend on the machine's load: run it on a quiet machine for numbers to compare.
+torch, pandas and the pipeline are imported inside the functions that use them, so that ``--help``
+and a missing prerequisite answer at once.
 
 Run time on 2 CPU cores (AMD EPYC, shared machine), without a demo run: ``--quick`` (1 patient)
 70-95 s, measured (about 12 s of it builds the stand-in); default (4 patients) about 4-6 minutes,
@@ -43,9 +44,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from thrombseg.sheet import SEQUENCES as SEQS  # noqa: E402
-
 from _common import header, shown, stop, write_atomic, write_tsv  # noqa: E402
+
+from thrombseg.core.sequences import SEQUENCES as SEQS  # noqa: E402
 
 DEMO_FILES = ("synthetic/subjects.tsv", "provenance/config.yaml")  # + models/*/thrombus/model.pt, splits/
 
@@ -61,10 +62,9 @@ def build_stand_in(res: Path, config: Path) -> None:
     import torch
     import yaml
 
-    from thrombseg.models.checkpoint import save_checkpoint
-    from thrombseg.synth import generate_cohort
+    from thrombseg.models.checkpoint import build_network, export, save_checkpoint
     from thrombseg.plan import experiment_settings
-    from thrombseg.models.checkpoint import build_network, export
+    from thrombseg.synth import generate_cohort
     from thrombseg.training.trainer import TrainConfig
 
     conf = yaml.safe_load(config.read_text())
@@ -90,7 +90,7 @@ def one(args) -> dict:
     import pandas as pd
     import torch
 
-    from thrombseg.inference import predict as P
+    from thrombseg.inference import postprocess, predict
     from thrombseg.inference.cli import results_files
     from thrombseg.inference.patient import predict_patient
 
@@ -101,14 +101,14 @@ def one(args) -> dict:
     row = pd.read_csv(sheet, sep="\t", dtype=str).fillna("").set_index("subject").loc[args.one]
     images = {s: sheet.parent / row[s] for s in SEQS if row[s]}
     spent = {"thrombus": 0.0, "infarct": 0.0, "postprocess": 0.0}
-    prob_fn, post_fn = P.predict_probabilities, P.postprocess_thrombus
+    prob_fn, post_fn = predict.predict_probabilities, postprocess.postprocess_thrombus
 
-    def timed_prob(model, model_cfg, *a, **k):
+    def timed_prob(model, *a, **k):
         t = time.perf_counter()
         try:
-            return prob_fn(model, model_cfg, *a, **k)
+            return prob_fn(model, *a, **k)
         finally:
-            spent["thrombus" if model_cfg.target == "thrombus" else "infarct"] += time.perf_counter() - t
+            spent["thrombus" if model.spec.target == "thrombus" else "infarct"] += time.perf_counter() - t
 
     def timed_post(*a, **k):
         t = time.perf_counter()
@@ -117,8 +117,8 @@ def one(args) -> dict:
         finally:
             spent["postprocess"] += time.perf_counter() - t
 
-    P.predict_probabilities, P.postprocess_thrombus = timed_prob, timed_post
-    icfg = P.inference_settings(found["inference"], found["postprocess"], subsets="full", device="cpu")
+    predict.predict_probabilities, postprocess.postprocess_thrombus = timed_prob, timed_post
+    icfg = predict.inference_settings(found["inference"], found["postprocess"], subsets="full", device="cpu")
     pre = dict(found["preprocess"] or {}, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="thrombseg-bench-") as td:
         s = predict_patient(images, Path(td) / args.one, found["model"], found["landmarks"], found["infarct_model"],
@@ -157,12 +157,12 @@ def timing_table(args):
         cmd = [sys.executable, __file__, "--one", sub, "--results", str(res), "--threads", str(args.threads)]
         if args.experiment:
             cmd += ["--experiment", args.experiment]
-        # OpenMP's default busy-wait makes torch 5-10x slower when another process shares the cores
+        # OpenMP's default busy-wait slows torch down badly when another process shares the cores
         env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=str(args.threads),
                    OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY=args.omp_wait_policy)
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
-            sys.exit(f"{sub}: {(out.stderr.strip().splitlines() or ['exit code %d' % out.returncode])[-1]}")
+            sys.exit(f"{sub}: {(out.stderr.strip().splitlines() or [f'exit code {out.returncode}'])[-1]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  {sub}: {rows[-1]['total']:.1f} s", file=sys.stderr)
     df = pd.DataFrame(rows)
@@ -248,6 +248,11 @@ def main() -> None:
         metrics = Path(args.results) / "metrics" / found["experiment"] / "per_subject.tsv"
         if metrics.is_file():
             tables["postprocess_before_after"] = postprocess_table(args)
+    print_tables(tables, args, demo, metrics)
+
+
+def print_tables(tables: dict, args, demo: bool, metrics: Path) -> None:
+    """Print (and with --out write) the tables; say why the post-processing table is left out."""
     titles = {"predict_timings": f"thrombseg predict per patient, seconds ({args.threads} threads, CPU, "
                                  f"OMP_WAIT_POLICY={args.omp_wait_policy})",
               "postprocess_before_after": "post-processing before/after, synthetic test split, all sequences"}

@@ -16,6 +16,8 @@ each rule then post-processes the same probability maps. Prints, per rule, how m
 kept component hits, the mean Dice and the false-positive components per patient. These patients
 are outside the demo's splits, so a rule can be chosen here without looking at its test split.
 ``--quick``: the cohort's first patient of each center (4 instead of 16).
+torch, pandas and the pipeline are imported inside the functions that use them, so that ``--help``
+and a missing prerequisite answer at once.
 
 Run time on 2 CPU cores, estimated (needs a demo run, not measured in this form): default about
 3 minutes (16 patients, each predicted once by both models); ``--quick`` about 1 minute.
@@ -29,9 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-import thrombseg  # noqa: E402,F401  (before torch: OMP_WAIT_POLICY)
-
 from _common import header, shown, stop, write_tsv  # noqa: E402
+
+import thrombseg  # noqa: E402,F401  (before torch: OMP_WAIT_POLICY)
 
 UNSEEN = "snakemake --cores 2 --configfile config/config.yaml benchmarks/unseen.yaml --until harmonize"
 
@@ -54,9 +56,10 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from thrombseg.inference.predict import InferenceConfig, InferenceError, load_checked
-    from thrombseg.inference.tune import raw_maps, score_maps
     from thrombseg.core.case import load_case
+    from thrombseg.inference.predict import load_checked
+    from thrombseg.inference.settings import InferenceError
+    from thrombseg.inference.tune import raw_maps
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(ROOT / "results"), help="the trained run (models)")
@@ -82,8 +85,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     header(itk_threads="not used")
     try:
-        thr = load_checked(models[0], "cpu")
-        inf = load_checked(models[1], "cpu", "infarct")
+        thrombus = load_checked(models[0], "cpu")
+        infarct = load_checked(models[1], "cpu", "infarct")
     except InferenceError as exc:
         stop(str(exc))
     subjects = pd.read_csv(splits, sep="\t")
@@ -93,15 +96,7 @@ def main(argv=None) -> int:
     if missing:
         stop(f"{shown(cohort / 'harmonized')}: {', '.join(missing)} not harmonized: run `.venv/bin/{UNSEEN}`")
     cases = [load_case(cohort / "harmonized" / r["subject"], r["subject"], r["center"]) for _, r in subjects.iterrows()]
-    maps = raw_maps(cases, thr, inf)  # each patient predicted once; every rule post-processes the same maps
-    rows = []
-    for name, over in RULES:
-        over = dict(over)
-        use = [(c, p, None) for c, p, _ in maps] if over.pop("_no_infarct", False) else maps
-        for (case, _, _), m in zip(use, score_maps(use, InferenceConfig(**over))):
-            rows.append({"rule": name, "subject": case.subject, "center": case.center, "detected": m["detected"],
-                         "dice": m["dice"], "n_fp_components": m["n_fp_components"]})
-    df = pd.DataFrame(rows)
+    df = score_rules(raw_maps(cases, thrombus, infarct))  # each patient predicted once, every rule on the same maps
     table = df.groupby("rule", sort=False).agg(
         detected=("detected", "sum"), patients=("detected", "size"), dice=("dice", "mean"),
         fp_components=("n_fp_components", "mean"))
@@ -111,6 +106,23 @@ def main(argv=None) -> int:
     if a.out:
         write_tsv(df, Path(a.out) / "selection.tsv")
     return 0
+
+
+def score_rules(maps):
+    """One row per rule and patient: detection, Dice and false-positive components of the kept mask."""
+    import pandas as pd
+
+    from thrombseg.inference.settings import InferenceConfig
+    from thrombseg.inference.tune import score_maps
+
+    rows = []
+    for name, overrides in RULES:
+        overrides = dict(overrides)
+        use = [(c, p, None) for c, p, _ in maps] if overrides.pop("_no_infarct", False) else maps
+        for (case, _, _), m in zip(use, score_maps(use, InferenceConfig(**overrides))):
+            rows.append({"rule": name, "subject": case.subject, "center": case.center, "detected": m["detected"],
+                         "dice": m["dice"], "n_fp_components": m["n_fp_components"]})
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import torch  # noqa: E402
 
 pytest.importorskip("ants")
 
-from thrombseg.core.fs import OutputError  # noqa: E402
 from thrombseg.cli import main  # noqa: E402
+from thrombseg.core.fs import OutputError  # noqa: E402
 from thrombseg.inference.cli import results_files  # noqa: E402
 from thrombseg.inference.patient import predict_patient, to_native  # noqa: E402
 from thrombseg.inference.sequences import check_sequences, known_sequences  # noqa: E402

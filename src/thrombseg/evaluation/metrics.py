@@ -38,7 +38,7 @@ Empty-case rules (each is tested)
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import cc3d
 import numpy as np

@@ -70,14 +70,12 @@ def postprocess_thrombus(
         min_size_voxels: smallest component kept by ``remove_small``.
         min_volume_mm3: if given, used instead of ``min_size_voxels``.
         keep_within_mm: also keep components this close to the infarct centre.
-        proximity_mm: length scale of the confidence-weighted selection; None or
-            0 = the nearest component (the paper's rule).
+        proximity_mm: length scale of the confidence-weighted selection; None or 0 = the nearest component.
         same_side_mm: midline margin of the same-side rule; None = off.
         midline: ``(axis, index)``: the array axis that runs left-right and the
             (fractional) index of the mid-sagittal plane on it; None = rule off.
         regrow_threshold: lower threshold of regrowth (≤ ``threshold``).
-        regrow_radius_mm: limit regrowth to this distance from the kept
-            component; None = unlimited.
+        regrow_radius_mm: limit regrowth to this distance from the kept component; None = unlimited.
         confidence: ``"max"`` or ``"mean"`` probability, used without infarct.
         remove_small, select_component, regrow: switch each step.
         connectivity: 6, 18 or 26.
