@@ -97,12 +97,12 @@ class SubjectWriter:
         self.written[seq] = (np.asarray(img.dataobj, np.float32), affine)
 
     def _sidecar(self, seq: str, extra: dict) -> None:
-        protocol = self.center["sequences"].get(seq) or {}
+        series = self.center["sequences"].get(seq) or {}
         meta = {"MagneticFieldStrength": float(self.center["field_strength"]),
                 "Manufacturer": self.center.get("manufacturer", "Synthetic"),
                 "InstitutionName": self.center["name"], "GeneratedBy": "thrombseg.synth"}
-        if "echo_time_ms" in protocol:
-            meta["EchoTime"] = protocol["echo_time_ms"] / 1000.0
+        if "echo_time_ms" in series:
+            meta["EchoTime"] = series["echo_time_ms"] / 1000.0
         meta.update(extra)
         write_json(meta, self.image_path(seq).with_suffix("").with_suffix(".json"))
 
@@ -226,21 +226,21 @@ def _phase_images(real: np.ndarray, imag: np.ndarray, spacing) -> tuple[np.ndarr
     return filtered, raw
 
 
-def _susceptibility_signal(s: Session, grid: R.Grid, anatomy: R.Anatomy, values: dict, overlay: R.Overlay,
+def _susceptibility_signal(session: Session, grid: R.Grid, anatomy: R.Anatomy, values: dict, overlay: R.Overlay,
                            clot: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Magnitude (dephased: blooming), filtered and raw phase, after the scanner's bias, scale and noise."""
-    seq = s.center["susceptibility"]
+    seq = session.center["susceptibility"]
     magnitude = R.tissue_mix(anatomy, values)
-    _add_vessels_and_clot(magnitude, overlay, clot, values, s.low_contrast)
-    echo_time_s = float(s.center["sequences"][seq].get("echo_time_ms", 20.0)) / 1000.0
-    phase = _field_phase(_susceptibility_map(anatomy, overlay, clot, s.low_contrast), grid,
-                         float(s.center["field_strength"]), echo_time_s)
+    _add_vessels_and_clot(magnitude, overlay, clot, values, session.low_contrast)
+    echo_time_s = float(session.center["sequences"][seq].get("echo_time_ms", 20.0)) / 1000.0
+    phase = _field_phase(_susceptibility_map(anatomy, overlay, clot, session.low_contrast), grid,
+                         float(session.center["field_strength"]), echo_time_s)
     magnitude *= R.dephasing(phase)
-    magnitude *= s.scanner.bias(grid, float(s.center["bias"]))
-    magnitude *= s.protocol.intensity_scale
-    phase += s.scanner.background_phase(grid)
-    sigma = s.protocol.noise * values["wm"] * s.protocol.intensity_scale
-    real, imag = _noisy_complex(magnitude, phase, sigma, s.rng.noise)
+    magnitude *= session.scanner.bias(grid, float(session.center["bias"]))
+    magnitude *= session.protocol.intensity_scale
+    phase += session.scanner.background_phase(grid)
+    sigma = session.protocol.noise * values["wm"] * session.protocol.intensity_scale
+    real, imag = _noisy_complex(magnitude, phase, sigma, session.rng.noise)
     del phase, magnitude
     filtered, raw = _phase_images(real, imag, grid.spacing)
     return np.hypot(real, imag), filtered, raw
@@ -252,16 +252,16 @@ def _swi_weighting(magnitude: np.ndarray, filtered_phase: np.ndarray) -> None:
     magnitude *= phase_mask ** 4
 
 
-def _write_phase(s: Session, filtered: np.ndarray, raw: np.ndarray, grid: R.Grid) -> None:
+def _write_phase(session: Session, filtered: np.ndarray, raw: np.ndarray, grid: R.Grid) -> None:
     """The phase image as the center stores it: raw or filtered, integers or scaled radians."""
-    config = s.center["sequences"]["phase"]
+    config = session.center["sequences"]["phase"]
     phase = filtered if config.get("kind") == "filtered" else raw
     if config.get("storage") == "int":
-        s.writer.image("phase", phase * (4096.0 / np.pi), grid.affine, "int16",
-                       extra={"Units": "arbitrary (-4096..4095 = -pi..pi)", "PhaseKind": config.get("kind")})
+        session.writer.image("phase", phase * (4096.0 / np.pi), grid.affine, "int16",
+                             extra={"Units": "arbitrary (-4096..4095 = -pi..pi)", "PhaseKind": config.get("kind")})
     else:
-        s.writer.image("phase", phase, grid.affine, "int16", scaled=True,
-                       extra={"Units": "rad", "PhaseKind": config.get("kind")})
+        session.writer.image("phase", phase, grid.affine, "int16", scaled=True,
+                             extra={"Units": "rad", "PhaseKind": config.get("kind")})
 
 
 def _thrombus_mask(clot: tuple, grid: R.Grid, clot_volume_mm3: float) -> np.ndarray:
@@ -277,65 +277,65 @@ def _thrombus_mask(clot: tuple, grid: R.Grid, clot_volume_mm3: float) -> np.ndar
     return mask.reshape(grid.shape)
 
 
-def _write_susceptibility_masks(s: Session, grid: R.Grid, anatomy: R.Anatomy, clot: tuple) -> ThrombusMark:
+def _write_susceptibility_masks(session: Session, grid: R.Grid, anatomy: R.Anatomy, clot: tuple) -> ThrombusMark:
     """The thrombus label and the true brain mask on the susceptibility grid."""
-    vessels = s.pathology.vessels
+    vessels, writer = session.pathology.vessels, session.writer
     mask = _thrombus_mask(clot, grid, vessels.clot_volume_mm3)
-    s.writer.row["thrombus_mask"] = s.writer.mask(mask, grid.affine, s.writer.label_path("thrombus_mask", "anat"))
+    writer.row["thrombus_mask"] = writer.mask(mask, grid.affine, writer.label_path("thrombus_mask", "anat"))
     brain = (anatomy.extra["brain"] >= 0.5).astype(np.uint8)
-    s.writer.truth_files["brain_mask"] = s.writer.mask(brain, grid.affine, s.writer.truth_path("desc-brain_mask.nii.gz"))
+    writer.truth_files["brain_mask"] = writer.mask(brain, grid.affine, writer.truth_path("desc-brain_mask.nii.gz"))
     centroid = _centroid_world(mask, grid)
     if centroid is None:  # an empty mask: the centre of the clot's centre-line stands in
-        centroid = s.pathology.transform.mni_to_world(vessels.thrombus.pts.mean(0)[None])[0]
+        centroid = session.pathology.transform.mni_to_world(vessels.thrombus.pts.mean(0)[None])[0]
     return ThrombusMark(centroid, float(mask.sum() * np.prod(grid.spacing)),
                         canonical_slice(mask, grid.affine, centroid)[0])
 
 
-def acquire_susceptibility(s: Session) -> ThrombusMark:
+def acquire_susceptibility(session: Session) -> ThrombusMark:
     """SWI or T2*-GRE (+ phase) with the thrombus and true brain masks on its grid.
 
     Without DWI and FLAIR the infarct mask is drawn here too.
     """
-    seq = s.center["susceptibility"]
-    grid = s.scanner.grid(seq)
-    infarct_here = "dwi" not in s.protocol.present and "flair" not in s.protocol.present
-    coords, anatomy = s.anatomy(grid, extra=("brain_iron",), with_infarct=infarct_here)
-    values = _jitter(R.CONTRASTS[seq], s.rng.contrast)
-    overlay, clot = s.overlays(grid, coords)
-    magnitude, filtered, raw = _susceptibility_signal(s, grid, anatomy, values, overlay, clot)
+    seq = session.center["susceptibility"]
+    grid = session.scanner.grid(seq)
+    infarct_here = "dwi" not in session.protocol.present and "flair" not in session.protocol.present
+    coords, anatomy = session.anatomy(grid, extra=("brain_iron",), with_infarct=infarct_here)
+    values = _jitter(R.CONTRASTS[seq], session.rng.contrast)
+    overlay, clot = session.overlays(grid, coords)
+    magnitude, filtered, raw = _susceptibility_signal(session, grid, anatomy, values, overlay, clot)
     if seq == "swi":
         _swi_weighting(magnitude, filtered)
-    s.writer.image(seq, magnitude, grid.affine, s.center["dtype"],
-                   extra={"SeriesDescription": "SWI" if seq == "swi" else "T2* GRE"})
-    if "phase" in s.protocol.present:
-        _write_phase(s, filtered, raw, grid)
+    session.writer.image(seq, magnitude, grid.affine, session.center["dtype"],
+                         extra={"SeriesDescription": "SWI" if seq == "swi" else "T2* GRE"})
+    if "phase" in session.protocol.present:
+        _write_phase(session, filtered, raw, grid)
     del magnitude, filtered, raw
     if infarct_here:
-        s.infarct_mask = InfarctMask.draw(anatomy, grid, seq)
-    return _write_susceptibility_masks(s, grid, anatomy, clot)
+        session.infarct_mask = InfarctMask.draw(anatomy, grid, seq)
+    return _write_susceptibility_masks(session, grid, anatomy, clot)
 
 
 # ---- diffusion: S0 and b1000 with Rician noise, ADC from their ratio ---------------------------------
-def _diffusion_values(s: Session) -> tuple[dict, dict]:
+def _diffusion_values(session: Session) -> tuple[dict, dict]:
     """Tissue values of the b0 and b1000 signals (b1000 = b0 * exp(-ADC), ADC in 1e-3 mm^2/s)."""
-    b0 = _jitter(R.CONTRASTS["b0"], s.rng.contrast)
-    adc = _jitter(R.CONTRASTS["adc"], s.rng.contrast, 0.02)
-    adc["clot"] = adc["clot_low"] = s.protocol.clot_adc
+    b0 = _jitter(R.CONTRASTS["b0"], session.rng.contrast)
+    adc = _jitter(R.CONTRASTS["adc"], session.rng.contrast, 0.02)
+    adc["clot"] = adc["clot_low"] = session.protocol.clot_adc
     b1000 = {k: b0[k] * float(np.exp(-adc[k])) for k in b0 if k != "iron"}
     b1000["iron"] = 0.0
     return b0, b1000
 
 
-def _diffusion_signals(s: Session, grid: R.Grid, coords: np.ndarray, anatomy: R.Anatomy, b0: dict,
+def _diffusion_signals(session: Session, grid: R.Grid, coords: np.ndarray, anatomy: R.Anatomy, b0: dict,
                        b1000: dict) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free b0 and b1000 signals: tissue, infarct (T2 prolongation, restricted diffusion), vessels, clot."""
     s0 = R.tissue_mix(anatomy, b0, iron_key=None)
     s1000 = R.tissue_mix(anatomy, b1000, iron_key=None)
     infarct = _infarct_fraction(anatomy)
-    t2_factor = s.protocol.infarct_t2_factor
+    t2_factor = session.protocol.infarct_t2_factor
     s0 *= 1 + (t2_factor - 1) * infarct
-    s1000 *= 1 + (t2_factor * np.exp(0.8 * (1 - s.protocol.infarct_adc_ratio)) - 1) * infarct
-    overlay, clot = s.overlays(grid, coords)
+    s1000 *= 1 + (t2_factor * np.exp(0.8 * (1 - session.protocol.infarct_adc_ratio)) - 1) * infarct
+    overlay, clot = session.overlays(grid, coords)
     R.apply_overlay(s0, overlay, b0)
     R.apply_overlay(s1000, overlay, b1000)
     R.apply_clot(s0, clot, b0["clot"])
@@ -353,66 +353,67 @@ def _adc_map(s0: np.ndarray, s1000: np.ndarray, zero_background_below: float | N
     return adc
 
 
-def _write_adc(s: Session, adc: np.ndarray, grid: R.Grid) -> None:
+def _write_adc(session: Session, adc: np.ndarray, grid: R.Grid) -> None:
     """The ADC map at the center's storage scale and dtype."""
-    config = s.center["sequences"]["adc"]
+    config = session.center["sequences"]["adc"]
     scale = float(config["scale"])
     units = ADC_UNITS.get(scale, f"x{config['scale']} mm2/s")
-    s.writer.image("adc", adc * scale, grid.affine, config["dtype"],
-                   extra={"Units": units, "Raw12bit": bool(s.center.get("adc_raw"))})
+    session.writer.image("adc", adc * scale, grid.affine, config["dtype"],
+                         extra={"Units": units, "Raw12bit": bool(session.center.get("adc_raw"))})
 
 
-def acquire_diffusion(s: Session) -> None:
+def acquire_diffusion(session: Session) -> None:
     """DWI (b1000 trace) and ADC on the DWI grid; the infarct mask is drawn here."""
-    grid = s.scanner.grid("dwi")
-    coords, anatomy = s.anatomy(grid)
-    b0, b1000 = _diffusion_values(s)
-    s0, s1000 = _diffusion_signals(s, grid, coords, anatomy, b0, b1000)
-    bias = s.scanner.bias(grid, float(s.center["bias"]) * DWI_BIAS_FACTOR)
-    sigma = s.protocol.noise * DWI_NOISE_FACTOR * b1000["wm"]
-    s0 = R.rician(s0 * bias, sigma, s.rng.noise)
-    s1000 = R.rician(s1000 * bias, sigma, s.rng.noise)
-    zero_below = 0.15 * b0["wm"] if s.center.get("adc_background") == "zero" else None
+    grid = session.scanner.grid("dwi")
+    coords, anatomy = session.anatomy(grid)
+    b0, b1000 = _diffusion_values(session)
+    s0, s1000 = _diffusion_signals(session, grid, coords, anatomy, b0, b1000)
+    bias = session.scanner.bias(grid, float(session.center["bias"]) * DWI_BIAS_FACTOR)
+    sigma = session.protocol.noise * DWI_NOISE_FACTOR * b1000["wm"]
+    s0 = R.rician(s0 * bias, sigma, session.rng.noise)
+    s1000 = R.rician(s1000 * bias, sigma, session.rng.noise)
+    zero_below = 0.15 * b0["wm"] if session.center.get("adc_background") == "zero" else None
     adc = _adc_map(s0, s1000, zero_below)
-    s.writer.image("dwi", s1000 * s.protocol.intensity_scale / b1000["wm"] * 0.5, grid.affine, s.center["dtype"],
-                   extra={"bValue": 1000, "SeriesDescription": "DWI trace b1000"})
-    if "adc" in s.protocol.present:
-        _write_adc(s, adc, grid)
-    s.infarct_mask = InfarctMask.draw(anatomy, grid, "dwi")
+    session.writer.image("dwi", s1000 * session.protocol.intensity_scale / b1000["wm"] * 0.5, grid.affine,
+                         session.center["dtype"], extra={"bValue": 1000, "SeriesDescription": "DWI trace b1000"})
+    if "adc" in session.protocol.present:
+        _write_adc(session, adc, grid)
+    session.infarct_mask = InfarctMask.draw(anatomy, grid, "dwi")
 
 
 # ---- FLAIR / T1w -----------------------------------------------------------------------------------
-def _structural_contrast(s: Session, seq: str, anatomy: R.Anatomy, values: dict) -> np.ndarray:
+def _structural_contrast(session: Session, seq: str, anatomy: R.Anatomy, values: dict) -> np.ndarray:
     """Tissue signal of FLAIR or T1w (T1w: the template's texture in the brain) with the infarct."""
     img = R.tissue_mix(anatomy, values, iron_key=None)
     if seq == "t1w":
-        img += (anatomy.extra["t1"] - (anatomy.gm * 0.55 + anatomy.wm * 0.8)) * np.clip((anatomy.gm + anatomy.wm) * 2, 0, 1)
-    img *= 1 + (s.protocol.infarct_flair_rise if seq == "flair" else -0.05) * _infarct_fraction(anatomy)
+        parenchyma = np.clip((anatomy.gm + anatomy.wm) * 2, 0, 1)
+        img += (anatomy.extra["t1"] - (anatomy.gm * 0.55 + anatomy.wm * 0.8)) * parenchyma
+    img *= 1 + (session.protocol.infarct_flair_rise if seq == "flair" else -0.05) * _infarct_fraction(anatomy)
     return img
 
 
-def acquire_structural(s: Session, seq: str) -> None:
+def acquire_structural(session: Session, seq: str) -> None:
     """FLAIR (hyperintense slow-flow vessels when the patient shows the sign) or T1w."""
-    grid = s.scanner.grid(seq)
-    coords, anatomy = s.anatomy(grid, extra=("t1",) if seq == "t1w" else ())
-    values = _jitter(R.CONTRASTS[seq], s.rng.contrast)
-    img = _structural_contrast(s, seq, anatomy, values)
-    overlay, clot = s.overlays(grid, coords)
-    slow_bright = s.protocol.hyperintense_vessel and seq == "flair"
+    grid = session.scanner.grid(seq)
+    coords, anatomy = session.anatomy(grid, extra=("t1",) if seq == "t1w" else ())
+    values = _jitter(R.CONTRASTS[seq], session.rng.contrast)
+    img = _structural_contrast(session, seq, anatomy, values)
+    overlay, clot = session.overlays(grid, coords)
+    slow_bright = session.protocol.hyperintense_vessel and seq == "flair"
     R.apply_overlay(img, overlay, values, slow_value=(0.85 if slow_bright else None))
     R.apply_clot(img, clot, 0.8 if slow_bright else values["clot"])
-    img *= s.scanner.bias(grid, float(s.center["bias"]))
-    scale = s.protocol.intensity_scale
-    img = R.rician(img * scale, s.protocol.noise * values["wm"] * scale, s.rng.noise)
-    s.writer.image(seq, img, grid.affine, s.center["dtype"], extra={"SeriesDescription": seq.upper()})
-    if s.infarct_mask is None and seq == "flair":
-        s.infarct_mask = InfarctMask.draw(anatomy, grid, "flair")
+    img *= session.scanner.bias(grid, float(session.center["bias"]))
+    scale = session.protocol.intensity_scale
+    img = R.rician(img * scale, session.protocol.noise * values["wm"] * scale, session.rng.noise)
+    session.writer.image(seq, img, grid.affine, session.center["dtype"], extra={"SeriesDescription": seq.upper()})
+    if session.infarct_mask is None and seq == "flair":
+        session.infarct_mask = InfarctMask.draw(anatomy, grid, "flair")
 
 
-def write_infarct_mask(s: Session) -> np.ndarray | None:
+def write_infarct_mask(session: Session) -> np.ndarray | None:
     """The infarct label (next to the images of its grid); its world centroid, None when empty."""
-    infarct = s.infarct_mask
+    infarct = session.infarct_mask
     folder = "dwi" if infarct.sequence == "dwi" else "anat"
-    s.writer.row["lesion_mask"] = s.writer.mask(infarct.mask, infarct.grid.affine,
-                                                s.writer.label_path("infarct_mask", folder))
+    session.writer.row["lesion_mask"] = session.writer.mask(infarct.mask, infarct.grid.affine,
+                                                session.writer.label_path("infarct_mask", folder))
     return _centroid_world(infarct.mask, infarct.grid)

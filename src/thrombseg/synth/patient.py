@@ -18,13 +18,14 @@ from .acquisition import (
     write_infarct_mask,
 )
 from .atlas import get_atlas
+from .centers import SUSCEPTIBILITY
 from .io import write_json
 from .lesions import territory_label
 from .montage import canonical_slice
 from .pathology import Streams, draw_pathology, draw_protocol
 from .vessels import OCCLUSION_SITES
 
-SUSCEPTIBILITY_PANELS = ("swi", "t2star", "phase")  # montage panels cut through the thrombus, not the infarct
+SUSCEPTIBILITY_PANELS = (*SUSCEPTIBILITY, "phase")  # montage panels cut through the thrombus, not the infarct
 
 
 @dataclass
@@ -53,14 +54,14 @@ def _start_session(task: SubjectTask) -> Session:
     return Session(atlas, task.center, pathology, protocol, scanner, writer, rng, task.low_contrast)
 
 
-def _acquire_all(s: Session) -> ThrombusMark:
+def _acquire_all(session: Session) -> ThrombusMark:
     """Every series of the patient, in draw order; the thrombus as annotated."""
-    thrombus = acquire_susceptibility(s)
-    if "dwi" in s.protocol.present:
-        acquire_diffusion(s)
+    thrombus = acquire_susceptibility(session)
+    if "dwi" in session.protocol.present:
+        acquire_diffusion(session)
     for seq in ("flair", "t1w"):
-        if seq in s.protocol.present:
-            acquire_structural(s, seq)
+        if seq in session.protocol.present:
+            acquire_structural(session, seq)
     return thrombus
 
 
@@ -69,63 +70,63 @@ def _grid_record(grid) -> dict:
             "orientation": "".join(nib.aff2axcodes(grid.affine))}
 
 
-def _truth(s: Session, mark: ThrombusMark) -> dict:
+def _truth(session: Session, mark: ThrombusMark) -> dict:
     """What was drawn and where it was written (``derivatives/truth``)."""
-    thr = s.pathology.vessels.thrombus
-    infarct, mask, shell = s.pathology.infarct, s.infarct_mask, s.pathology.shell
-    row = s.writer.row
+    thrombus = session.pathology.vessels.thrombus
+    infarct, mask, shell = session.pathology.infarct, session.infarct_mask, session.pathology.shell
+    row, center = session.writer.row, session.center
     return {
-        "subject": row["subject"], "center": s.center["name"], "field_strength": float(s.center["field_strength"]),
-        "artery_segment": thr.site, "vessel": thr.vessel, "hemisphere": thr.hemisphere,
-        "occlusion_class": thr.klass, "territory": territory_label(infarct.territory_codes),
+        "subject": row["subject"], "center": center["name"], "field_strength": float(center["field_strength"]),
+        "artery_segment": thrombus.site, "vessel": thrombus.vessel, "hemisphere": thrombus.hemisphere,
+        "occlusion_class": thrombus.klass, "territory": territory_label(infarct.territory_codes),
         "territory_codes": infarct.territory_codes,
         "thrombus_volume_mm3": mark.volume_mm3,
-        "thrombus_volume_true_mm3": thr.volume_mni_mm3 / s.pathology.transform.jacobian_det,
-        "thrombus_radius_mm": float(np.median(thr.radius)),
-        "thrombus_centreline_mni": np.round(thr.pts[::10], 3).tolist() + [np.round(thr.pts[-1], 3).tolist()],
+        "thrombus_volume_true_mm3": thrombus.volume_mni_mm3 / session.pathology.transform.jacobian_det,
+        "thrombus_radius_mm": float(np.median(thrombus.radius)),
+        "thrombus_centreline_mni": np.round(thrombus.pts[::10], 3).tolist() + [np.round(thrombus.pts[-1], 3).tolist()],
         "thrombus_centroid_world": mark.centroid_world,
-        "low_contrast": bool(s.low_contrast), "hyperintense_vessel_sign": s.protocol.hyperintense_vessel,
+        "low_contrast": bool(session.low_contrast), "hyperintense_vessel_sign": session.protocol.hyperintense_vessel,
         "infarct_volume_ml": mask.volume_ml, "infarct_n_pieces": mask.n_pieces,
         "infarct_n_pieces_drawn": infarct.pieces_drawn, "infarct_target_volume_ml": infarct.target_ml,
         "infarct_mask_grid": mask.sequence,
-        "n_microbleeds": len(s.pathology.vessels.microbleeds),
-        "microbleeds_mni": [np.round(c, 2).tolist() for c, _ in s.pathology.vessels.microbleeds],
-        "sequences": list(s.protocol.present), "missing_sequences": s.protocol.lost,
-        "grids": {seq: _grid_record(grid) for seq, grid in s.scanner.grids.items()},
+        "n_microbleeds": len(session.pathology.vessels.microbleeds),
+        "microbleeds_mni": [np.round(c, 2).tolist() for c, _ in session.pathology.vessels.microbleeds],
+        "sequences": list(session.protocol.present), "missing_sequences": session.protocol.lost,
+        "grids": {seq: _grid_record(grid) for seq, grid in session.scanner.grids.items()},
         "skull_mm": {"csf_rim": shell.csf_rim, "skull": shell.skull, "scalp": shell.scalp},
-        "intensity_scale": s.protocol.intensity_scale, "noise": s.protocol.noise,
-        "world_to_mni": s.pathology.transform.to_dict(),
+        "intensity_scale": session.protocol.intensity_scale, "noise": session.protocol.noise,
+        "world_to_mni": session.pathology.transform.to_dict(),
         "files": {k: row[k] for k in row if k not in ("subject", "center", "split") and row[k]}
-        | s.writer.truth_files,
+        | session.writer.truth_files,
     }
 
 
-def _montage_material(s: Session, mark: ThrombusMark, infarct_world: np.ndarray) -> dict:
+def _montage_material(session: Session, mark: ThrombusMark, infarct_world: np.ndarray) -> dict:
     """Small 2-D slices for the QC montage: susceptibility through the thrombus, the rest through the infarct."""
     panels = {}
-    for seq, (data, affine) in s.writer.written.items():
+    for seq, (data, affine) in session.writer.written.items():
         point = mark.centroid_world if seq in SUSCEPTIBILITY_PANELS else infarct_world
         panels[seq] = canonical_slice(data, affine, point)
     return {"thr_mask": mark.montage_slice, "panels": panels}
 
 
-def _participant(s: Session, rng: np.random.Generator) -> dict:
+def _participant(session: Session, rng: np.random.Generator) -> dict:
     """The participants.tsv row: demographics drawn from the patient's own stream."""
     age = int(np.clip(rng.normal(72, 12), 30, 97))
     sex = str(rng.choice(["F", "M"]))
-    return {"participant_id": f"sub-{s.writer.subject}", "center": s.center["name"], "age": age, "sex": sex,
-            "field_strength": float(s.center["field_strength"]),
-            "manufacturer": s.center.get("manufacturer", "Synthetic")}
+    return {"participant_id": f"sub-{session.writer.subject}", "center": session.center["name"], "age": age, "sex": sex,
+            "field_strength": float(session.center["field_strength"]),
+            "manufacturer": session.center.get("manufacturer", "Synthetic")}
 
 
 def make_subject(task: SubjectTask) -> dict:
     """Generate and write one patient; its sheet row, participant row, truth and montage material."""
-    s = _start_session(task)
-    mark = _acquire_all(s)
-    infarct_world = write_infarct_mask(s)
+    session = _start_session(task)
+    mark = _acquire_all(session)
+    infarct_world = write_infarct_mask(session)
     if infarct_world is None:  # an empty infarct mask: the montage cuts through the thrombus
         infarct_world = mark.centroid_world
-    truth = _truth(s, mark)
-    write_json(truth, s.writer.truth_path("truth.json"))
-    return {"row": s.writer.row, "participant": _participant(s, s.rng.demo), "truth": truth,
-            "montage": _montage_material(s, mark, infarct_world)}
+    truth = _truth(session, mark)
+    write_json(truth, session.writer.truth_path("truth.json"))
+    return {"row": session.writer.row, "participant": _participant(session, session.rng.demo), "truth": truth,
+            "montage": _montage_material(session, mark, infarct_world)}
