@@ -31,17 +31,23 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
+import nibabel as nib
 import numpy as np
-
+import torch
+import yaml
 from _common import ROOT, header
+
+from thrombseg.core.fs import write_manifest
+from thrombseg.models.checkpoint import build_network
+from thrombseg.sheet import COLUMNS
+from thrombseg.training.config import TrainConfig
 
 BIN = Path(sys.executable).parent
 THROMBSEG = [str(BIN / "thrombseg")]
 SNAKEMAKE_N = [sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"),
                "--configfile", str(ROOT / "config" / "config.yaml")]
-COLUMNS = ("subject", "center", "split", "swi", "phase", "t2star", "dwi", "adc", "flair", "t1",
-           "thrombus_mask", "lesion_mask")
 
 
 # --quick runs one or two cases of each kind (every numbered point of the safety issue)
@@ -72,8 +78,6 @@ class Case:
 # fixtures
 # --------------------------------------------------------------------------------------------------
 def nifti(path: Path, data, zooms=(1.0, 1.0, 1.0)) -> Path:
-    import nibabel as nib
-
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.asarray(data), np.diag([*zooms, 1.0])), str(path))
     return path
@@ -88,8 +92,6 @@ def sheet(path: Path, rows: list[dict], header_cols=COLUMNS) -> Path:
 
 def header_bomb(path: Path, shape=(1000, 1000, 1000)) -> Path:
     """A few KB of .nii.gz whose header claims a huge float32 volume."""
-    import nibabel as nib
-
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(shape)
     hdr.set_data_dtype(np.float32)
@@ -101,8 +103,6 @@ def header_bomb(path: Path, shape=(1000, 1000, 1000)) -> Path:
 
 
 def zero_zoom(path: Path) -> Path:
-    import nibabel as nib
-
     img = nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), np.eye(4))
     img.header["pixdim"][1:4] = [0.0, 1.0, 1.0]
     nib.save(img, str(path))
@@ -131,9 +131,18 @@ def snapshot(paths) -> dict:
 
 
 def build(ws: Path) -> list[Case]:
-    import torch
-    import yaml
+    """Every hostile case, with the files and folders it needs written under ``ws``."""
+    fx = SimpleNamespace(ws=ws)
+    _write_sheets(fx)
+    _write_models(fx)
+    _write_user_folders(fx)
+    _write_configs(fx)
+    return [*_sheet_cases(fx), *_ingest_cases(fx), *_predict_cases(fx), *_config_cases(fx), *_other_cases(fx)]
 
+
+def _write_sheets(fx: SimpleNamespace) -> None:
+    """Good and broken images and the sample sheets that name them."""
+    ws = fx.ws
     rng = np.random.default_rng(0)
     vol = (rng.random((12, 12, 12)) * 100 + 10).astype(np.float32)
     data = ws / "data"
@@ -184,10 +193,12 @@ def build(ws: Path) -> list[Case]:
     for f in ("swi", "dwi", "thr"):
         (big / f"{f}.nii.gz").write_bytes((data / f"{f}.nii.gz").read_bytes())
 
-    # models and landmarks for predict
-    from thrombseg.models.checkpoint import build_network
-    from thrombseg.training.trainer import TrainConfig
+    fx.__dict__.update(data=data, good=good, row=row, ok_sheet=ok_sheet, bad=bad, big=big, sheets=sheets, extra=extra)
 
+
+def _write_models(fx: SimpleNamespace) -> None:
+    """A good, a code-running, a truncated and a foreign model file, and landmarks for predict."""
+    ws, good = fx.ws, fx.good
     models = ws / "models"
     models.mkdir()
     cfg = TrainConfig.from_dict({"model": "unet25d", "modalities": ["swi", "dwi"], "model_kwargs": {"widths": [4, 8]}})
@@ -201,15 +212,18 @@ def build(ws: Path) -> list[Case]:
     predict = THROMBSEG + ["predict"]
     inputs = ["--swi", str(good["swi"]), "--dwi", str(good["dwi"]), "--landmarks", str(lmk), "--device", "cpu"]
 
-    # folders a user already has
+    fx.__dict__.update(models=models, marker=marker, lmk=lmk, predict=predict, inputs=inputs)
+
+
+def _write_user_folders(fx: SimpleNamespace) -> None:
+    """Folders a user already has: one of their own, and earlier outputs (one with a file added since)."""
+    ws = fx.ws
     user = ws / "user_folder"
     user.mkdir()
     (user / "annotation.nii.gz").write_bytes(b"days of work")
     prev = ws / "previous_output"
     prev.mkdir()
     (prev / "p1_thrombus_mask.nii.gz").write_bytes(b"old output")
-    from thrombseg.core.fs import write_manifest
-
     write_manifest(prev, "predict")
     (prev / "my_annotation.nii.gz").write_bytes(b"added by the user afterwards")
     prev_clean = ws / "previous_clean"
@@ -217,14 +231,14 @@ def build(ws: Path) -> list[Case]:
     (prev_clean / "p1_ingest.json").write_text("{}")
     write_manifest(prev_clean, "ingest")
 
-    # configs
+    fx.__dict__.update(user=user, prev=prev, prev_clean=prev_clean)
+
+
+def _write_configs(fx: SimpleNamespace) -> None:
+    """Broken config files and the folders the config cases run in."""
+    ws = fx.ws
     cfgs = ws / "configs"
     cfgs.mkdir()
-
-    def override(name, section):
-        p = cfgs / f"{name}.yaml"
-        p.write_text(yaml.safe_dump(section))
-        return str(p)
 
     (cfgs / "syntax.yaml").write_text("training:\n  defaults: {epochs: 3\n  bad: [\n")
     smk = ws / "smk"
@@ -233,15 +247,20 @@ def build(ws: Path) -> list[Case]:
     base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     base["training"]["defaults"]["epochs"] = 0
     (cfgs / "epochs0_full.yaml").write_text(yaml.safe_dump(base))
-    train_out = ws / "train_out"
+    fx.__dict__.update(cfgs=cfgs, smk=smk, train_out=ws / "train_out")
 
-    def no_model():
-        return "" if not (train_out / "model.pt").exists() else "a model was written"
 
-    def code_not_run():
-        return "" if not marker.exists() else "the model file's code ran"
+def _override(fx: SimpleNamespace, name: str, section: dict) -> str:
+    """A config file holding ``section`` only."""
+    p = fx.cfgs / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(section))
+    return str(p)
 
-    cases = [
+
+def _sheet_cases(fx: SimpleNamespace) -> list[Case]:
+    """Broken sample sheets given to `thrombseg validate`, and a valid one."""
+    ws, big, sheets, extra, data, ok_sheet = fx.ws, fx.big, fx.sheets, fx.extra, fx.data, fx.ok_sheet
+    return [
         # ---- sample sheets ---------------------------------------------------------------------
         *[Case(f"sheet: {n.replace('_', ' ')}", THROMBSEG + ["validate", str(p)], needle=needle, keep=[big])
           for n, p, needle in [
@@ -265,6 +284,15 @@ def build(ws: Path) -> list[Case]:
         Case("sheet: not found", THROMBSEG + ["validate", str(ws / "nope.tsv")], needle="nope.tsv"),
         Case("sheet: a folder", THROMBSEG + ["validate", str(data)], needle=str(data)),
         Case("sheet: valid (control)", THROMBSEG + ["validate", str(ok_sheet)], expect="ok", keep=[data]),
+    ]
+
+
+def _ingest_cases(fx: SimpleNamespace) -> list[Case]:
+    """Ingest into folders it must never replace, and with hostile subject ids."""
+    ws, ok_sheet, data, user, prev, prev_clean = fx.ws, fx.ok_sheet, fx.data, fx.user, fx.prev, fx.prev_clean
+    sheets = fx.sheets
+    big = fx.big
+    return [
         # ---- ingest and output folders ----------------------------------------------------------
         Case("ingest OUT=. (the data folder)", THROMBSEG + ["ingest", str(ok_sheet), "p1", "."], cwd=data,
              needle="refusing", keep=[data]),
@@ -296,6 +324,22 @@ def build(ws: Path) -> list[Case]:
              needle="/proc/thrombseg_out"),
         Case("ingest subject not in the sheet", THROMBSEG + ["ingest", str(ok_sheet), "p9", str(ws / "i9")],
              needle="p9"),
+    ]
+
+
+def _predict_cases(fx: SimpleNamespace) -> list[Case]:
+    """Hostile model files, inputs, output folders and configs given to `thrombseg predict`."""
+    ws, models, predict, inputs, lmk = fx.ws, fx.models, fx.predict, fx.inputs, fx.lmk
+    user, prev, data, bad, good, ok_sheet, cfgs = fx.user, fx.prev, fx.data, fx.bad, fx.good, fx.ok_sheet, fx.cfgs
+    marker = fx.marker
+
+    def code_not_run():
+        return "" if not marker.exists() else "the model file's code ran"
+
+    def override(name, section):
+        return _override(fx, name, section)
+
+    return [
         # ---- model files and predict ------------------------------------------------------------
         Case("predict --model that runs code when unpickled",
              predict + [str(ws / "pred_evil"), "--model", str(models / "evil.pt")] + inputs,
@@ -329,6 +373,20 @@ def build(ws: Path) -> list[Case]:
         Case("predict --config with threshold 7",
              predict + [str(ws / "pred_t7"), "--model", str(models / "model.pt"), "--config",
                         override("thr7", {"inference": {"threshold": 7}})] + inputs, needle="threshold"),
+    ]
+
+
+def _config_cases(fx: SimpleNamespace) -> list[Case]:
+    """Bad configs: checked before anything runs, by Snakemake and by `thrombseg train`."""
+    ws, smk, cfgs, train_out = fx.ws, fx.smk, fx.cfgs, fx.train_out
+
+    def no_model():
+        return "" if not (train_out / "model.pt").exists() else "a model was written"
+
+    def override(name, section):
+        return _override(fx, name, section)
+
+    return [
         # ---- configuration checked before anything runs -----------------------------------------
         Case("snakemake -n --config centres=[ctrB] (typo)",
              SNAKEMAKE_N + ["--directory", str(smk), "--config", "centres=[ctrB]"], needle="centres"),
@@ -357,6 +415,13 @@ def build(ws: Path) -> list[Case]:
         Case("thrombseg train with epochs 0",
              THROMBSEG + ["train", str(ws / "nowhere_h"), str(ws / "nowhere.tsv"), str(train_out),
                           "--config", str(cfgs / "epochs0_full.yaml")], needle="epochs", check=no_model),
+    ]
+
+
+def _other_cases(fx: SimpleNamespace) -> list[Case]:
+    """Evaluation inputs and the synthetic cohort command."""
+    bad, data, user = fx.bad, fx.data, fx.user
+    return [
         # ---- evaluation ---------------------------------------------------------------------------
         Case("evaluate a non-binary prediction",
              THROMBSEG + ["evaluate", str(bad / "nonbinary.nii.gz"), str(data / "thr.nii.gz")], needle="nonbinary.nii.gz"),
@@ -368,7 +433,6 @@ def build(ws: Path) -> list[Case]:
         Case("synth into a user's folder", THROMBSEG + ["synth", str(user), "--n-per-center", "1"],
              needle="not written by thrombseg", keep=[user]),
     ]
-    return cases
 
 
 def interrupted_synth(ws: Path, quick: bool) -> list[dict]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,15 +46,23 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import ants  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from _common import header, shown, write_tsv  # noqa: E402
 
+from thrombseg.core.sequences import SEQUENCES  # noqa: E402
+from thrombseg.ingest import ingest_from_sheet  # noqa: E402
 from thrombseg.preprocessing import _io  # noqa: E402
 from thrombseg.preprocessing import registration as R  # noqa: E402
 from thrombseg.preprocessing import skullstrip as S  # noqa: E402
-from thrombseg.preprocessing.pipeline import SEQUENCES, choose_reference, preprocess_subject  # noqa: E402
-
-from _common import header, shown, write_tsv  # noqa: E402
+from thrombseg.preprocessing.pipeline import STEPS, choose_reference, preprocess_subject  # noqa: E402
+from thrombseg.preprocessing.qc import write_center_qc  # noqa: E402
+from thrombseg.preprocessing.settings import DEFAULT_CONFIG  # noqa: E402
+from thrombseg.synth import generate_cohort  # noqa: E402
+from thrombseg.synth import motion as M  # noqa: E402
+from thrombseg.synth.centers import DEFAULT_CENTERS  # noqa: E402
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,15 +79,9 @@ def show(title: str, df: pd.DataFrame, out: Path, name: str) -> None:
 
 # --------------------------------------------------------------------------------------------------
 def synthetic_cohort(args) -> tuple[pd.DataFrame, Path, Path]:
-    from thrombseg.ingest import ingest_from_sheet
-
     if args.synth:
         raw = Path(args.synth)
     else:
-        from thrombseg.synth import generate_cohort
-
-        from thrombseg.synth.centers import DEFAULT_CENTERS
-
         centers = [c for c in DEFAULT_CENTERS if c["name"] in args.centers] if args.centers else DEFAULT_CENTERS
         raw = args.out / "-".join([f"synth-n{args.n_per_center}-seed{args.seed}", *(c["name"] for c in centers)])
         if not (raw / "subjects.tsv").is_file():
@@ -94,7 +97,7 @@ def synthetic_cohort(args) -> tuple[pd.DataFrame, Path, Path]:
     return sheet, raw, ing
 
 
-def truth_brain(raw: Path, sub: str) -> "ants.ANTsImage":  # noqa: F821
+def truth_brain(raw: Path, sub: str) -> ants.ANTsImage:
     return _io.load_image(raw / "derivatives" / "truth" / f"sub-{sub}" / f"sub-{sub}_desc-brain_mask.nii.gz",
                           allow_constant=True)
 
@@ -168,10 +171,6 @@ def table_dice_real(real: Path, backends, out, quick=False):
 
 def _reg_mask(fixed, brain: np.ndarray):
     """The pipeline's fixed mask: the brain dilated by registration.brain_mask_dilation_mm (10 mm)."""
-    import ants
-
-    from thrombseg.preprocessing.pipeline import DEFAULT_CONFIG
-
     mm = DEFAULT_CONFIG["registration"]["brain_mask_dilation_mm"]
     rad = max(1, int(round(mm / float(np.mean(fixed.spacing)))))
     return ants.morphology(_io.like(fixed, brain.astype(np.float32)), "dilate", rad, mtype="binary")
@@ -180,12 +179,12 @@ def _reg_mask(fixed, brain: np.ndarray):
 def _motion_error(fixed, moving, mask, pts, rng, n):
     errs, base = [], None
     reg0 = R.register(fixed, moving, fixed_mask=mask)
-    base = float(np.median(R.registration_error_mm(reg0.matrix, np.eye(4), pts)))
+    base = float(np.median(M.registration_error_mm(reg0.matrix, np.eye(4), pts)))
     for _ in range(n):
-        s = R.random_rigid(rng, 15.0, 10.0, center=pts.mean(axis=0))
-        reg = R.register(fixed, R.move_header(moving, s), fixed_mask=mask)  # exact motion, oblique header
-        e = R.registration_error_mm(reg.matrix, s, pts)
-        ang, _ = R.motion_magnitude(s)
+        s = M.random_rigid(rng, 15.0, 10.0, center=pts.mean(axis=0))
+        reg = R.register(fixed, M.move_header(moving, s), fixed_mask=mask)  # exact motion, oblique header
+        e = M.registration_error_mm(reg.matrix, s, pts)
+        ang, _ = M.motion_magnitude(s)
         errs.append((float(np.median(e)), float(np.percentile(e, 95)), ang, reg.seconds))
     return base, errs
 
@@ -250,7 +249,7 @@ def table_labels(sheet, ing, out, pre_metas):
         iso = ants_iso(lab)
         c = R.physical_points(lab, lab.numpy() > 0.5).mean(axis=0)
         for k in range(3):
-            targets[f"1 mm iso, random rigid {k}"] = (iso, R.random_rigid(rng, 15, 10, center=c))
+            targets[f"1 mm iso, random rigid {k}"] = (iso, M.random_rigid(rng, 15, 10, center=c))
         for name, (grid, m) in targets.items():
             _, a = R.move_label(lab, grid, m, return_info=True)
             plain, b = R.move_label(lab, grid, m, preserve_volume=False, return_info=True)
@@ -275,14 +274,10 @@ def table_labels(sheet, ing, out, pre_metas):
 
 
 def ants_iso(img):
-    import ants
-
     return ants.resample_image(img, (1.0, 1.0, 1.0), use_voxels=False, interp_type=1)
 
 
 def run_pipeline(sheet, ing, out, real, quick=False):
-    import shutil
-
     metas = []
     pre = out / "preprocessed"
     shutil.rmtree(pre, ignore_errors=True)  # this run's patients only (the QC tables glob the folder)
@@ -311,14 +306,11 @@ def run_pipeline(sheet, ing, out, real, quick=False):
         rows.append(r)
     df = pd.DataFrame(rows).fillna(0.0)
     write_tsv(df, out / "timings_per_subject.tsv", "%.3f")
-    steps = [c for c in ("load", "skullstrip", "registration", "grid", "resample", "n4", "labels", "write", "qc",
-                         "total") if c in df.columns]
+    steps = [c for c in (*STEPS, "total") if c in df.columns]
     agg = df.groupby("center")[["n_seq"] + steps].mean().reset_index()
     agg.insert(1, "n", df.groupby("center").size().values)
     show(f"4. Seconds per patient per step, preprocess_subject, default backend '{S.DEFAULT_BACKEND}', 2 threads",
          agg, out, "timings")
-    from thrombseg.preprocessing.qc import write_center_qc
-
     for center in sorted({m["center"] for m in metas}):
         write_center_qc(sorted(pre.glob("*/*_preproc.json")), out / f"qc_{center}.tsv", center=center)
     return metas
@@ -347,8 +339,6 @@ def main(argv=None) -> int:
         args.real = None
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    import torch
-
     torch.set_num_threads(int(os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"]))  # deepbet: as many as ITK
     header()
     print(f"# thrombseg preprocessing benchmark  (ITK threads {os.environ['ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS']}, "

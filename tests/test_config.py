@@ -9,9 +9,9 @@ from importlib import resources
 
 import pytest
 import yaml
+from conftest import REPO
 from snakemake.utils import update_config
 
-from conftest import REPO
 from thrombseg.cli import main
 from thrombseg.config import ConfigError, load_config, read_yaml, validate_config
 
@@ -192,3 +192,75 @@ def test_inference_and_preprocess_clis_check_their_config(tmp_path, capsys):
         rc, err = _cli(capsys, *argv)
         assert rc == 2 and err == [f"thrombseg {argv[0]}: error: {line}"], (argv[0], err)
         assert not out.exists()
+
+
+# ------------------------------------------------------------------ one source of defaults
+# The code's models hold the defaults of preprocess (DEFAULT_CONFIG), inference (InferenceConfig) and
+# training options (TrainConfig); the schema types exactly their keys and states none of those
+# defaults. The schema's own defaults (workflow keys with no code model) must equal the functions'.
+def _schema_keys(node: dict, root: dict) -> dict:
+    """{key: nested keys or None} of a schema object, references and nested objects followed."""
+    from thrombseg.config import _resolve
+
+    node = _resolve(node, root)
+    out = {}
+    for key, sub in (node.get("properties") or {}).items():
+        sub = _resolve(sub, root)
+        assert "default" not in sub, f"schema states a default for {key!r}: the code holds it"
+        out[key] = _schema_keys(sub, root) if "properties" in sub else None
+    return out
+
+
+def _code_keys(d: dict) -> dict:
+    return {k: _code_keys(v) if isinstance(v, dict) and v else None for k, v in d.items()}
+
+
+def test_preprocess_defaults_live_in_code_and_the_schema_types_each():
+    from thrombseg.config import schema
+    from thrombseg.preprocessing.settings import DEFAULT_CONFIG
+
+    root = schema()
+    assert _schema_keys(root["properties"]["preprocess"], root) == _code_keys(DEFAULT_CONFIG)
+    validate_config(copy.deepcopy(DEFAULT_CONFIG), "DEFAULT_CONFIG", section="preprocess")
+    # config/config.yaml changes only the thread count; its other preprocess values restate the code's
+    shipped = BASE["preprocess"]
+    assert shipped["threads"] == 1 and DEFAULT_CONFIG["threads"] == 2
+    for key, value in shipped.items():
+        if key != "threads":
+            expect = DEFAULT_CONFIG[key]
+            assert (value == {k: expect[k] for k in value}) if isinstance(value, dict) else value == expect, key
+
+
+def test_inference_and_training_defaults_live_in_code_and_the_schema_types_each():
+    import dataclasses
+
+    from thrombseg.config import schema
+    from thrombseg.inference.settings import InferenceConfig
+    from thrombseg.training.config import AugmentConfig, DropoutConfig, TrainConfig
+
+    root = schema()
+    names = [f.name for f in dataclasses.fields(InferenceConfig)]
+    assert set(_schema_keys(root["properties"]["inference"], root)) == {*names, "tune"}
+    validate_config({k: getattr(InferenceConfig(), k) for k in names}, "InferenceConfig", section="inference")
+    train = _schema_keys(root["$defs"]["train_options"], root)
+    assert set(train) == {f.name for f in dataclasses.fields(TrainConfig)} - {"target"}  # target: set by the workflow
+    assert set(train["dropout"]) == {f.name for f in dataclasses.fields(DropoutConfig)}
+    assert set(train["augment"]) == {f.name for f in dataclasses.fields(AugmentConfig)}
+
+
+def test_schema_defaults_equal_the_functions_they_feed():
+    import inspect
+
+    from thrombseg.config import schema
+    from thrombseg.evaluation.aggregate import write_tables
+    from thrombseg.synth import generate_cohort
+
+    props = schema()["properties"]
+    cohort = inspect.signature(generate_cohort).parameters
+    for key in ("n_per_center", "seed", "size"):
+        assert props["synthetic"]["properties"][key]["default"] == cohort[key].default, key
+    assert props["evaluation"]["properties"]["n_boot"]["default"] == inspect.signature(write_tables).parameters[
+        "n_boot"].default
+    # keys reported dead earlier are gone from the schema and the shipped configs
+    assert "ingest" not in props and "min_overlap_voxels" not in props["evaluation"]["properties"]
+    assert "ingest" not in BASE and "min_overlap_voxels" not in BASE.get("evaluation", {})

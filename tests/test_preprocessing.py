@@ -25,7 +25,10 @@ from thrombseg.preprocessing import _io  # noqa: E402
 from thrombseg.preprocessing import harmonize as H  # noqa: E402
 from thrombseg.preprocessing import registration as R  # noqa: E402
 from thrombseg.preprocessing import skullstrip as S  # noqa: E402
-from thrombseg.preprocessing.pipeline import preprocess_subject, resolve_config  # noqa: E402
+from thrombseg.preprocessing.pipeline import preprocess_subject  # noqa: E402
+from thrombseg.preprocessing.settings import resolve_config  # noqa: E402
+from thrombseg.preprocessing.units import detect_adc_units  # noqa: E402
+from thrombseg.synth import motion as M  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 FAST = {"threads": 2, "qc": {"montage": True}}
@@ -167,14 +170,14 @@ def test_twenty_voxel_thrombus_survives_and_keeps_volume(seed):
     label = _io.like(swi, lab)
     ref = ants.from_numpy(np.zeros((70, 70, 70), np.float32), origin=(0.0, -15.0, -20.0), spacing=(1.0, 1.0, 1.0))
     centre = R.physical_points(swi, lab > 0).mean(axis=0)
-    m = R.random_rigid(rng, 15, 10, center=centre)
+    m = M.random_rigid(rng, 15, 10, center=centre)
     moved, info = R.move_label(label, ref, m, return_info=True)
     assert int(lab.sum()) == 20
     assert not info["lost"] and moved.numpy().sum() >= 1
     assert 0.9 <= info["volume_ratio"] <= 1.1, info
     # it lands where the motion says
     got = R.physical_points(ref, moved.numpy() > 0.5).mean(axis=0)
-    want = R.transform_points(np.linalg.inv(m), centre[None])[0]
+    want = M.transform_points(np.linalg.inv(m), centre[None])[0]
     assert np.linalg.norm(got - want) < 1.5
 
 
@@ -203,11 +206,11 @@ def test_registration_recovers_random_rigid_motion_real_ms(real_data):
     pts = R.physical_points(flair, brain, 4000)
     mask = _io.like(flair, brain.astype(np.float32))
     for seed in (11, 12):
-        s = R.random_rigid(np.random.default_rng(seed), 15, 10, center=pts.mean(axis=0))
-        ang, _ = R.motion_magnitude(s)
+        s = M.random_rigid(np.random.default_rng(seed), 15, 10, center=pts.mean(axis=0))
+        ang, _ = M.motion_magnitude(s)
         assert ang <= 15.0
-        reg = R.register(flair, R.move_header(t2, s), fixed_mask=mask)  # oblique header, exact motion
-        err = R.registration_error_mm(reg.matrix, s, pts)
+        reg = R.register(flair, M.move_header(t2, s), fixed_mask=mask)  # oblique header, exact motion
+        err = M.registration_error_mm(reg.matrix, s, pts)
         assert np.median(err) <= 1.0, (seed, np.median(err))
         assert reg.mi_after > reg.mi_before
 
@@ -222,7 +225,7 @@ def test_registration_auto_init_handles_lost_header(real_data):
     pts = R.physical_points(flair, flair.numpy() > 0, 2000)
     truth = np.eye(4)
     truth[:3, 3] = -np.array([60.0, -40.0, 25.0])  # S maps moving points back: S(T(x)) = x
-    assert np.median(R.registration_error_mm(reg.matrix, truth, pts)) < 1.0
+    assert np.median(M.registration_error_mm(reg.matrix, truth, pts)) < 1.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,11 +288,11 @@ def test_real_isles_raw_adc_units_converted(real_isles, tmp_path):
 def test_adc_unit_detection():
     rng = np.random.default_rng(0)
     v = rng.normal(0.85, 0.3, 10000).clip(0.05, 4)
-    assert H.detect_adc_units(v)[0] == 1.0
-    assert H.detect_adc_units(v * 1000)[0] == 1e-3
-    assert H.detect_adc_units(v / 1000)[0] == 1e3
+    assert detect_adc_units(v)[0] == 1.0
+    assert detect_adc_units(v * 1000)[0] == 1e-3
+    assert detect_adc_units(v / 1000)[0] == 1e3
     with pytest.raises(_io.PreprocessingError, match="cannot tell the ADC unit"):
-        H.detect_adc_units(v * 30)
+        detect_adc_units(v * 30)
 
 
 def test_real_skull_on_t2_mask_excludes_skull_keeps_lesion(real_data, tmp_path):
@@ -344,8 +347,8 @@ def ms_case(tmp_path_factory):
     les = _at(_io.load_image(_real(*p, "consensus_gt.nii.gz"), allow_constant=True), 2.0, label=True)
     brain = flair.numpy() > 0
     pts = R.physical_points(flair, brain, 3000)
-    s = R.random_rigid(np.random.default_rng(5), 15, 10, center=pts.mean(axis=0))
-    swi, phase = R.move_header(t2, s), R.move_header(t1, s)  # moved between series: oblique headers
+    s = M.random_rigid(np.random.default_rng(5), 15, 10, center=pts.mean(axis=0))
+    swi, phase = M.move_header(t2, s), M.move_header(t1, s)  # moved between series: oblique headers
     th = np.zeros(swi.shape, np.float32)
     c = np.round(np.argwhere(swi.numpy() > np.percentile(swi.numpy(), 90)).mean(axis=0)).astype(int)
     th[c[0]:c[0] + 5, c[1]:c[1] + 2, c[2]:c[2] + 2] = 1  # 20 voxels
@@ -362,14 +365,14 @@ def test_real_ms_four_sequences_phase_follows_magnitude(ms_case):
     regs = meta["registration"]
     assert set(regs) == {"swi", "phase", "t1"}
     assert regs["phase"]["init"] == "follows swi" and regs["phase"]["matrix"] == regs["swi"]["matrix"]
-    err = R.registration_error_mm(np.asarray(regs["swi"]["matrix"]), s, pts)
+    err = M.registration_error_mm(np.asarray(regs["swi"]["matrix"]), s, pts)
     assert np.median(err) <= 1.0
     assert regs["t1"]["mi_after"] >= regs["t1"]["mi_before"] - 1e-3
     th_info = meta["labels"]["thrombus"]
     assert 0.9 <= th_info["volume_ratio"] <= 1.1 and not th_info["lost"]
     got = R.physical_points(flair, R.resample(_io.load_image(tmp_path / "pre" / "ms07" / "ms07_thrombus.nii.gz",
                                                              allow_constant=True), flair).numpy() > 0.5)
-    want = R.transform_points(s, R.physical_points(swi, th > 0))
+    want = M.transform_points(s, R.physical_points(swi, th > 0))
     assert np.linalg.norm(got.mean(0) - want.mean(0)) < 2.0
     assert meta["labels"]["lesion"]["volume_ratio"] == pytest.approx(1.0, abs=0.05)
     shapes = {nib.load(str(f)).shape for f in (tmp_path / "pre" / "ms07").glob("*.nii.gz")}
@@ -516,8 +519,8 @@ def test_two_runs_are_bit_identical(tmp_path):
     a = t1.numpy()
     rng = np.random.default_rng(3)
     centre = R.physical_points(t1, a > 0, 2000).mean(axis=0)
-    swi = R.move_header(_io.like(t1, a.max() - a * (a > 0)), R.random_rigid(rng, 10, 8, center=centre))
-    dwi = R.move_header(_io.like(t1, np.sqrt(a)), R.random_rigid(rng, 10, 8, center=centre))
+    swi = M.move_header(_io.like(t1, a.max() - a * (a > 0)), M.random_rigid(rng, 10, 8, center=centre))
+    dwi = M.move_header(_io.like(t1, np.sqrt(a)), M.random_rigid(rng, 10, 8, center=centre))
     ing = _ingest(tmp_path / "ing", "mni", {"flair": t1, "swi": swi, "dwi": dwi})
     outs = []
     for run in ("a", "b"):

@@ -19,6 +19,9 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import yaml
+from jsonschema import Draft202012Validator, validators
+
 __all__ = ["ConfigError", "is_workflow_config", "load_config", "read_yaml", "schema", "validate_config"]
 
 MAX_SHOWN = 5  # problems listed in one error; the rest are counted
@@ -47,8 +50,6 @@ def schema() -> dict:
 
 def read_yaml(path) -> dict:
     """A YAML mapping from ``path``; ConfigError (one line naming the file and line) otherwise."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError([f"{p}: config file not found"])
@@ -104,8 +105,6 @@ def validate_config(cfg: dict, source: str = "config", *, section: str | None = 
     Returns:
         ``cfg``.
     """
-    from jsonschema import Draft202012Validator, validators
-
     sch = schema()
     instance = cfg
     if section is not None:
@@ -226,7 +225,7 @@ def _expected(s: dict, root: dict) -> str:
 
 
 def _known_keys(s: dict, root: dict) -> list[str]:
-    return list((_resolve(s, root).get("properties") or {}))
+    return list(_resolve(s, root).get("properties") or {})
 
 
 def _describe_error(err, root: dict) -> list[str]:

@@ -13,9 +13,12 @@ import nibabel as nib
 import numpy as np
 
 from .core.fs import atomic_dir, check_id
-from .sheet import LABELS, SEQUENCES, Problem, SheetError, label_reference, read_nifti3d, read_sheet, resolve
+from .core.io import nifti_image
+from .core.sequences import LABELS, SEQUENCES
+from .sheet import Problem, SheetError, label_reference, read_nifti3d, read_sheet, resolve
 
-LABEL_OUT = {"thrombus_mask": "thrombus", "lesion_mask": "lesion"}
+#: Sheet label column -> the label's name in file names (``thrombus_mask`` -> ``<subject>_thrombus.nii.gz``).
+LABEL_OUT = {label: label.removesuffix("_mask") for label in LABELS}
 
 
 class IngestError(ValueError):
@@ -60,15 +63,6 @@ def _describe(img: nib.Nifti1Image, data: np.ndarray, orig: nib.Nifti1Image) -> 
     }
 
 
-def _clean_image(data: np.ndarray, affine: np.ndarray, dtype) -> nib.Nifti1Image:
-    """A fresh header: geometry only, no free-text fields from the source."""
-    out = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
-    out.set_qform(affine, code=1)
-    out.set_sform(affine, code=1)
-    out.header.set_xyzt_units("mm", "sec")
-    return out
-
-
 def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:
     """Ingest one patient.
 
@@ -87,36 +81,44 @@ def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path, overwrite:
     sources = {col: resolve(sheet, row.get(col, "")) for col in (*SEQUENCES, *LABELS)}
     with atomic_dir(out_dir, overwrite, inputs=[sheet, *sources.values()], command="ingest") as tmp:
         for col, path in sources.items():
-            if path is None:
-                continue
-            try:
-                orig, data = read_nifti3d(path)
-            except ValueError as exc:
-                raise IngestError(f"{path}: {exc}") from None
-            img3 = nib.Nifti1Image(data, orig.affine, orig.header)
-            canon = nib.as_closest_canonical(img3)
-            cdata = np.asanyarray(canon.dataobj)
-            is_label = col in LABELS
-            dtype = np.uint8 if is_label else np.float32
-            if is_label:
-                cdata = (cdata > 0.5).astype(np.uint8)
-            elif not np.isfinite(cdata).all():
-                raise IngestError(f"{path}: contains NaN/inf voxels")
-            name = LABEL_OUT.get(col, col)
-            nib.save(_clean_image(cdata, canon.affine, dtype), tmp / f"{sid}_{name}.nii.gz")
-            info = _describe(canon, cdata, orig)
-            info["source"] = str(path)
-            for w in _header_checks(orig, path):
-                sidecar["warnings"].append(f"{col}: {w}")
-            if is_label:
-                info["drawn_on"] = label_reference(row, col)
-                info["n_voxels"] = int(cdata.sum())
-                info["volume_mm3"] = float(cdata.sum() * np.prod(info["spacing_mm"]))
-                sidecar["labels"][name] = info
-            else:
-                sidecar["sequences"][col] = info
+            if path is not None:
+                _ingest_file(col, path, row, tmp, sidecar)
         (tmp / f"{sid}_ingest.json").write_text(json.dumps(sidecar, indent=2))
     return sidecar
+
+
+def _canonical(col: str, path: Path) -> tuple[nib.Nifti1Image, nib.Nifti1Image, np.ndarray]:
+    """(source image, its closest-RAS version, that version's voxels: a binary uint8 mask for a label)."""
+    try:
+        orig, data = read_nifti3d(path)
+    except ValueError as exc:
+        raise IngestError(f"{path}: {exc}") from None
+    canon = nib.as_closest_canonical(nib.Nifti1Image(data, orig.affine, orig.header))
+    cdata = np.asanyarray(canon.dataobj)
+    if col in LABELS:
+        cdata = (cdata > 0.5).astype(np.uint8)
+    elif not np.isfinite(cdata).all():
+        raise IngestError(f"{path}: contains NaN/inf voxels")
+    return orig, canon, cdata
+
+
+def _ingest_file(col: str, path: Path, row: dict, folder: Path, sidecar: dict) -> None:
+    """Write one sheet file as ``<subject>_<name>.nii.gz`` (RAS, header geometry only) and describe it in ``sidecar``."""
+    orig, canon, cdata = _canonical(col, path)
+    name = LABEL_OUT.get(col, col)
+    # a fresh header: no free-text field of the source (patient identifiers) reaches the output
+    nib.save(nifti_image(cdata, canon.affine, np.uint8 if col in LABELS else np.float32),
+             folder / f"{sidecar['subject']}_{name}.nii.gz")
+    info = _describe(canon, cdata, orig)
+    info["source"] = str(path)
+    sidecar["warnings"] += [f"{col}: {w}" for w in _header_checks(orig, path)]
+    if col in LABELS:
+        info["drawn_on"] = label_reference(row, col)
+        info["n_voxels"] = int(cdata.sum())
+        info["volume_mm3"] = float(cdata.sum() * np.prod(info["spacing_mm"]))
+        sidecar["labels"][name] = info
+    else:
+        sidecar["sequences"][col] = info
 
 
 def ingest_from_sheet(sheet: str | Path, subject: str, out_dir: str | Path, overwrite: bool = False) -> dict:

@@ -5,10 +5,14 @@ sequence (any may be empty) and the two label columns. Relative paths resolve ag
 folder. :func:`validate_sheet` collects *every* problem of a sheet and raises one
 :class:`SheetError` listing them all (row, column, file, problem), so a user fixes a sheet in one
 round instead of one traceback at a time.
+
+nibabel is imported only where a NIfTI is opened, deliberately: the workflow's DAG parse validates
+the sheet's structure without opening an image and should not pay nibabel's second of import.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -16,9 +20,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pandas as pd
 
+from .core.io import write_table
 from .core.sequences import LABEL_GRID, LABELS, SEQUENCES
 
 COLUMNS: tuple[str, ...] = ("subject", "center", "split", *SEQUENCES, *LABELS)
@@ -93,8 +99,6 @@ def read_sheet(path: str | Path) -> pd.DataFrame:
 def _extra_fields(path: Path) -> tuple[int, list[Problem]]:
     """The header's number of fields, and the rows with more non-empty fields than it (pandas would
     take the first column for an index, shifting every value one column, or fail)."""
-    import csv
-
     problems = []
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         rows = csv.reader(f, delimiter="\t")
@@ -289,107 +293,124 @@ def validate_sheet(
     Raises:
         SheetError: listing every problem found.
     """
-    import jsonschema
-
     sheet = Path(sheet)
     df = read_sheet(sheet)
-    problems: list[Problem] = []
-
-    unknown = [c for c in df.columns if c not in COLUMNS]
-    for c in unknown:
-        problems.append(Problem(1, None, c, None, f"unknown column (allowed: {', '.join(COLUMNS)})"))
-    for c in ("subject", "center"):
-        if c not in df.columns:
-            problems.append(Problem(1, None, c, None, "required column missing"))
-    if problems and any(p.message == "required column missing" for p in problems):
-        raise SheetError(sheet, problems)
-    for c in COLUMNS:
-        if c not in df.columns:
-            df[c] = ""
-
+    problems = _check_columns(sheet, df)
     validator = jsonschema.Draft202012Validator(load_schema("subjects"))
     seen: dict[str, int] = {}
     for i, row in df.iterrows():
-        line = int(i) + 2
-        sid = row["subject"] or None
-        record = {k: row[k] for k in COLUMNS}
-        for err in validator.iter_errors(record):
-            col = err.path[0] if err.path else None
-            problems.append(Problem(line, sid, col, None, f"invalid value {err.instance!r}: {err.message}"))
-        if sid:
-            if sid in seen:
-                problems.append(Problem(line, sid, "subject", None, f"duplicate subject id (first on line {seen[sid]})"))
-            else:
-                seen[sid] = line
-        present = [s for s in SEQUENCES if row[s]]
-        if not present:
-            problems.append(Problem(line, sid, None, None, "no sequence given: at least one of " + ", ".join(SEQUENCES)))
-
-        usable = []
-        grids: dict[str, tuple] = {}
-        for col in (*SEQUENCES, *LABELS):
-            path = resolve(sheet, row[col])
-            if path is None:
-                continue
-            if not path.is_file():
-                problems.append(Problem(line, sid, col, str(path), "file not found"))
-                continue
-            if not re.search(r"\.nii(\.gz)?$", path.name):
-                problems.append(Problem(line, sid, col, str(path), "not a NIfTI file (.nii or .nii.gz expected)"))
-                continue
-            if not check_images:
-                if col in SEQUENCES:
-                    usable.append(col)
-                continue
-            try:
-                img, vol = read_nifti3d(path)
-            except ValueError as exc:
-                problems.append(Problem(line, sid, col, str(path), str(exc)))
-                continue
-            if not np.isfinite(img.affine).all() or abs(np.linalg.det(img.affine[:3, :3])) < 1e-9:
-                problems.append(Problem(line, sid, col, str(path), "invalid affine (singular or non-finite)"))
-                continue
-            if np.issubdtype(vol.dtype, np.floating) and not np.isfinite(vol).all():
-                n = int((~np.isfinite(vol)).sum())
-                problems.append(Problem(line, sid, col, str(path), f"{n} NaN/inf voxel(s)"))
-                continue
-            grids[col] = (vol.shape, img.affine)
-            if col in LABELS:
-                shown = nonbinary_values(vol)
-                if shown:
-                    problems.append(Problem(line, sid, col, str(path), f"mask not binary (values {shown})"))
-            elif vol.min() == vol.max():  # predict would refuse it; an empty mask, though, is valid
-                problems.append(Problem(line, sid, col, str(path),
-                                        f"image has no signal (every voxel is {vol.flat[0]:g})"))
-            else:
-                usable.append(col)
-        if present and not usable and not any(p.line == line and p.message.startswith("no sequence") for p in problems):
-            problems.append(Problem(line, sid, None, None, "no usable sequence: every sequence file has a problem"))
-
-        for label in LABELS:
-            ref = label_reference(row, label)
-            if label not in grids or ref is None or ref not in grids:
-                continue
-            (lshape, laff), (rshape, raff) = grids[label], grids[ref]
-            if lshape != rshape or not np.allclose(laff, raff, atol=GRID_ATOL_MM):
-                problems.append(Problem(
-                    line, sid, label, str(resolve(sheet, row[label])),
-                    f"mask grid {lshape} differs from the grid {rshape} of '{ref}' it is drawn on"
-                    + ("" if lshape != rshape else " (affines differ)"),
-                ))
-
+        problems += _check_row(sheet, int(i) + 2, row, validator, seen, check_images)
     if "center" in df.columns:
-        if centers:
-            have = set(df["center"])
-            for c in centers:
-                if c not in have:
-                    problems.append(Problem(None, None, "center", None, f"center '{c}' requested but has no subjects in the sheet"))
-        if not len(df):
-            problems.append(Problem(None, None, None, None, "sheet has no rows"))
-
+        problems += _check_centers(df, centers)
     if problems:
         raise SheetError(sheet, problems)
     return df
+
+
+def _check_columns(sheet: Path, df: pd.DataFrame) -> list[Problem]:
+    """Unknown columns; SheetError at once when a required one is missing. Absent optional columns are added empty."""
+    problems = [Problem(1, None, c, None, f"unknown column (allowed: {', '.join(COLUMNS)})")
+                for c in df.columns if c not in COLUMNS]
+    missing = [Problem(1, None, c, None, "required column missing") for c in ("subject", "center")
+               if c not in df.columns]
+    if missing:
+        raise SheetError(sheet, problems + missing)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    return problems
+
+
+def _check_row(sheet: Path, line: int, row: pd.Series, validator, seen: dict[str, int],
+               check_images: bool) -> list[Problem]:
+    """Every problem of one row: cell values, duplicate id, missing or unusable sequences, files, mask grids."""
+    sid = row["subject"] or None
+    problems = [Problem(line, sid, err.path[0] if err.path else None, None,
+                        f"invalid value {err.instance!r}: {err.message}")
+                for err in validator.iter_errors({k: row[k] for k in COLUMNS})]
+    if sid:
+        if sid in seen:
+            problems.append(Problem(line, sid, "subject", None, f"duplicate subject id (first on line {seen[sid]})"))
+        else:
+            seen[sid] = line
+    present = [s for s in SEQUENCES if row[s]]
+    if not present:
+        problems.append(Problem(line, sid, None, None, "no sequence given: at least one of " + ", ".join(SEQUENCES)))
+    usable, grids = [], {}
+    for col in (*SEQUENCES, *LABELS):
+        path = resolve(sheet, row[col])
+        if path is None:
+            continue
+        message = _file_problem(path)
+        grid = None
+        if message is None and check_images:
+            message, grid = _image_problem(col, path)
+        if grid is not None:
+            grids[col] = grid
+        if message is not None:
+            problems.append(Problem(line, sid, col, str(path), message))
+        elif col in SEQUENCES:
+            usable.append(col)
+    if present and not usable:
+        problems.append(Problem(line, sid, None, None, "no usable sequence: every sequence file has a problem"))
+    return problems + _check_label_grids(sheet, line, sid, row, grids)
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a sheet's file cannot be used without opening it (missing, not a NIfTI), or None."""
+    if not path.is_file():
+        return "file not found"
+    if not re.search(r"\.nii(\.gz)?$", path.name):
+        return "not a NIfTI file (.nii or .nii.gz expected)"
+    return None
+
+
+def _image_problem(col: str, path: Path) -> tuple[str | None, tuple | None]:
+    """(what is wrong with the image or mask, or None; its (shape, affine) grid when it could be read)."""
+    try:
+        img, vol = read_nifti3d(path)
+    except ValueError as exc:
+        return str(exc), None
+    if not np.isfinite(img.affine).all() or abs(np.linalg.det(img.affine[:3, :3])) < 1e-9:
+        return "invalid affine (singular or non-finite)", None
+    if np.issubdtype(vol.dtype, np.floating) and not np.isfinite(vol).all():
+        return f"{int((~np.isfinite(vol)).sum())} NaN/inf voxel(s)", None
+    grid = (vol.shape, img.affine)
+    if col in LABELS:
+        shown = nonbinary_values(vol)
+        return (f"mask not binary (values {shown})" if shown else None), grid
+    if vol.min() == vol.max():  # predict would refuse it; an empty mask, though, is valid
+        return f"image has no signal (every voxel is {vol.flat[0]:g})", grid
+    return None, grid
+
+
+def _check_label_grids(sheet: Path, line: int, sid: str | None, row: pd.Series, grids: dict) -> list[Problem]:
+    """Each mask must share the grid of the image it was drawn on."""
+    problems = []
+    for label in LABELS:
+        ref = label_reference(row, label)
+        if label not in grids or ref is None or ref not in grids:
+            continue
+        (lshape, laff), (rshape, raff) = grids[label], grids[ref]
+        if lshape != rshape or not np.allclose(laff, raff, atol=GRID_ATOL_MM):
+            problems.append(Problem(
+                line, sid, label, str(resolve(sheet, row[label])),
+                f"mask grid {lshape} differs from the grid {rshape} of '{ref}' it is drawn on"
+                + ("" if lshape != rshape else " (affines differ)"),
+            ))
+    return problems
+
+
+def _check_centers(df: pd.DataFrame, centers: list[str] | None) -> list[Problem]:
+    """Each requested center must have a subject, and the sheet a row."""
+    problems = []
+    have = set(df["center"])
+    for c in centers or ():
+        if c not in have:
+            problems.append(Problem(None, None, "center", None, f"center '{c}' requested but has no subjects in the sheet"))
+    if not len(df):
+        problems.append(Problem(None, None, None, None, "sheet has no rows"))
+    return problems
 
 
 # ---------------------------------------------------------------- BIDS import
@@ -456,14 +477,9 @@ def sheet_from_bids(bids_dir: str | Path, out: str | Path | None = None) -> pd.D
         base = out.parent
         for col in (*SEQUENCES, *LABELS):
             df[col] = [_relpath(v, base) for v in df[col]]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        df.to_csv(tmp, sep="\t", index=False)
-        tmp.replace(out)
+        write_table(df, out, sep="\t")
     return df
 
 
 def _relpath(value: str, base: Path) -> str:
-    import os
-
     return os.path.relpath(value, base) if value else ""

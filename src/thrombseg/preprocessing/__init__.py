@@ -28,12 +28,12 @@ _EXPORTS = {
     "n4_correct": ".bias",
     "fit_landmarks": ".harmonize",
     "harmonize_subject": ".harmonize",
-    "detect_adc_units": ".harmonize",
+    "detect_adc_units": ".units",
     "write_center_qc": ".qc",
     "qc_montage": ".qc",
     "preprocess_subject": ".pipeline",
-    "resolve_config": ".pipeline",
-    "DEFAULT_CONFIG": ".pipeline",
+    "resolve_config": ".settings",
+    "DEFAULT_CONFIG": ".settings",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,6 +1,8 @@
 """Shared helpers of the preprocessing stage: clear errors, ANTs <-> NIfTI images, image writes.
 
 Every file this stage writes goes through :mod:`thrombseg.core.io` (temporary file, then rename).
+torch is imported by :func:`set_threads` only, deliberately late: reading and writing images must not
+pay its seconds of import (the workflow's DAG parse imports this module).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 # ANTs/ITK reads the thread count from the environment; keep the default polite on shared machines.
@@ -15,7 +18,7 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
 
 import ants  # noqa: E402  (after the thread setting)
 
-from ..core.io import write_nifti  # noqa: E402
+from ..core.io import nifti_image, write_nifti  # noqa: E402
 
 # LPS (ITK/ANTs) <-> RAS (NIfTI/nibabel) flip of the first two physical axes.
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -29,19 +32,16 @@ def set_threads(n: int | None, deterministic: bool = True) -> None:
     """Use ``n`` threads for ITK/ANTs and torch (None: leave as is).
 
     ``deterministic`` (default) keeps ITK single-threaded: ANTs registrations with several threads differ from
-    run to run even with a fixed seed (the metric's partial sums are reduced in scheduling order; on
-    the demo every preprocessed volume differed between two runs), so patients are parallelised by
-    Snakemake instead. ITK reads the setting once per process, before its first filter runs.
+    run to run even with a fixed seed (the metric's partial sums are reduced in scheduling order), so
+    patients are parallelised by Snakemake instead. ITK reads the setting once per process, before its
+    first filter runs.
     """
     if not n:
         return
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1" if deterministic else str(int(n))
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(int(n))
-    except Exception:  # torch absent or already initialised in a way that forbids it
-        pass
+    torch.set_num_threads(int(n))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -53,8 +53,6 @@ def load_image(path: str | Path, *, what: str = "image", allow_constant: bool = 
     Checks: the file exists, is a readable NIfTI, is 3-D (a trailing singleton 4th axis is
     squeezed), has a usable (non-singular) affine, only finite values, and is not constant.
     """
-    import nibabel as nib
-
     path = Path(path)
     if not path.is_file():
         raise PreprocessingError(f"{path}: {what} not found")
@@ -105,14 +103,7 @@ def nifti_affine(img: ants.ANTsImage) -> np.ndarray:
 
 def to_nibabel(img: ants.ANTsImage, dtype=np.float32):
     """nibabel image (clean header: geometry only) of an ANTs image."""
-    import nibabel as nib
-
-    aff = nifti_affine(img)
-    out = nib.Nifti1Image(np.asarray(img.numpy(), dtype=dtype), aff)
-    out.set_qform(aff, code=1)
-    out.set_sform(aff, code=1)
-    out.header.set_xyzt_units("mm", "sec")
-    return out
+    return nifti_image(img.numpy(), nifti_affine(img), dtype)
 
 
 def like(ref: ants.ANTsImage, data: np.ndarray) -> ants.ANTsImage:

@@ -10,6 +10,9 @@
 ``--config`` takes the workflow's YAML (its ``preprocess:`` section is used) or a YAML holding only
 that section. Bad input exits with code 2 and one line naming the file and the problem.
 Standalone: ``python -m thrombseg.preprocessing.cli ...`` (same commands without ``preprocess``).
+
+Every stage module is imported inside the command that needs it, deliberately: ``thrombseg --help``
+builds this parser and must not load ANTs or torch.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _cmd_subject(a) -> int:
 
 def _cmd_fit(a) -> int:
     from .harmonize import fit_landmarks
-    from .pipeline import resolve_config
+    from .settings import resolve_config
 
     check_output_file(a.out, a.overwrite, [a.sheet])
     subjects = list(a.subjects or [])

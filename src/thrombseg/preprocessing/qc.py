@@ -12,6 +12,9 @@ per sequence, label volume preservation, seconds; ``flags`` lists every rule a r
 a registration that lowers the MI by more than 0.02 (absolute or relative), label volume changed by
 > 10 % or lost) and, with >= 5 patients in the center, robust z-scores
 (|x - median| / (1.4826 MAD) > 3.5) of brain volume, MI and intensity percentiles.
+
+matplotlib is imported by :func:`qc_montage` only, deliberately: it picks the Agg backend first and a
+run without montages never loads it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from ..core.io import atomic_path, write_text
+from ._io import to_nibabel
 
 BRAIN_ML_RANGE = (700.0, 2300.0)
 ROBUST_Z = 3.5
@@ -31,12 +37,23 @@ MI_TOLERANCE = 0.02  # an already aligned pair can lose a little MI to interpola
 
 def _canonical(img):
     """(array in RAS voxel order, spacing) of an ANTs image for display."""
-    import nibabel as nib
-
-    from ._io import to_nibabel
-
     nii = nib.as_closest_canonical(to_nibabel(img))
     return np.asarray(nii.dataobj, np.float32), np.asarray(nii.header.get_zooms()[:3], float)
+
+
+def _views(brain: np.ndarray, labels: dict[str, np.ndarray]) -> list[tuple[str, int]]:
+    """Three axial slices, a coronal and a sagittal one through the thrombus, else the infarct, else the brain."""
+    focus = labels.get("thrombus")
+    if focus is None or not focus.any():
+        focus = labels.get("lesion")
+    if focus is None or not focus.any():
+        focus = brain if brain.any() else np.ones_like(brain)
+    c = np.round(np.argwhere(focus).mean(axis=0)).astype(int)
+    zs = np.argwhere(brain)[:, 2] if brain.any() else np.arange(brain.shape[2])
+    z_lo, z_hi = int(zs.min()), int(zs.max())
+    step = max(4, (z_hi - z_lo) // 6)
+    axial = sorted({int(np.clip(c[2] + d, z_lo, z_hi)) for d in (-step, 0, step)})
+    return [("ax", k) for k in axial] + [("cor", int(c[1])), ("sag", int(c[0]))]
 
 
 def qc_montage(images: dict, mask, labels: dict | None, out_png: str | Path, title: str = "",
@@ -53,17 +70,7 @@ def qc_montage(images: dict, mask, labels: dict | None, out_png: str | Path, tit
     m = m > 0.5
     labs = {k: _canonical(v)[0] > 0.5 for k, v in labels.items()}
     icv_arr = _canonical(icv)[0] > 0.5 if icv is not None else None
-    focus = labs.get("thrombus")
-    if focus is None or not focus.any():
-        focus = labs.get("lesion")
-    if focus is None or not focus.any():
-        focus = m if m.any() else np.ones_like(m)
-    c = np.round(np.argwhere(focus).mean(axis=0)).astype(int)
-    zs = np.argwhere(m)[:, 2] if m.any() else np.arange(m.shape[2])
-    z_lo, z_hi = int(zs.min()), int(zs.max())
-    axial = sorted({int(np.clip(c[2] + d, z_lo, z_hi)) for d in (-max(4, (z_hi - z_lo) // 6), 0,
-                                                                  max(4, (z_hi - z_lo) // 6))})
-    views = [("ax", k) for k in axial] + [("cor", int(c[1])), ("sag", int(c[0]))]
+    views = _views(m, labs)
     # Okabe-Ito colours: distinguishable with every common colour-vision deficiency
     colors = {"thrombus": "#E69F00", "lesion": "#CC79A7"}
     names = list(images)
@@ -131,8 +138,6 @@ def qc_row(meta: dict) -> dict:
 
 def flag_outliers(df):
     """Add ``flags`` and ``outlier`` columns to a per-center QC table (see module doc for rules)."""
-    import pandas as pd
-
     flags: list[list[str]] = [[] for _ in range(len(df))]
     lo, hi = BRAIN_ML_RANGE
     for i, v in enumerate(df["brain_volume_ml"]):
@@ -174,8 +179,6 @@ def write_center_qc(preproc_jsons, out_tsv: str | Path, *, center: str | None = 
 
     ``center`` (optional) keeps only that center's patients (the JSONs carry the center from ingest).
     """
-    import pandas as pd
-
     rows = []
     for p in preproc_jsons:
         meta = json.loads(Path(p).read_text())

@@ -1,4 +1,4 @@
-"""Co-registration with ANTsPy, label transport without losing tiny thrombi, and error measurement.
+"""Co-registration with ANTsPy and label transport without losing tiny thrombi.
 
 Conventions: a transform is a 4x4 matrix ``M`` in ITK/ANTs physical (LPS, mm) coordinates that maps a
 point ``x`` of the *fixed* (reference) space to the point ``M @ x`` of the *moving* space, i.e. the
@@ -18,14 +18,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+import ants
+import cc3d
 import numpy as np
 
 from ._io import PreprocessingError, like
 from .skullstrip import registration_image
-import ants
-
-SEQUENCE_PRIORITY: tuple[str, ...] = ("swi", "t2star", "dwi", "flair", "adc", "t1", "phase")
-MAGNITUDE_OF_PHASE: tuple[str, ...] = ("swi", "t2star")
 
 
 @dataclass
@@ -49,7 +47,7 @@ class Registration:
         return d
 
     @classmethod
-    def identity(cls) -> "Registration":
+    def identity(cls) -> Registration:
         return cls(np.eye(4), kind="identity", init="identity")
 
 
@@ -72,10 +70,6 @@ def ants_from_matrix(m: np.ndarray) -> ants.ANTsTransform:
     m = np.asarray(m, float)
     return ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
                                       matrix=m[:3, :3], offset=m[:3, 3])
-
-
-def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ np.asarray(m)[:3, :3].T + np.asarray(m)[:3, 3]
 
 
 def physical_points(img: ants.ANTsImage, mask: np.ndarray | None = None, max_points: int | None = None,
@@ -176,8 +170,6 @@ def move_label(label: ants.ANTsImage, reference: ants.ANTsImage, matrix: np.ndar
     mass is rescaled so that the total volume equals the source volume: the volume is preserved up to
     rounding and no piece disappears. ``preserve_volume=False`` gives the plain 0.5 threshold.
     """
-    import cc3d
-
     src = label.numpy() > 0.5
     v_src = float(src.sum() * np.prod(label.spacing))
     p = resample(like(label, src.astype(np.float32)), reference, matrix, "linear").numpy()
@@ -209,52 +201,3 @@ def move_label(label: ants.ANTsImage, reference: ants.ANTsImage, matrix: np.ndar
                 "lost": bool(v_src > 0 and v_out == 0)}
         return res, info
     return res
-
-
-# --------------------------------------------------------------------------------------------------
-# synthetic motion and error
-# --------------------------------------------------------------------------------------------------
-def random_rigid(rng: np.random.Generator, max_angle_deg: float = 15.0, max_shift_mm: float = 10.0,
-                 center=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """A random rigid matrix: rotation <= max_angle about ``center`` and translation <= max_shift."""
-    from scipy.spatial.transform import Rotation
-
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    angle = np.deg2rad(rng.uniform(0.3, 1.0) * max_angle_deg)
-    r = Rotation.from_rotvec(axis * angle).as_matrix()
-    shift = rng.normal(size=3)
-    shift *= rng.uniform(0.3, 1.0) * max_shift_mm / np.linalg.norm(shift)
-    c = np.asarray(center, float)
-    m = np.eye(4)
-    m[:3, :3] = r
-    m[:3, 3] = c - r @ c + shift
-    return m
-
-
-def move_header(img: ants.ANTsImage, m: np.ndarray) -> ants.ANTsImage:
-    """``img`` moved by the rigid ``m`` through its geometry only (same voxels, no interpolation).
-
-    The result satisfies ``moved(y) = img(m y)``, like ``resample(img, img, m)`` but exactly, and its
-    grid becomes oblique: a patient who moved between two series, as the scanner records it.
-    """
-    inv = np.linalg.inv(np.asarray(m, float))
-    out = img.clone()
-    out.set_direction(inv[:3, :3] @ np.asarray(img.direction, float))
-    out.set_origin(tuple((inv[:3, :3] @ np.asarray(img.origin, float) + inv[:3, 3]).tolist()))
-    return out
-
-
-def motion_magnitude(m: np.ndarray) -> tuple[float, float]:
-    """(rotation angle in degrees, translation of the rotation centre-free part in mm)."""
-    ang = np.degrees(np.arccos(np.clip((np.trace(m[:3, :3]) - 1) / 2, -1, 1)))
-    return float(ang), float(np.linalg.norm(m[:3, 3]))
-
-
-def registration_error_mm(estimated: np.ndarray, applied: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Per-point error after recovering a known motion.
-
-    ``applied`` (S) made the moving image ``moving(y) = original(S y)``; the registration ``estimated``
-    (T, fixed->moving) is perfect when ``S(T(x)) = x``. Returns ``|S(T(x)) - x|`` for every point.
-    """
-    return np.linalg.norm(transform_points(applied, transform_points(estimated, points)) - points, axis=1)

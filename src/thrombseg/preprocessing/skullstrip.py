@@ -12,6 +12,10 @@
 
 Every backend returns a binary mask on the input image's grid, post-processed identically: the
 largest 6-connected component with its holes filled.
+
+Each backend's library (deepbet, nilearn's template, HD-BET, nnU-Net and torch) is imported when
+that backend first runs, deliberately: a run loads only the heavy model code it uses, and the
+workflow's DAG parse (which reads :func:`hdbet_default_folder`) none of it.
 """
 
 from __future__ import annotations
@@ -20,19 +24,20 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
+import ants
+import cc3d
 import numpy as np
+from scipy import ndimage
 
 from ._io import PreprocessingError, from_nibabel_arrays, like, load_image, set_threads, to_nibabel
-import ants
 
 BACKENDS: tuple[str, ...] = ("deepbet", "ants", "hdbet")
 OFFLINE_BACKENDS: tuple[str, ...] = ("deepbet", "ants")
-#: Chosen from the measurements in benchmarks/preprocess.py (README of the stage): on the synthetic
-#: cohort the best Dice in every center's reference (SWI/T2*) with the tightened mask (min 0.966 vs
-#: deepbet 0.947 in the 1.5 T T2* center), and the best raw Dice on the real skull-stripped cases.
+#: The best measured offline backend (benchmarks/preprocess.py; docs/decisions.md).
 DEFAULT_BACKEND = "ants"
 
 HDBET_CONFIG_KEY = "preprocess.skullstrip.hdbet_weights"
@@ -50,12 +55,9 @@ class HDBetWeightsMissing(PreprocessingError, FileNotFoundError):
 # --------------------------------------------------------------------------------------------------
 def hdbet_default_folder() -> Path:
     """HD-BET's own default parameter folder (read from HD_BET.paths at call time)."""
-    try:
-        from HD_BET import paths
+    from HD_BET import paths
 
-        return Path(paths.folder_with_parameter_files)
-    except Exception:  # HD-BET not installed: its documented default
-        return Path.home() / "hd-bet_params" / "release_2.0.0"
+    return Path(paths.folder_with_parameter_files)
 
 
 def _is_model_folder(folder: Path) -> bool:
@@ -165,8 +167,6 @@ def _deepbet_model():
 
 
 def _mask_deepbet(img: ants.ANTsImage, *, threshold: float = 0.5) -> np.ndarray:
-    import warnings
-
     nii = to_nibabel(img)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -246,9 +246,6 @@ def _mask_ants(img: ants.ANTsImage, *, refine: bool = True, resolution: int = 2,
 # --------------------------------------------------------------------------------------------------
 def postprocess_mask(mask: np.ndarray) -> np.ndarray:
     """Largest 6-connected component, holes filled (slice-free, 3-D)."""
-    import cc3d
-    from scipy import ndimage
-
     mask = np.asarray(mask, bool)
     if not mask.any():
         return mask
@@ -280,11 +277,8 @@ def tighten_mask(img: ants.ANTsImage, mask: np.ndarray, *, shell_mm: float = 3.0
     of the band ``shell_mm..shell_mm+band_mm`` inside, and not beyond that band's ``tail``-th
     percentile on the other side (partial volume with dark bone). Then a one-voxel opening, the
     largest component and hole filling. Works for bright-CSF (SWI, T2*, T2, ADC) and dark-CSF
-    (DWI, FLAIR, T1) contrasts alike; on the synthetic cohort it lifts the Dice against the true
-    brain by 0.01-0.03 (see benchmarks/preprocess.py).
+    (DWI, FLAIR, T1) contrasts alike.
     """
-    from scipy import ndimage
-
     full = np.asarray(mask, bool)
     if not full.any():
         return full
