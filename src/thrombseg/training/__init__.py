@@ -1,5 +1,4 @@
-"""Training utilities."""
+"""Training: splits, the stack dataset, gradual modality dropout, the trainer and its CLI.
 
-from .modality_dropout import GradualModalityDropout, attenuation_at
-
-__all__ = ["GradualModalityDropout", "attenuation_at"]
+Importing the package loads nothing: ``training.splits`` (read by the Snakefile) stays torch-free.
+"""
