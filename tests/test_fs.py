@@ -189,3 +189,18 @@ def test_leftovers_of_a_killed_run_are_cleared_and_a_swapped_output_restored(tmp
             pass
     assert (dest / "a.txt").read_text() == "previous output"
     assert not half.exists() and not swapped.exists() and foreign.is_dir() and live.is_dir()
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """Files written through core.io are readable by the group/others the umask allows, like open()."""
+    import os
+
+    from thrombseg.core.io import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text("x", tmp_path / "a.txt")
+        (tmp_path / "b.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644

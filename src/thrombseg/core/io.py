@@ -25,6 +25,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     suffix = "".join(path.suffixes) or ""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files owner-only; outputs get the usual mode
     tmp = Path(tmp)
     try:
         yield tmp
@@ -32,6 +33,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(text: str, path: str | Path) -> Path:
