@@ -65,7 +65,7 @@ def build_stand_in(res: Path, config: Path) -> None:
     from thrombseg.models.checkpoint import build_network, export, save_checkpoint
     from thrombseg.plan import experiment_settings
     from thrombseg.synth import generate_cohort
-    from thrombseg.training.trainer import TrainConfig
+    from thrombseg.training.config import TrainConfig
 
     conf = yaml.safe_load(config.read_text())
     training = conf["training"]

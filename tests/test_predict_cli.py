@@ -29,7 +29,7 @@ from thrombseg.inference.patient import predict_patient, to_native  # noqa: E402
 from thrombseg.inference.sequences import check_sequences, known_sequences  # noqa: E402
 from thrombseg.inference.settings import InferenceConfig, InferenceError  # noqa: E402
 from thrombseg.models.checkpoint import build_network  # noqa: E402
-from thrombseg.training.trainer import TrainConfig  # noqa: E402
+from thrombseg.training.config import TrainConfig  # noqa: E402
 
 FAST = {"threads": 2, "qc": {"montage": False}, "n4": {"enabled": False}, "registration": {"reg_spacing_mm": 4.0}}
 TINY = {"model": "unet25d", "model_kwargs": {"widths": [4, 8]}, "stack": 4}
