@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from thrombseg.evaluation.aggregate import write_tables as write_metric_tables
+from thrombseg.plan import experiment_labels
 from thrombseg.report import figures, provenance, tables
 
 EXPERIMENTS = {"upattllstm_gmd": "staircase", "upattllstm_nodrop": "none"}
@@ -108,7 +109,7 @@ def _png_ok(path: Path, min_bytes: int = 8000):
     assert img[..., :3].std() > 0.05  # not a blank canvas
     pdf = path.with_suffix(".pdf")
     assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
-    assert not list(path.parent.glob(".*.tmp"))  # atomic writes leave no temporaries
+    assert not list(path.parent.glob(".*.tmp*"))  # atomic writes leave no temporaries
 
 
 def test_full_set_rows_picks_all_available_sequences(run):
@@ -132,9 +133,9 @@ def test_experiment_figures(run, tmp_path):
 
 
 def test_comparison_figures(run, tmp_path):
-    labels = figures.experiment_labels({"defaults": {"dropout": {"schedule": "staircase"}},
-                                        "experiments": {"upattllstm_gmd": {},
-                                                        "upattllstm_nodrop": {"dropout": {"schedule": "none"}}}})
+    labels = experiment_labels({"defaults": {"dropout": {"schedule": "staircase"}},
+                                "experiments": {"upattllstm_gmd": {},
+                                                "upattllstm_nodrop": {"dropout": {"schedule": "none"}}}})
     assert labels["upattllstm_nodrop"] == "upattllstm_nodrop (no dropout)"
     assert "gradual" in labels["upattllstm_gmd"]
     out = figures.make_comparison_figures(

@@ -1,7 +1,9 @@
 """The ``thrombseg`` command line: every stage without Snakemake.
 
 Expected user errors (bad sheets, unreadable files) print one clear message and exit with code 2;
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback. The error types of the stages that load ANTs or
+torch are imported only once a command has failed (:func:`_user_errors`), deliberately: the
+commands that never touch those stages stay fast.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ import json
 import sys
 from pathlib import Path
 
-from .core.errors import UserError
 from .core.fs import add_overwrite_option, check_output_file
+from .evaluation import cli as evaluation_cli
+from .inference import cli as inference_cli
+from .inference.settings import InferenceError
+from .ingest import ingest_from_sheet
+from .preprocessing import cli as preprocessing_cli
+from .sheet import sheet_from_bids, validate_sheet
+from .smk import USER_ERRORS
+from .synth import generate_cohort
+from .training import cli as training_cli
+
+STAGE_CLIS = (preprocessing_cli, training_cli, inference_cli, evaluation_cli)  # each adds its subcommands
 
 
 def _cmd_validate(args) -> int:
-    from .sheet import validate_sheet
-
     df = validate_sheet(args.sheet, centers=args.centers or None, check_images=not args.quick)
     counts = df.groupby("center").size().to_dict()
     print(f"{args.sheet}: OK, {len(df)} subject(s) in {len(counts)} center(s): "
@@ -26,8 +36,6 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_sheet_from_bids(args) -> int:
-    from .sheet import sheet_from_bids
-
     check_output_file(args.output, args.overwrite)
     df = sheet_from_bids(args.bids_dir, args.output)
     print(f"wrote {args.output}: {len(df)} subject(s)")
@@ -35,8 +43,6 @@ def _cmd_sheet_from_bids(args) -> int:
 
 
 def _cmd_synth(args) -> int:
-    from .synth import generate_cohort
-
     sheet = generate_cohort(args.outdir, n_per_center=args.n_per_center, seed=args.seed,
                             size=args.size, n_jobs=args.jobs, overwrite=args.overwrite)
     print(f"wrote synthetic cohort; sample sheet: {sheet}")
@@ -44,20 +50,10 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_ingest(args) -> int:
-    from .ingest import ingest_from_sheet
-
     side = ingest_from_sheet(args.sheet, args.subject, args.outdir, overwrite=args.overwrite)
     print(json.dumps({k: side[k] for k in ("subject", "center")} |
                      {"sequences": sorted(side["sequences"]), "labels": sorted(side["labels"]),
                       "warnings": side["warnings"]}, indent=1))
-    return 0
-
-
-def _cmd_stages(args) -> int:
-    from .stages import stage_status
-
-    for name, built, what in stage_status():
-        print(f"{'built    ' if built else 'NOT BUILT'}  {name:<14} {what}")
     return 0
 
 
@@ -93,38 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_overwrite_option(s)
     s.set_defaults(func=_cmd_ingest)
 
-    s = sub.add_parser("stages", help="list the pipeline's stages and which are built")
-    s.set_defaults(func=_cmd_stages)
-
-    for hook in _stage_hooks():
-        hook(sub)
+    for stage in STAGE_CLIS:
+        stage.add_subparsers(sub)
     return p
 
 
-def _stage_hooks():
-    """CLI hooks contributed by stage subpackages (``add_subparsers(subparsers)``)."""
-    import importlib
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Every user-error type a command may raise (called once a command has failed)."""
+    from .models.checkpoint import CheckpointError  # torch
+    from .preprocessing import PreprocessingError  # ANTs
 
-    hooks = []
-    for mod in ("thrombseg.preprocessing.cli", "thrombseg.training.cli", "thrombseg.inference.cli",
-                "thrombseg.evaluation.cli"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name and mod.startswith(exc.name):
-                continue  # stage not built yet
-            raise
-        hooks.append(m.add_subparsers)
-    return hooks
+    return (*USER_ERRORS, InferenceError, CheckpointError, PreprocessingError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .smk import _user_errors
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (*_user_errors(), UserError) as exc:
+    except _user_errors() as exc:
         print(f"thrombseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,12 +1,20 @@
-"""Workflow policy, torch-free: what each experiment trains with and which of its steps run.
+"""Workflow policy, torch-free: who is in the cohort, which protocols split it how, what each
+experiment trains with, which steps a run needs, and where their files go.
 
-The Snakefile reads it when it parses; every decision here is a plain function, tested in
-milliseconds without running a DAG.
+The Snakefile builds one :class:`Plan` from its config and cohort when it parses; the rule files only
+read it. Every decision here is a plain function or method, tested in milliseconds without a DAG.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Callable
+from functools import cached_property
+
+import pandas as pd
+
+from .core.layout import Layout
 
 EXPERIMENT_ONLY = ("protocol", "protocol_center")  # experiment keys that are not training options
 
@@ -14,7 +22,20 @@ EXPERIMENT_ONLY = ("protocol", "protocol_center")  # experiment keys that are no
 # so that one grid suits any voxel size (docs/decisions.md: the 20 mm^3 floor).
 DEFAULT_TUNE_GRID = {"min_volume_mm3": [20.0, 40.0, 80.0]}
 
+# The paper's protocols; what each keeps for training, validation and test is the splitter's
+# (thrombseg.training.splits.assign_splits, given to Plan by the Snakefile).
+PROTOCOLS = ("monocentric", "multicentric", "leave-center-out")
 
+SCHEDULE_NAMES = {
+    "none": "no dropout",
+    "fixed": "fixed dropout",
+    "staircase": "gradual dropout, staircase",
+    "linear": "gradual dropout, linear",
+    "cosine": "gradual dropout, cosine",
+}
+
+
+# ---------------------------------------------------------------------------- experiment settings
 def deep_merge(base: dict, over: dict) -> dict:
     """``base`` updated by ``over``, nested dicts merged key by key (neither is modified)."""
     out = copy.deepcopy(base)
@@ -38,7 +59,157 @@ def experiment_settings(training: dict, experiment: str, target: str = "thrombus
     return cfg, extra
 
 
+def experiment_labels(training: dict | None) -> dict[str, str]:
+    """``experiment -> "name (dropout schedule)"`` from the config's ``training`` section."""
+    training = training or {}
+    default = ((training.get("defaults") or {}).get("dropout") or {}).get("schedule", "none")
+    out = {}
+    for name, exp in (training.get("experiments") or {}).items():
+        schedule = ((exp or {}).get("dropout") or {}).get("schedule", default)
+        out[name] = f"{name} ({SCHEDULE_NAMES.get(schedule, schedule)})"
+    return out
+
+
+def train_resources(training: dict) -> dict:
+    """Snakemake resources of a training job: memory, runtime and the standard ``gpu`` when asked."""
+    resources = {"mem_mb": training["mem_mb"], "runtime": training["runtime_min"]}
+    if training["gpus"] > 0:
+        resources["gpu"] = training["gpus"]
+    return resources
+
+
 def tune_grid(section: dict | None) -> dict:
     """The ``tune:`` grid of an ``inference:`` section: absent -> DEFAULT_TUNE_GRID, null or {} -> off."""
     section = section or {}
     return dict(section.get("tune", DEFAULT_TUNE_GRID) or {})
+
+
+# ---------------------------------------------------------------------------- protocols and splits
+def protocol_id(protocol: str, center: str | None = None) -> str:
+    """``multicentric``, ``monocentric-<center>``, ``leave-center-out-<center>``."""
+    return protocol if not center else f"{protocol}-{center}"
+
+
+def parse_protocol(pid: str) -> tuple[str, str | None]:
+    """(protocol, center or None) of a protocol id; ValueError on an unknown protocol."""
+    for protocol in PROTOCOLS:
+        if pid == protocol or pid.startswith(f"{protocol}-"):
+            return protocol, (pid[len(protocol) + 1:] or None)
+    raise ValueError(f"unknown protocol {pid!r}; expected one of {PROTOCOLS}")
+
+
+def cohort_table(center_of: dict[str, str], splits: list[str] | None = None) -> pd.DataFrame:
+    """``subject, center, split`` of the whole cohort (``split`` empty when the sheet gives none)."""
+    return pd.DataFrame({"subject": list(center_of), "center": list(center_of.values()),
+                         "split": list(splits) if splits is not None else [""] * len(center_of)})
+
+
+# ---------------------------------------------------------------------------- one run's plan
+class Plan:
+    """What one workflow run does, from its (validated) config and its whole cohort.
+
+    ``cohort`` is :func:`cohort_table` of every patient, whatever the ``centers`` filter: splits use
+    the whole cohort, so a one-center rerun reuses the models trained on everyone. ``assign``
+    splits it for one protocol (``assign(cohort, protocol, seed=, center=)``, the signature of
+    ``thrombseg.training.splits.assign_splits``); ``exists`` tells whether a file is there (the
+    reuse decision of a one-center rerun).
+    """
+
+    def __init__(self, config: dict, cohort: pd.DataFrame, assign: Callable[..., pd.DataFrame],
+                 exists: Callable[[str], bool] = os.path.exists):
+        self.config = config
+        self.cohort = cohort
+        self._assign = assign
+        self.cohort_center = dict(zip(cohort["subject"], cohort["center"]))
+        self.centers_filter = [str(c) for c in config.get("centers") or []]
+        self.training = config["training"]
+        self.experiments = sorted(self.training["experiments"])
+        self.selection = "centers-" + "-".join(sorted(self.centers_filter)) if self.centers_filter else ""
+        self.layout = Layout(config["results"], self.selection)
+        self._exists = exists
+        self._splits: dict[str, pd.DataFrame] = {}
+
+    # ------------------------------------------------------------------ who
+    @cached_property
+    def subjects(self) -> list[str]:
+        """The run's patients: the cohort restricted to the ``centers`` filter."""
+        return sorted(s for s, c in self.cohort_center.items() if not self.centers_filter or c in self.centers_filter)
+
+    @cached_property
+    def center_of(self) -> dict[str, str]:
+        return {s: self.cohort_center[s] for s in self.subjects}
+
+    @cached_property
+    def centers(self) -> list[str]:
+        return sorted(set(self.center_of.values()))
+
+    def unknown_centers(self) -> list[str]:
+        """Centers of the ``centers`` filter that the cohort does not have."""
+        known = set(self.cohort_center.values())
+        return [c for c in self.centers_filter if c not in known]
+
+    def center_subjects(self, center: str) -> list[str]:
+        """The run's patients of one center."""
+        return [s for s in self.subjects if self.center_of[s] == center]
+
+    # ------------------------------------------------------------------ splits
+    def splits_of(self, pid: str) -> pd.DataFrame:
+        """``subject, center, split`` of a protocol id over the whole cohort (ValueError if unknown)."""
+        if pid not in self._splits:
+            protocol, center = parse_protocol(pid)
+            seed = self.config.get("splits", {}).get("seed", 0)
+            self._splits[pid] = self._assign(self.cohort, protocol, seed=seed, center=center)
+        return self._splits[pid]
+
+    def subjects_in(self, pid: str, *splits: str) -> list[str]:
+        """Sorted patients of the protocol in any of ``splits``."""
+        df = self.splits_of(pid)
+        return sorted(df.loc[df["split"].isin(splits), "subject"])
+
+    def experiment_pid(self, experiment: str) -> str:
+        return self.training["experiments"][experiment]["protocol"]
+
+    def test_subjects(self, experiment: str) -> list[str]:
+        """Test patients of the experiment's protocol, restricted to the ``centers`` filter."""
+        return [s for s in self.subjects_in(self.experiment_pid(experiment), "test") if s in self.center_of]
+
+    def test_centers(self, experiment: str) -> list[str]:
+        return sorted({self.center_of[s] for s in self.test_subjects(experiment)})
+
+    def val_centers(self, experiment: str) -> dict[str, str]:
+        """Validation patient -> center (whole cohort) of the experiment's protocol."""
+        return {s: self.cohort_center[s] for s in self.subjects_in(self.experiment_pid(experiment), "val")}
+
+    @cached_property
+    def report_experiments(self) -> list[str]:
+        """Experiments with test patients in this run: the ones evaluated and reported."""
+        return [e for e in self.experiments if self.test_subjects(e)]
+
+    def tunes(self, experiment: str) -> bool:
+        """Whether the experiment's post-processing is chosen on validation patients (it needs some)."""
+        return bool(tune_grid(self.config["inference"])) and bool(
+            self.subjects_in(self.experiment_pid(experiment), "val"))
+
+    # ------------------------------------------------------------------ one-center reruns
+    def frozen_files(self) -> list[str]:
+        """Landmarks, models and tuned settings a one-center rerun reuses (in the order reported)."""
+        lay = self.layout
+        return [lay.landmarks(), *(lay.thrombus_model(e) for e in self.experiments),
+                *(lay.infarct_model(self.experiment_pid(e)) for e in self.experiments),
+                *(lay.tuned_postprocess(e) for e in self.experiments if self.tunes(e))]
+
+    def missing_frozen(self) -> list[str]:
+        return [p for p in self.frozen_files() if not self._exists(p)]
+
+    @cached_property
+    def reuse_models(self) -> bool:
+        """A one-center rerun with every model and the landmarks present reuses them as given files."""
+        return bool(self.selection) and not self.missing_frozen()
+
+    @cached_property
+    def preprocess_subjects(self) -> list[str]:
+        """Everyone, or when models are reused only the selection's test patients (re-preprocessing
+        its training patients would make the models look out of date to the next full run)."""
+        if self.reuse_models:
+            return sorted({s for e in self.experiments for s in self.test_subjects(e)})
+        return self.subjects

@@ -2,7 +2,8 @@
 
 A rule script is ``run_step(snakemake, fn)``; ``fn(sm)`` does the work through the library. Known
 input errors (bad sheet, unreadable file, missing weights) end the job with the message alone;
-anything else keeps its traceback in the log, because it is a bug.
+anything else keeps its traceback in the log, because it is a bug. This module imports no stage
+that loads torch or ANTs: the Snakefile reads it when it parses, and every script starts with it.
 """
 
 from __future__ import annotations
@@ -12,42 +13,28 @@ import os
 import sys
 import traceback
 
+from .config import ConfigError
+from .core.errors import UserError
+from .core.fs import OutputError
+from .ingest import IngestError
+from .sheet import SheetError
+
+# Errors a user's input causes in any step; a step adds its own stage's (run_step's ``errors``).
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, SheetError, IngestError, OutputError,
+                                                FileNotFoundError)
+
 
 def use_this_python() -> None:
     """Put the running interpreter's bin folder first on PATH (for the jobs Snakemake spawns)."""
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .core.fs import OutputError
-    from .config import ConfigError
-    from .ingest import IngestError
-    from .sheet import SheetError
+def run_step(sm, fn, errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Run ``fn(sm)`` with logging into ``sm.log[0]``; exit 1 with a clear message on user errors.
 
-    errs: list[type[BaseException]] = [ConfigError, SheetError, IngestError, OutputError, FileNotFoundError]
-    try:
-        from .preprocessing._io import PreprocessingError
-
-        errs.append(PreprocessingError)
-    except ImportError:  # pragma: no cover - stage not installed
-        pass
-    try:
-        from .models.checkpoint import CheckpointError
-
-        errs.append(CheckpointError)
-    except ImportError:  # pragma: no cover - torch missing
-        pass
-    try:
-        from .inference.predict import InferenceError
-
-        errs.append(InferenceError)
-    except ImportError:  # pragma: no cover - stage not installed
-        pass
-    return tuple(errs)
-
-
-def run_step(sm, fn) -> None:
-    """Run ``fn(sm)`` with logging into ``sm.log[0]``; exit 1 with a clear message on user errors."""
+    ``errors``: the user-error types of the step's stage (e.g. ``PreprocessingError``), besides
+    :data:`USER_ERRORS`.
+    """
     log_path = sm.log[0] if len(sm.log) else None
     stream = open(log_path, "w") if log_path else sys.stderr
     handler = logging.StreamHandler(stream)
@@ -57,7 +44,7 @@ def run_step(sm, fn) -> None:
     root.setLevel(logging.INFO)
     try:
         fn(sm)
-    except _user_errors() as exc:
+    except (*USER_ERRORS, *errors) as exc:
         msg = f"{sm.rule}: error: {exc}"
         stream.write(msg + "\n")
         stream.flush()

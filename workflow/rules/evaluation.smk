@@ -4,22 +4,22 @@
 
 rule evaluate:
     conda:
-        "../../envs/torch.yaml"
+        "../envs/torch.yaml"
     input:
         lambda w: expand(rules.predict.output, experiment=w.experiment, subject=_test_subjects(w.experiment)),
     output:
-        per_subject=f"{AGG}/metrics/{{experiment}}/per_subject.tsv",
+        per_subject=f"{LAYOUT.metrics('{experiment}')}/per_subject.tsv",
         per_center=report(
-            f"{AGG}/metrics/{{experiment}}/per_center.tsv",
+            f"{LAYOUT.metrics('{experiment}')}/per_center.tsv",
             category="4. Evaluation",
             subcategory="{experiment}",
             caption="../report/per_center.rst",
         ),
-        per_sequence_set=f"{AGG}/metrics/{{experiment}}/per_sequence_set.tsv",
-        per_experiment=f"{AGG}/metrics/{{experiment}}/per_experiment.tsv",
+        per_sequence_set=f"{LAYOUT.metrics('{experiment}')}/per_sequence_set.tsv",
+        per_experiment=f"{LAYOUT.metrics('{experiment}')}/per_experiment.tsv",
     params:
         subjects=lambda w: _test_subjects(w.experiment),
-        n_boot=config["evaluation"].get("n_boot", 2000),
+        n_boot=REPORT_N_BOOT,
     localrule: True
     log:
         f"{AGG_LOGS}/evaluate/{{experiment}}.log",
@@ -27,6 +27,4 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-ALL_TARGETS += expand(
-    rules.evaluate.output.per_center, experiment=[e for e in EXPERIMENTS if _test_subjects(e)]
-)
+ALL_TARGETS += expand(rules.evaluate.output.per_center, experiment=REPORT_EXPERIMENTS)

@@ -6,20 +6,18 @@ if not REUSE_MODELS:
 
     rule tune_postprocess:
         conda:
-            "../../envs/torch.yaml"
+            "../envs/torch.yaml"
         input:
-            harmonized=lambda w: expand(
-                f"{RESULTS}/harmonized/{{subject}}", subject=subjects_in(experiment_pid(w.experiment), "val")
-            ),
-            thrombus=thrombus_model("{experiment}"),
-            infarct=lambda w: infarct_model(experiment_pid(w.experiment)),
+            harmonized=lambda w: [
+                LAYOUT.harmonized(s) for s in subjects_in(experiment_pid(w.experiment), "val")
+            ],
+            thrombus=LAYOUT.thrombus_model("{experiment}"),
+            infarct=lambda w: LAYOUT.infarct_model(experiment_pid(w.experiment)),
         output:
-            tuned_postprocess("{experiment}"),
+            LAYOUT.tuned_postprocess("{experiment}"),
         params:
-            subjects=lambda w: {
-                s: COHORT_CENTER[s] for s in subjects_in(experiment_pid(w.experiment), "val")
-            },
-            harmonized_root=f"{RESULTS}/harmonized",
+            subjects=lambda w: _plan(PLAN.val_centers, w.experiment),
+            harmonized_root=LAYOUT.harmonized(),
             cfg=config["inference"],
         threads: 2
         resources:
@@ -34,14 +32,14 @@ if not REUSE_MODELS:
 
 rule predict:
     conda:
-        "../../envs/torch.yaml"
+        "../envs/torch.yaml"
     input:
-        harmonized=f"{RESULTS}/harmonized/{{subject}}",
-        thrombus=lambda w: frozen(thrombus_model(w.experiment)),
-        infarct=lambda w: frozen(infarct_model(experiment_pid(w.experiment))),
-        tuned=lambda w: frozen(tuned_postprocess(w.experiment)) if tunes(w.experiment) else [],
+        harmonized=LAYOUT.harmonized("{subject}"),
+        thrombus=lambda w: frozen(LAYOUT.thrombus_model(w.experiment)),
+        infarct=lambda w: frozen(LAYOUT.infarct_model(experiment_pid(w.experiment))),
+        tuned=lambda w: frozen(LAYOUT.tuned_postprocess(w.experiment)) if tunes(w.experiment) else [],
     output:
-        directory(f"{RESULTS}/predictions/{{experiment}}/{{subject}}"),
+        directory(LAYOUT.predictions("{experiment}", "{subject}")),
     params:
         center=lambda w: CENTER_OF[w.subject],
         cfg=config["inference"],

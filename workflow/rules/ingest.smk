@@ -6,11 +6,11 @@
 # rewrite this file, which every patient's ingest depends on.
 rule validate_sheet:
     conda:
-        "../../envs/imaging.yaml"
+        "../envs/imaging.yaml"
     input:
         sheet=SHEET,
     output:
-        f"{RESULTS}/ingest/sheet_validation.json",
+        LAYOUT.sheet_validation(),
     log:
         f"{LOGS}/ingest/validate_sheet.log",
     script:
@@ -19,12 +19,12 @@ rule validate_sheet:
 
 rule ingest:
     conda:
-        "../../envs/imaging.yaml"
+        "../envs/imaging.yaml"
     input:
         sheet=SHEET,
         validated=rules.validate_sheet.output,
     output:
-        directory(f"{RESULTS}/ingest/{{subject}}"),
+        directory(LAYOUT.ingested("{subject}")),
     log:
         f"{LOGS}/ingest/{{subject}}.log",
     script:

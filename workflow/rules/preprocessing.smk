@@ -3,11 +3,11 @@
 
 rule preprocess:
     conda:
-        "../../envs/preprocessing.yaml"
+        "../envs/preprocessing.yaml"
     input:
         rules.ingest.output,
     output:
-        directory(f"{RESULTS}/preprocessed/{{subject}}"),
+        directory(LAYOUT.preprocessed("{subject}")),
     params:
         cfg=config["preprocess"],
     threads: PRE_THREADS
@@ -22,11 +22,11 @@ rule preprocess:
 
 rule splits:
     conda:
-        "../../envs/imaging.yaml"
+        "../envs/imaging.yaml"
     input:
         sheet=SHEET,
     output:
-        f"{RESULTS}/splits/{{pid}}.tsv",
+        LAYOUT.splits("{pid}"),
     params:
         table=lambda w: splits_of(w.pid),
     localrule: True
@@ -41,16 +41,16 @@ if not REUSE_MODELS:
 
     rule fit_landmarks:
         conda:
-            "../../envs/preprocessing.yaml"
+            "../envs/preprocessing.yaml"
         input:
             preproc=lambda w: expand(rules.preprocess.output, subject=subjects_in(HARMONIZE_PID, "train")),
-            splits=f"{RESULTS}/splits/{HARMONIZE_PID}.tsv",
+            splits=LAYOUT.splits(HARMONIZE_PID),
         output:
-            LANDMARKS,
+            LAYOUT.landmarks(),
         params:
             cfg=config["preprocess"],
             subjects=subjects_in(HARMONIZE_PID, "train"),
-            preproc_root=f"{RESULTS}/preprocessed",
+            preproc_root=LAYOUT.preprocessed(),
         log:
             f"{LOGS}/harmonization/fit_landmarks.log",
         script:
@@ -59,12 +59,12 @@ if not REUSE_MODELS:
 
 rule harmonize:
     conda:
-        "../../envs/preprocessing.yaml"
+        "../envs/preprocessing.yaml"
     input:
         preproc=rules.preprocess.output[0],
-        landmarks=frozen(LANDMARKS),
+        landmarks=frozen(LAYOUT.landmarks()),
     output:
-        directory(f"{RESULTS}/harmonized/{{subject}}"),
+        directory(LAYOUT.harmonized("{subject}")),
     params:
         cfg=config["preprocess"],
     resources:
@@ -78,18 +78,18 @@ rule harmonize:
 
 rule qc_center:
     conda:
-        "../../envs/preprocessing.yaml"
+        "../envs/preprocessing.yaml"
     input:
         preproc=lambda w: expand(rules.preprocess.output, subject=_center_subjects(w)),
     output:
         tsv=report(
-            f"{RESULTS}/qc/{{center}}/preprocessing_qc.tsv",
+            LAYOUT.qc_table("{center}"),
             category="2. Preprocessing",
             subcategory="{center}",
             caption="../report/qc_tsv.rst",
         ),
         montages=report(
-            directory(f"{RESULTS}/qc/{{center}}/montages"),
+            directory(LAYOUT.qc_montages("{center}")),
             patterns=["{subject}_qc.png"],
             category="2. Preprocessing",
             subcategory="{center}",
@@ -97,7 +97,7 @@ rule qc_center:
         ),
     params:
         subjects=_center_subjects,
-        preproc_root=f"{RESULTS}/preprocessed",
+        preproc_root=LAYOUT.preprocessed(),
     localrule: True
     log:
         f"{LOGS}/qc/{{center}}.log",
@@ -118,7 +118,7 @@ rule download_hdbet_weights:
         directory(HDBET_WEIGHTS_DIR),
     localrule: True
     conda:
-        "../../envs/preprocessing.yaml"
+        "../envs/preprocessing.yaml"
     log:
         f"{LOGS}/download_hdbet_weights.log",
     script:

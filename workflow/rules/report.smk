@@ -3,7 +3,7 @@
 # dataset_description.json files. Everything here is cheap: localrules.
 rule figures:
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     input:
         per_subject=rules.evaluate.output.per_subject,
         per_sequence_set=rules.evaluate.output.per_sequence_set,
@@ -30,8 +30,8 @@ rule figures:
     params:
         experiment=lambda w: w.experiment,
         centers=lambda w: _test_centers(w.experiment),
-        harmonized_root=f"{RESULTS}/harmonized",
-        predictions_root=lambda w: f"{RESULTS}/predictions/{w.experiment}",
+        harmonized_root=LAYOUT.harmonized(),
+        predictions_root=lambda w: LAYOUT.predictions(w.experiment),
         labels=EXPERIMENT_LABELS,
         n_boot=REPORT_N_BOOT,
     localrule: True
@@ -43,7 +43,7 @@ rule figures:
 
 rule figures_all:
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     input:
         per_subject=expand(rules.evaluate.output.per_subject, experiment=REPORT_EXPERIMENTS),
         per_sequence_set=expand(rules.evaluate.output.per_sequence_set, experiment=REPORT_EXPERIMENTS),
@@ -68,7 +68,7 @@ rule figures_all:
 
 rule tables:
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     input:
         per_subject=expand(rules.evaluate.output.per_subject, experiment=REPORT_EXPERIMENTS),
         per_sequence_set=expand(rules.evaluate.output.per_sequence_set, experiment=REPORT_EXPERIMENTS),
@@ -101,18 +101,18 @@ rule tables:
 # Reruns whenever the resolved config (params) or the sample sheet (input) changes.
 rule provenance:
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     input:
         sheet=SHEET,
     output:
-        config=f"{AGG}/provenance/config.yaml",
+        config=f"{LAYOUT.provenance}/config.yaml",
         provenance=report(
-            f"{AGG}/provenance/provenance.json",
+            f"{LAYOUT.provenance}/provenance.json",
             category="7. Provenance",
             caption="../report/provenance.rst",
         ),
         # the derivative folders belong to the full run: a selection leaves them alone
-        descriptions=[] if SELECTION else [f"{RESULTS}/{d}/dataset_description.json" for d in DERIVATIVES],
+        descriptions=[] if SELECTION else [LAYOUT.dataset_description(d) for d in DERIVATIVES],
     params:
         cfg=config,
         derivatives=DERIVATIVES,

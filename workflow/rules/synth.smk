@@ -3,11 +3,11 @@
 
 rule synth:
     conda:
-        "../../envs/imaging.yaml"
+        "../envs/imaging.yaml"
     output:
-        sheet=f"{RESULTS}/synthetic/subjects.tsv",
+        sheet=LAYOUT.synthetic_sheet,
         montages=report(
-            expand(f"{RESULTS}/synthetic/qc/montage_{{c}}.png", c=sorted(set(_cohort.values()))),
+            [LAYOUT.synthetic_montage(c) for c in sorted(set(COHORT_CENTER.values()))],
             category="1. Synthetic cohort",
             caption="../report/synth_montage.rst",
         ),

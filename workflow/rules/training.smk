@@ -5,25 +5,25 @@ if not REUSE_MODELS:
 
     rule train_thrombus:
         conda:
-            "../../envs/torch.yaml"
+            "../envs/torch.yaml"
         input:
             harmonized=lambda w: _harmonized_for(experiment_pid(w.experiment)),
-            splits=lambda w: f"{RESULTS}/splits/{experiment_pid(w.experiment)}.tsv",
+            splits=lambda w: LAYOUT.splits(experiment_pid(w.experiment)),
         output:
-            model=thrombus_model("{experiment}"),
-            metrics=f"{RESULTS}/models/{{experiment}}/thrombus/metrics.csv",
+            model=LAYOUT.thrombus_model("{experiment}"),
+            metrics=f"{LAYOUT.thrombus_dir('{experiment}')}/metrics.csv",
             curve=report(
-                f"{RESULTS}/models/{{experiment}}/thrombus/training_curve.png",
+                f"{LAYOUT.thrombus_dir('{experiment}')}/training_curve.png",
                 category="3. Training",
                 subcategory="{experiment}",
                 caption="../report/training_curve.rst",
             ),
         params:
             cfg=lambda w: experiment_settings(TRAIN, w.experiment, "thrombus")[0],
-            harmonized_root=f"{RESULTS}/harmonized",
+            harmonized_root=LAYOUT.harmonized(),
         threads: TRAIN["threads"]
         resources:
-            **_train_resources(),
+            **train_resources(TRAIN),
         log:
             f"{LOGS}/train/{{experiment}}_thrombus.log",
         script:
@@ -32,20 +32,20 @@ if not REUSE_MODELS:
 
     rule train_infarct:
         conda:
-            "../../envs/torch.yaml"
+            "../envs/torch.yaml"
         input:
             harmonized=lambda w: _harmonized_for(w.pid),
-            splits=f"{RESULTS}/splits/{{pid}}.tsv",
+            splits=LAYOUT.splits("{pid}"),
         output:
-            model=infarct_model("{pid}"),
-            metrics=f"{RESULTS}/models/infarct/{{pid}}/metrics.csv",
-            curve=f"{RESULTS}/models/infarct/{{pid}}/training_curve.png",
+            model=LAYOUT.infarct_model("{pid}"),
+            metrics=f"{LAYOUT.infarct_dir('{pid}')}/metrics.csv",
+            curve=f"{LAYOUT.infarct_dir('{pid}')}/training_curve.png",
         params:
             cfg=lambda w: experiment_settings(TRAIN, EXPERIMENTS[0], "lesion")[0],
-            harmonized_root=f"{RESULTS}/harmonized",
+            harmonized_root=LAYOUT.harmonized(),
         threads: TRAIN["threads"]
         resources:
-            **_train_resources(),
+            **train_resources(TRAIN),
         log:
             f"{LOGS}/train/infarct_{{pid}}.log",
         script:

@@ -1,4 +1,5 @@
 """Rule download_hdbet_weights: the only step that uses the network, and only when asked."""
+from thrombseg.preprocessing import PreprocessingError
 from thrombseg.preprocessing.skullstrip import download_hdbet_weights
 from thrombseg.smk import run_step
 
@@ -7,4 +8,4 @@ def step(sm):
     download_hdbet_weights(sm.output[0])
 
 
-run_step(snakemake, step)  # noqa: F821
+run_step(snakemake, step, errors=(PreprocessingError,))  # noqa: F821

@@ -1,6 +1,7 @@
 """Rule harmonize: apply the landmarks + robust z-score, write memory-mappable .npy arrays."""
 from pathlib import Path
 
+from thrombseg.preprocessing import PreprocessingError
 from thrombseg.preprocessing.harmonize import harmonize_subject
 from thrombseg.smk import run_step
 
@@ -10,4 +11,4 @@ def step(sm):
                       Path(sm.output[0]).parent, sm.params.cfg)
 
 
-run_step(snakemake, step)  # noqa: F821
+run_step(snakemake, step, errors=(PreprocessingError,))  # noqa: F821

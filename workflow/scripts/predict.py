@@ -5,6 +5,8 @@ import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch load
 import torch
 
 from thrombseg.inference.predict import inference_settings, predict_subject
+from thrombseg.inference.settings import InferenceError
+from thrombseg.models.checkpoint import CheckpointError
 from thrombseg.smk import run_step
 
 
@@ -16,4 +18,4 @@ def step(sm):
                     inference_settings(sm.params.cfg, tuned))
 
 
-run_step(snakemake, step)  # noqa: F821
+run_step(snakemake, step, errors=(CheckpointError, InferenceError))  # noqa: F821

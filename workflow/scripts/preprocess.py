@@ -1,6 +1,7 @@
 """Rule preprocess: one patient (thrombseg.preprocessing.preprocess_subject)."""
 from pathlib import Path
 
+from thrombseg.preprocessing import PreprocessingError
 from thrombseg.preprocessing.pipeline import preprocess_subject
 from thrombseg.smk import run_step
 
@@ -12,4 +13,4 @@ def step(sm):
                        overwrite=True)
 
 
-run_step(snakemake, step)  # noqa: F821  (injected by Snakemake)
+run_step(snakemake, step, errors=(PreprocessingError,))  # noqa: F821

@@ -2,6 +2,7 @@
 import shutil
 from pathlib import Path
 
+from thrombseg.preprocessing import PreprocessingError
 from thrombseg.preprocessing.qc import write_center_qc
 from thrombseg.smk import run_step
 
@@ -18,4 +19,4 @@ def step(sm):
             shutil.copy2(png, out / png.name)
 
 
-run_step(snakemake, step)  # noqa: F821
+run_step(snakemake, step, errors=(PreprocessingError,))  # noqa: F821

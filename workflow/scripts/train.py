@@ -4,6 +4,8 @@ from pathlib import Path
 import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 
+from thrombseg.inference.settings import InferenceError
+from thrombseg.models.checkpoint import CheckpointError
 from thrombseg.smk import run_step
 from thrombseg.training.cli import run_training
 
@@ -15,4 +17,4 @@ def step(sm):
     run_training(sm.params.harmonized_root, sm.input.splits, Path(sm.output.model).parent, cfg)
 
 
-run_step(snakemake, step)  # noqa: F821
+run_step(snakemake, step, errors=(CheckpointError, InferenceError))  # noqa: F821

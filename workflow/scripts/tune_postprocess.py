@@ -5,6 +5,8 @@ import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch load
 import torch
 
 from thrombseg.inference.tune import tune_subjects
+from thrombseg.inference.settings import InferenceError
+from thrombseg.models.checkpoint import CheckpointError
 from thrombseg.smk import run_step
 
 
@@ -18,4 +20,4 @@ def step(sm):
     log.info("chosen on %d validation patients %s: %s", len(r["subjects"]), r["subjects"], r["chosen"])
 
 
-run_step(snakemake, step)  # noqa: F821
+run_step(snakemake, step, errors=(CheckpointError, InferenceError))  # noqa: F821

@@ -1,19 +1,17 @@
-"""Snakemake wrapper: full (voxel-level) validation of the sample sheet."""
+"""Rule validate_sheet: full (voxel-level) validation of the sample sheet."""
 import json
-import sys
+import logging
 
-from thrombseg.sheet import SheetError, validate_sheet
+from thrombseg.core.io import write_text
+from thrombseg.sheet import validate_sheet
+from thrombseg.smk import run_step
 
-sm = snakemake  # noqa: F821  (injected by Snakemake)
-with open(sm.log[0], "w") as log:
-    try:
-        df = validate_sheet(sm.input.sheet)
-    except SheetError as exc:
-        log.write(str(exc) + "\n")
-        sys.stderr.write(str(exc) + "\n")
-        sys.exit(1)
-    summary = {"sheet": sm.input.sheet, "n_subjects": len(df),
-               "centers": df.groupby("center").size().to_dict()}
-    log.write(json.dumps(summary) + "\n")
-with open(sm.output[0], "w") as f:
-    json.dump(summary, f, indent=1)
+
+def step(sm):
+    df = validate_sheet(sm.input.sheet)
+    summary = {"sheet": sm.input.sheet, "n_subjects": len(df), "centers": df.groupby("center").size().to_dict()}
+    logging.getLogger("thrombseg.sheet").info("%s", json.dumps(summary))
+    write_text(json.dumps(summary, indent=1), sm.output[0])
+
+
+run_step(snakemake, step)  # noqa: F821

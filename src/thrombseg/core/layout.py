@@ -35,6 +35,12 @@ class Layout:
     def synthetic_sheet(self) -> str:
         return f"{self.root}/synthetic/subjects.tsv"
 
+    def synthetic_montage(self, center: str) -> str:
+        return f"{self.root}/synthetic/qc/montage_{center}.png"
+
+    def sheet_validation(self) -> str:
+        return f"{self.root}/ingest/sheet_validation.json"
+
     def ingested(self, subject: str) -> str:
         return f"{self.root}/ingest/{subject}"
 
@@ -49,6 +55,16 @@ class Layout:
 
     def splits(self, pid: str) -> str:
         return f"{self.root}/splits/{pid}.tsv"
+
+    def qc_table(self, center: str) -> str:
+        return f"{self.root}/qc/{center}/preprocessing_qc.tsv"
+
+    def qc_montages(self, center: str) -> str:
+        return f"{self.root}/qc/{center}/montages"
+
+    def dataset_description(self, folder: str) -> str:
+        """The BIDS-derivatives description of an image-derivative folder (``preprocessed``, ...)."""
+        return f"{self.root}/{folder}/dataset_description.json"
 
     # ---------------------------------------------------------------- fitted artefacts
     def landmarks(self) -> str:

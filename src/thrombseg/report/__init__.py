@@ -5,7 +5,7 @@
 * :mod:`.provenance`: resolved config, package versions, git commit, sample-sheet checksum, and
   BIDS-derivatives ``dataset_description.json`` files.
 
-Importing this package is cheap; the submodules import matplotlib/seaborn when used.
+Importing this package is cheap; :mod:`.figures` and :mod:`.tables` load matplotlib and seaborn.
 """
 
 __all__ = ["figures", "tables", "provenance"]

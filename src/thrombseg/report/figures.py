@@ -2,8 +2,8 @@
 
 Every ``plot_*`` function takes tables already read into pandas (the evaluation stage's
 ``per_subject.tsv`` / ``per_sequence_set.tsv``, see :mod:`thrombseg.evaluation.aggregate`), writes
-``<out>.png`` and ``<out>.pdf`` atomically (temporary file in the same folder, then ``os.replace``)
-and returns the two paths. Colours come from seaborn's colour-blind-safe "colorblind" palette
+``<out>.png`` and ``<out>.pdf`` atomically (:func:`thrombseg.core.io.atomic_path`) and returns the
+two paths. Colours come from seaborn's colour-blind-safe "colorblind" palette
 (categorical) and cividis (continuous); every axis names its unit.
 
 "Each subject's full sequence set" is the row with the largest ``n_sequences`` of a subject
@@ -16,7 +16,6 @@ backend needed, nothing leaks between figures.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,12 +23,20 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from ..core.case import load_case
+from ..core.io import atomic_path
+from ..core.sequences import SEQUENCES, sources
+from ..evaluation.aggregate import summarize
 
 log = logging.getLogger("thrombseg.report")
 
@@ -39,7 +46,6 @@ __all__ = [
     "PRED_COLOR",
     "palette",
     "full_set_rows",
-    "experiment_labels",
     "plot_per_center_dice",
     "plot_per_center_detection",
     "plot_missing_sequence_heatmap",
@@ -57,20 +63,13 @@ FIGURE_DPI = 150
 # common colour-vision deficiency, and by line style as well.
 TRUTH_COLOR = "#E69F00"
 PRED_COLOR = "#56B4E9"
-SUSCEPTIBILITY_ORDER = ("swi", "t2star")
+SUSCEPTIBILITY_ORDER = sources("swi")  # the overlays' background: SWI, else T2*-GRE
 # The heatmap's metrics: (metric in per_sequence_set.tsv, column title, colour map, higher is better)
 HEATMAP_METRICS = (
     ("dice", "Mean Dice\n(0–1)", "cividis", True),
     ("detection_rate", "Detection rate\n(fraction)", "cividis", True),
     ("n_fp_components", "FP components\n(count / patient)", "cividis_r", False),
 )
-_SCHEDULE_NAMES = {
-    "none": "no dropout",
-    "fixed": "fixed dropout",
-    "staircase": "gradual dropout, staircase",
-    "linear": "gradual dropout, linear",
-    "cosine": "gradual dropout, cosine",
-}
 # Appended to a cross-experiment figure's title when the run has a single experiment (the demo
 # config): the figure then shows that experiment alone, and says so.
 SINGLE_EXPERIMENT_NOTE = ("only one experiment in this run ({label}): nothing to compare;\n"
@@ -79,8 +78,6 @@ SINGLE_EXPERIMENT_NOTE = ("only one experiment in this run ({label}): nothing to
 
 def palette(n: int) -> list:
     """``n`` colours of seaborn's colour-blind-safe categorical palette."""
-    import seaborn as sns
-
     return sns.color_palette("colorblind", max(int(n), 1))
 
 
@@ -93,32 +90,28 @@ def _out_base(out) -> Path:
 def _save(fig: Figure, out) -> tuple[Path, Path]:
     """Write ``<out>.png`` and ``<out>.pdf`` atomically; return their paths."""
     base = _out_base(out)
-    base.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):
         path = base.with_name(f"{base.name}.{ext}")
-        tmp = path.with_name(f".{path.name}.tmp")
         meta = {"Creator": "thrombseg"} if ext == "png" else {"Creator": "thrombseg", "CreationDate": None}
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=FIGURE_DPI, bbox_inches="tight", metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         paths.append(path)
     return paths[0], paths[1]
 
 
-def _read(table) -> pd.DataFrame:
+def read_table(table) -> pd.DataFrame:
+    """A copy of a DataFrame, or a TSV file read into one."""
     if isinstance(table, pd.DataFrame):
         return table.copy()
     return pd.read_csv(table, sep="\t")
 
 
-def _concat(tables) -> pd.DataFrame:
+def concat_tables(tables) -> pd.DataFrame:
+    """One DataFrame from a table, a path or a list of them."""
     if isinstance(tables, (pd.DataFrame, str, os.PathLike)):
         tables = [tables]
-    frames = [_read(t) for t in tables]
+    frames = [read_table(t) for t in tables]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -143,17 +136,6 @@ def _experiments(df: pd.DataFrame, labels: Mapping[str, str] | None) -> tuple[li
     exps = sorted(exps)
     labels = {e: (labels or {}).get(e, e) for e in exps}
     return exps, labels
-
-
-def experiment_labels(training: Mapping | None) -> dict[str, str]:
-    """``experiment -> "name (dropout schedule)"`` from the config's ``training`` section."""
-    training = training or {}
-    default = ((training.get("defaults") or {}).get("dropout") or {}).get("schedule", "none")
-    out = {}
-    for name, exp in (training.get("experiments") or {}).items():
-        sched = ((exp or {}).get("dropout") or {}).get("schedule", default)
-        out[name] = f"{name} ({_SCHEDULE_NAMES.get(sched, sched)})"
-    return out
 
 
 def _sequence_label(s: str) -> str:
@@ -195,9 +177,7 @@ def plot_per_center_dice(per_subject, out, labels: Mapping[str, str] | None = No
     Uses each patient's full sequence set (:func:`full_set_rows`). ``compare``: a cross-experiment
     figure, whose title says so when there is a single experiment.
     """
-    import seaborn as sns
-
-    df = full_set_rows(_read(per_subject))
+    df = full_set_rows(read_table(per_subject))
     df = df[df["dice"].notna()]
     title = "Thrombus Dice per center (all available sequences)"
     if df.empty:
@@ -237,9 +217,7 @@ def plot_per_center_detection(per_subject, out, labels: Mapping[str, str] | None
     over each patient's full sequence set; patients without a thrombus (``detected`` NaN) are left
     out, as in the evaluation tables.
     """
-    from ..evaluation.aggregate import summarize
-
-    df = full_set_rows(_read(per_subject))
+    df = full_set_rows(read_table(per_subject))
     df["center"] = df["center"].astype(str)
     title = "Thrombus detection rate per center (all available sequences)"
     df = df[df["detected"].notna()]
@@ -294,9 +272,7 @@ def plot_missing_sequence_heatmap(per_sequence_set, out, labels: Mapping[str, st
     n = patients); one block of columns per experiment, side by side, on shared colour scales
     (brighter = better for every metric). Values are the means of ``per_sequence_set.tsv``.
     """
-    import seaborn as sns
-
-    df = _concat(per_sequence_set)
+    df = concat_tables(per_sequence_set)
     _require(df, ("experiment", "sequence_set", "metric", "mean", "n_subjects"), "per-sequence-set table")
     df["experiment"] = df["experiment"].astype(str)
     metrics = [m for m in HEATMAP_METRICS if m[0] in set(df["metric"])]
@@ -410,9 +386,7 @@ def plot_dropout_ablation(per_subject, out, labels: Mapping[str, str] | None = N
     with that many withheld); lines are the mean over patients with a 95 % bootstrap band
     (patients resampled); tick labels give the patients at each x.
     """
-    import seaborn as sns
-
-    g = ablation_rows(_concat(per_subject))
+    g = ablation_rows(concat_tables(per_subject))
     title = "Dropout-schedule ablation under missing sequences"
     if g.empty:
         return _empty_figure(out, title, "no per-subject metrics")
@@ -454,7 +428,7 @@ def plot_size_vs_detection(per_subject, out, labels: Mapping[str, str] | None = 
                            n_bins: int = 4) -> tuple[Path, Path]:
     """Detection rate per thrombus-volume bin (bars across the bin, 95 % Wilson interval), with
     each patient as a point at detected (1) / missed (0). Full sequence set of each patient."""
-    df = full_set_rows(_read(per_subject))
+    df = full_set_rows(read_table(per_subject))
     _require(df, ("true_volume_mm3", "detected"), "per-subject table")
     df = df[(df["true_volume_mm3"] > 0) & df["detected"].notna()].copy()
     title = "Detection rate vs thrombus volume (all available sequences)"
@@ -519,24 +493,11 @@ def plot_size_vs_detection(per_subject, out, labels: Mapping[str, str] | None = 
 # ----------------------------------------------------------------------------- overlays
 def _load_harmonized(folder: Path, subject: str):
     """(image, sequence name, thrombus truth or None, brain mask or None, spacing) of a harmonized case."""
-    from ..sheet import SEQUENCES
-
-    have = [s for s in SEQUENCES if (folder / f"{subject}_{s}.npy").is_file()]
-    if not have:
-        raise FileNotFoundError(f"{folder}: no harmonized sequence arrays ({subject}_<seq>.npy)")
-    seq = next((s for s in SUSCEPTIBILITY_ORDER if s in have), have[0])
-    img = np.load(folder / f"{subject}_{seq}.npy", mmap_mode="r")
-    lab_path = folder / f"{subject}_label-thrombus.npy"
-    truth = np.asarray(np.load(lab_path, mmap_mode="r")) > 0 if lab_path.is_file() else None
-    brain_path = folder / f"{subject}_brainmask.npy"
-    brain = np.load(brain_path, mmap_mode="r") if brain_path.is_file() else None
-    spacing = (1.0, 1.0, 1.0)
-    meta = folder / f"{subject}_arrays.json"
-    if meta.is_file():
-        sp = json.loads(meta.read_text()).get("spacing_mm")
-        if sp:
-            spacing = tuple(float(x) for x in sp)
-    return img, seq, truth, brain, spacing
+    case = load_case(folder, subject)
+    seq = next((s for s in SUSCEPTIBILITY_ORDER if s in case.images),
+               next(s for s in SEQUENCES if s in case.images))
+    truth = case.labels.get("thrombus")
+    return case.images[seq], seq, None if truth is None else np.asarray(truth) > 0, case.brain, case.spacing
 
 
 def _pick_patients(d: pd.DataFrame) -> list[tuple[str, pd.Series]]:
@@ -551,6 +512,74 @@ def _pick_patients(d: pd.DataFrame) -> list[tuple[str, pd.Series]]:
     return [(" / ".join(roles), d.iloc[i]) for i, roles in sorted(picked.items())]
 
 
+def _load_prediction(folder: Path, subject: str, shape: tuple) -> np.ndarray | None:
+    """The patient's predicted thrombus mask (None when the file is missing) on the harmonized grid."""
+    path = folder / f"{subject}_thrombus_mask.nii.gz"
+    if not path.is_file():
+        return None
+    pred = np.asarray(nib.load(str(path)).dataobj) > 0
+    if pred.shape != shape:
+        raise ValueError(f"{path}: shape {pred.shape} differs from the harmonized grid {shape}")
+    return pred
+
+
+def _overlay_focus(truth, pred, shape) -> tuple[int, float, float]:
+    """(axial slice, x, y in voxels): the largest cross-section of the truth, else of the prediction."""
+    ref = truth if truth is not None and truth.any() else (pred if pred is not None and pred.any() else None)
+    if ref is None:
+        return shape[2] // 2, shape[0] / 2, shape[1] / 2
+    z = int(np.argmax(ref.sum(axis=(0, 1))))
+    cx, cy = np.argwhere(ref[:, :, z]).mean(0)
+    return z, cx, cy
+
+
+def _draw_overlay_row(axes, img, truth, pred, brain, sp, z: int) -> list[float]:
+    """The slice (brain only, 1-99 % window) with truth and prediction contours on both axes; its extent."""
+    gray = colormaps["gray"].with_extremes(bad="black")
+    sl = np.asarray(img[:, :, z], float)
+    inside = np.asarray(brain[:, :, z]) > 0 if brain is not None and brain.shape == img.shape else sl != 0
+    if not inside.any():
+        inside = np.ones_like(sl, bool)
+    lo, hi = np.percentile(sl[inside], [1, 99])
+    sl = np.ma.masked_array(sl, mask=~inside)  # outside the brain: black
+    X, Y = sl.shape
+    ext = [0, X * sp[0], 0, Y * sp[1]]
+    xs, ys = (np.arange(X) + 0.5) * sp[0], (np.arange(Y) + 0.5) * sp[1]
+    for c, ax in enumerate(axes):
+        ax.set_facecolor("black")
+        ax.imshow(sl.T, cmap=gray, origin="lower", extent=ext, vmin=lo, vmax=hi if hi > lo else lo + 1,
+                  interpolation="nearest" if c else "antialiased")
+        if truth is not None and truth[:, :, z].any():
+            ax.contour(xs, ys, truth[:, :, z].T.astype(float), levels=[0.5], colors=[TRUTH_COLOR],
+                       linewidths=1.8 + 0.8 * c, linestyles="solid")
+        if pred is not None and pred[:, :, z].any():
+            ax.contour(xs, ys, pred[:, :, z].T.astype(float), levels=[0.5], colors=[PRED_COLOR],
+                       linewidths=1.0 + 0.5 * c, linestyles="dashed")
+        ax.set_xlabel("x (mm, left → right)", fontsize=8)
+        ax.set_ylabel("y (mm, posterior → anterior)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    return ext
+
+
+def _zoom_and_titles(axes, ext, centre_mm, zoom_mm: float, role: str, row, seq: str, z: int, has_pred: bool):
+    """Zoom window on the right (dotted box on the left) and both titles of one patient's row."""
+    px, py = centre_mm
+    h = min(zoom_mm / 2, min(ext[1], ext[3]) / 4)  # a zoom, even on a small field of view
+    axes[1].set_xlim(px - h, px + h)
+    axes[1].set_ylim(py - h, py + h)
+    axes[0].add_patch(Rectangle((px - h, py - h), 2 * h, 2 * h, fill=False, ec="white", lw=0.8, ls=":"))
+    axes[0].set_xlim(ext[0], ext[1])
+    axes[0].set_ylim(ext[2], ext[3])
+    det = row.get("detected", np.nan)
+    det_s = "n/a" if pd.isna(det) else ("detected" if det else "missed")
+    vol = row.get("true_volume_mm3", np.nan)
+    vol_s = "" if pd.isna(vol) else f", thrombus {vol:.0f} mm³"
+    no_pred = "" if has_pred else " (prediction file missing)"
+    axes[0].set_title(f"{role}: {row['subject']}, {seq.upper() if seq != 't2star' else 'T2*'} slice z={z}\n"
+                      f"Dice {float(row['dice']):.2f}, {det_s}{vol_s}{no_pred}", fontsize=9, loc="left")
+    axes[1].set_title(f"zoom: {2 * h:.0f} mm window (dotted box)", fontsize=9)
+
+
 def plot_center_overlays(per_subject, center: str, harmonized_root, predictions_root, out, *,
                          experiment: str | None = None, zoom_mm: float = 48.0) -> tuple[Path, Path]:
     """Best, median and worst patient of one center by Dice (full sequence set).
@@ -559,7 +588,7 @@ def plot_center_overlays(per_subject, center: str, harmonized_root, predictions_
     axial slice of the thrombus's largest cross-section, with the truth contour (orange, solid) and
     the prediction contour (sky blue, dashed); left the whole slice, right a ``zoom_mm`` window.
     """
-    df = full_set_rows(_read(per_subject))
+    df = full_set_rows(read_table(per_subject))
     if experiment is not None:
         df = df[df["experiment"].astype(str) == str(experiment)]
     d = df[df["center"].astype(str) == str(center)]
@@ -568,68 +597,15 @@ def plot_center_overlays(per_subject, center: str, harmonized_root, predictions_
     picks = _pick_patients(d)
     if not picks:
         return _empty_figure(out, title, f"no evaluated patient in center {center}")
-    hroot, proot = Path(harmonized_root), Path(predictions_root)
-    from matplotlib import colormaps
-
-    gray = colormaps["gray"].with_extremes(bad="black")
     fig = Figure(figsize=(8.6, 3.7 * len(picks) + 0.6))
     axes = np.atleast_2d(fig.subplots(len(picks), 2, gridspec_kw={"width_ratios": [1.25, 1.0]}))
     for r, (role, row) in enumerate(picks):
         sub = str(row["subject"])
-        img, seq, truth, brain, sp = _load_harmonized(hroot / sub, sub)
-        pred_path = proot / sub / f"{sub}_thrombus_mask.nii.gz"
-        pred = None
-        if pred_path.is_file():
-            import nibabel as nib
-
-            pred = np.asarray(nib.load(str(pred_path)).dataobj) > 0
-            if pred.shape != img.shape:
-                raise ValueError(f"{pred_path}: shape {pred.shape} differs from the harmonized grid {img.shape}")
-        ref = truth if truth is not None and truth.any() else (pred if pred is not None and pred.any() else None)
-        if ref is not None:
-            z = int(np.argmax(ref.sum(axis=(0, 1))))
-            cx, cy = np.argwhere(ref[:, :, z]).mean(0)
-        else:
-            z = img.shape[2] // 2
-            cx, cy = img.shape[0] / 2, img.shape[1] / 2
-        sl = np.asarray(img[:, :, z], float)
-        inside = np.asarray(brain[:, :, z]) > 0 if brain is not None and brain.shape == img.shape else sl != 0
-        if not inside.any():
-            inside = np.ones_like(sl, bool)
-        lo, hi = np.percentile(sl[inside], [1, 99])
-        sl = np.ma.masked_array(sl, mask=~inside)  # outside the brain: black
-        X, Y = sl.shape
-        ext = [0, X * sp[0], 0, Y * sp[1]]
-        xs, ys = (np.arange(X) + 0.5) * sp[0], (np.arange(Y) + 0.5) * sp[1]
-        for c, ax in enumerate(axes[r]):
-            ax.set_facecolor("black")
-            ax.imshow(sl.T, cmap=gray, origin="lower", extent=ext, vmin=lo, vmax=hi if hi > lo else lo + 1,
-                      interpolation="nearest" if c else "antialiased")
-            if truth is not None and truth[:, :, z].any():
-                ax.contour(xs, ys, truth[:, :, z].T.astype(float), levels=[0.5], colors=[TRUTH_COLOR],
-                           linewidths=1.8 + 0.8 * c, linestyles="solid")
-            if pred is not None and pred[:, :, z].any():
-                ax.contour(xs, ys, pred[:, :, z].T.astype(float), levels=[0.5], colors=[PRED_COLOR],
-                           linewidths=1.0 + 0.5 * c, linestyles="dashed")
-            ax.set_xlabel("x (mm, left → right)", fontsize=8)
-            ax.set_ylabel("y (mm, posterior → anterior)", fontsize=8)
-            ax.tick_params(labelsize=7)
-        px, py = cx * sp[0], cy * sp[1]
-        h = min(zoom_mm / 2, min(ext[1], ext[3]) / 4)  # a zoom, even on a small field of view
-        axes[r, 1].set_xlim(px - h, px + h)
-        axes[r, 1].set_ylim(py - h, py + h)
-        axes[r, 0].add_patch(Rectangle((px - h, py - h), 2 * h, 2 * h, fill=False, ec="white", lw=0.8, ls=":"))
-        axes[r, 0].set_xlim(ext[0], ext[1])
-        axes[r, 0].set_ylim(ext[2], ext[3])
-        dice = float(row["dice"])
-        det = row.get("detected", np.nan)
-        det_s = "n/a" if pd.isna(det) else ("detected" if det else "missed")
-        vol = row.get("true_volume_mm3", np.nan)
-        vol_s = "" if pd.isna(vol) else f", thrombus {vol:.0f} mm³"
-        no_pred = "" if pred is not None else " (prediction file missing)"
-        axes[r, 0].set_title(f"{role}: {sub}, {seq.upper() if seq != 't2star' else 'T2*'} slice z={z}\n"
-                             f"Dice {dice:.2f}, {det_s}{vol_s}{no_pred}", fontsize=9, loc="left")
-        axes[r, 1].set_title(f"zoom: {2 * h:.0f} mm window (dotted box)", fontsize=9)
+        img, seq, truth, brain, sp = _load_harmonized(Path(harmonized_root) / sub, sub)
+        pred = _load_prediction(Path(predictions_root) / sub, sub, img.shape)
+        z, cx, cy = _overlay_focus(truth, pred, img.shape)
+        ext = _draw_overlay_row(axes[r], img, truth, pred, brain, sp, z)
+        _zoom_and_titles(axes[r], ext, (cx * sp[0], cy * sp[1]), zoom_mm, role, row, seq, z, pred is not None)
     handles = [Line2D([], [], color=TRUTH_COLOR, lw=2, ls="solid", label="truth (annotation)"),
                Line2D([], [], color=PRED_COLOR, lw=2, ls="dashed", label="prediction")]
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, -0.025))
@@ -641,7 +617,7 @@ def plot_center_overlays(per_subject, center: str, harmonized_root, predictions_
 def plot_overlays(per_subject, harmonized_root, predictions_root, out_dir, *, experiment: str | None = None,
                   centers: Iterable[str] | None = None) -> dict[str, tuple[Path, Path]]:
     """:func:`plot_center_overlays` for every center: ``<out_dir>/<center>.png`` / ``.pdf``."""
-    df = _read(per_subject)
+    df = read_table(per_subject)
     centers = sorted(set(df["center"].astype(str))) if centers is None else [str(c) for c in centers]
     return {c: plot_center_overlays(df, c, harmonized_root, predictions_root, Path(out_dir) / c,
                                     experiment=experiment) for c in centers}
@@ -657,8 +633,8 @@ def make_experiment_figures(per_subject, per_sequence_set, harmonized_root, pred
     ``overlays/<center>``.
     """
     out_dir = Path(out_dir)
-    ps = _read(per_subject)
-    pss = _read(per_sequence_set)
+    ps = read_table(per_subject)
+    pss = read_table(per_sequence_set)
     out = {
         "per_center_dice": plot_per_center_dice(ps, out_dir / "per_center_dice", labels)[0],
         "per_center_detection": plot_per_center_detection(ps, out_dir / "per_center_detection", labels,
@@ -679,8 +655,8 @@ def make_comparison_figures(per_subject, per_sequence_set, out: Mapping[str, str
                             labels: Mapping[str, str] | None = None, n_boot: int = 2000) -> dict[str, Path]:
     """Cross-experiment figures. ``out`` maps figure -> output path (PNG or stem) for any of
     ``ablation``, ``missing_sequences``, ``per_center_dice``, ``per_center_detection``."""
-    ps = _concat(per_subject)
-    pss = _concat(per_sequence_set)
+    ps = concat_tables(per_subject)
+    pss = concat_tables(per_sequence_set)
     funcs = {
         "ablation": lambda p: plot_dropout_ablation(ps, p, labels, n_boot=n_boot),
         "missing_sequences": lambda p: plot_missing_sequence_heatmap(pss, p, labels, compare=True),

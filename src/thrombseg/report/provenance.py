@@ -13,16 +13,18 @@ BIDS-derivatives ``dataset_description.json`` files for the image-derivative fol
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Mapping
+
+import yaml
+
+from .. import __version__
+from ..core.io import write_json, write_text
 
 __all__ = [
     "PACKAGES",
@@ -85,18 +87,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _plain(obj):
     """Snakemake's Config / Namedlist and tuples -> plain YAML-safe containers."""
     if isinstance(obj, Mapping):
@@ -118,8 +108,6 @@ def write_provenance(out_dir: str | Path, config: Mapping, sheet_path: str | Pat
             records ``"unknown"``.
         repo: the code checkout whose commit is recorded (default: this package's checkout).
     """
-    import yaml
-
     out_dir = Path(out_dir)
     cfg_text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
     sheet = {"path": None if sheet_path is None else str(sheet_path), "sha256": UNKNOWN, "bytes": None}
@@ -137,8 +125,8 @@ def write_provenance(out_dir: str | Path, config: Mapping, sheet_path: str | Pat
         "config_sha256": hashlib.sha256(cfg_text.encode()).hexdigest(),
     }
     paths = {"config": out_dir / "config.yaml", "provenance": out_dir / "provenance.json"}
-    _write_atomic(cfg_text, paths["config"])
-    _write_atomic(json.dumps(record, indent=2) + "\n", paths["provenance"])
+    write_text(cfg_text, paths["config"])
+    write_json(record, paths["provenance"])
     return paths
 
 
@@ -153,7 +141,7 @@ def write_dataset_description(deriv_root: str | Path, name: str, *, version: str
     if version is None:
         version = package_versions(["thrombseg"])["thrombseg"]
         if version == NOT_INSTALLED:
-            from .. import __version__ as version
+            version = __version__
     gen: dict[str, str] = {"Name": "thrombseg", "Version": str(version)}
     if code_url:
         gen["CodeURL"] = code_url
@@ -168,5 +156,5 @@ def write_dataset_description(deriv_root: str | Path, name: str, *, version: str
     if source_datasets:
         desc["SourceDatasets"] = source_datasets
     path = Path(deriv_root) / "dataset_description.json"
-    _write_atomic(json.dumps(desc, indent=2) + "\n", path)
+    write_json(desc, path)
     return path

@@ -14,15 +14,14 @@ show ``mean [low, high]`` rounded to ``digits``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from ..core.io import write_text
 from ..evaluation.aggregate import summarize
-from .figures import full_set_rows
+from .figures import concat_tables, full_set_rows
 
 __all__ = [
     "ALL_CENTERS",
@@ -44,17 +43,6 @@ METRICS = (
 )
 
 
-def _read(table) -> pd.DataFrame:
-    return table.copy() if isinstance(table, pd.DataFrame) else pd.read_csv(table, sep="\t")
-
-
-def _concat(tables) -> pd.DataFrame:
-    if isinstance(tables, (pd.DataFrame, str, os.PathLike)):
-        tables = [tables]
-    frames = [_read(t) for t in tables]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def _wide(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Long summarize() output -> one row per key with <metric>_{mean,ci_low,ci_high,n}."""
     out = None
@@ -69,7 +57,7 @@ def _wide(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def per_center_table(per_subject, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Numeric per-center × experiment table (see module docstring)."""
-    df = full_set_rows(_concat(per_subject))
+    df = full_set_rows(concat_tables(per_subject))
     df["center"] = df["center"].astype(str)
     df["experiment"] = df["experiment"].astype(str)
     metrics = [m for m, _, _, _ in METRICS if m in df.columns]
@@ -87,7 +75,7 @@ def per_center_table(per_subject, *, n_boot: int = 2000, seed: int = 0) -> pd.Da
 
 def per_sequence_set_table(per_sequence_set) -> pd.DataFrame:
     """Numeric per-(experiment, sequence set) table from ``per_sequence_set.tsv`` files."""
-    df = _concat(per_sequence_set)
+    df = concat_tables(per_sequence_set)
     df["experiment"] = df["experiment"].astype(str)
     df["sequence_set"] = df["sequence_set"].astype(str)
     n = df.groupby(["experiment", "sequence_set"])["n_subjects"].max().rename("n").reset_index()
@@ -171,18 +159,6 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_text_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_table(numeric: pd.DataFrame, display: pd.DataFrame, out, *, caption: str, label: str
                 ) -> dict[str, Path]:
     """``<out>.tsv`` (numeric), ``<out>.md`` and ``<out>.tex`` (display); returns ext -> path."""
@@ -190,9 +166,9 @@ def write_table(numeric: pd.DataFrame, display: pd.DataFrame, out, *, caption: s
     if base.suffix in (".tsv", ".md", ".tex"):
         base = base.with_suffix("")
     paths = {ext: base.with_name(f"{base.name}.{ext}") for ext in ("tsv", "md", "tex")}
-    _write_text_atomic(numeric.to_csv(sep="\t", index=False, na_rep="NaN", float_format="%.6g"), paths["tsv"])
-    _write_text_atomic(to_markdown(display, caption), paths["md"])
-    _write_text_atomic(to_latex(display, caption, label), paths["tex"])
+    write_text(numeric.to_csv(sep="\t", index=False, na_rep="NaN", float_format="%.6g"), paths["tsv"])
+    write_text(to_markdown(display, caption), paths["md"])
+    write_text(to_latex(display, caption, label), paths["tex"])
     return paths
 
 
