@@ -220,7 +220,7 @@ def main() -> None:
 
     from thrombseg.core.errors import UserError
     from thrombseg.inference.cli import results_files
-    from thrombseg.preprocessing.pipeline import resolve_config
+    from thrombseg.preprocessing.settings import resolve_config
 
     torch.set_num_threads(args.threads)
     pd.set_option("display.width", 250)

@@ -39,8 +39,9 @@ from ..evaluation.metrics import label_components
 from ..ingest import IngestError, ingest_subject
 from ..preprocessing._io import PreprocessingError, like, load_image, nifti_affine, set_threads
 from ..preprocessing.harmonize import harmonize_subject, load_landmarks
-from ..preprocessing.pipeline import preprocess_subject, resolve_config
+from ..preprocessing.pipeline import preprocess_subject
 from ..preprocessing.registration import move_label, resample
+from ..preprocessing.settings import resolve_config
 from .predict import LoadedModel, inference_device, load_checked, predict_case
 from .sequences import case_sequences, check_sequences
 from .settings import InferenceConfig, InferenceError
