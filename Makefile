@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet "pip>=23"
 	# constraints keep torch CPU-only and resolve the packaging/nilearn clash (see README "Install notes")
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,lint]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,test,lint]"
 	# hd-bet drags in a torchvision that fails to import next to torch 2.13; nothing here needs it.
 	-$(BIN)/pip uninstall --yes --quiet torchvision
 	touch $(STAMP)

@@ -30,7 +30,7 @@ NAMES = ("synth", "model", "train", "dag", "preprocess", "infer", "selection", "
 NEEDS = 2  # exit code of stop(): a prerequisite is missing
 
 
-def stop(message: str) -> "NoReturn":  # noqa: F821
+def stop(message: str) -> NoReturn:  # noqa: F821
     """One line on stderr naming what to run first, exit code ``NEEDS``; never a traceback."""
     print(f"{Path(sys.argv[0]).name}: {message}", file=sys.stderr, flush=True)
     raise SystemExit(NEEDS)

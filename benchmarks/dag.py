@@ -21,7 +21,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-
 from _common import header
 
 REPO = Path(__file__).resolve().parents[1]

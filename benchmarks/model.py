@@ -20,12 +20,11 @@ import argparse
 import platform
 import time
 
-import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
-
-from thrombseg.models import MODEL_REGISTRY, build_model
-
 from _common import header
+
+import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
+from thrombseg.models import MODEL_REGISTRY, build_model
 
 
 def _time(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:

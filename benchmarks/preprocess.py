@@ -285,7 +285,7 @@ def run_pipeline(sheet, ing, out, real, quick=False):
     subjects = list(zip(sheet["subject"], sheet["center"]))
     if quick:  # the patient with the fewest sequences
         subjects = [min(subjects, key=lambda sc: len(list((ing / sc[0]).glob(f"{sc[0]}_*.nii.gz"))))]
-    for sub, center in subjects:
+    for sub, _center in subjects:
         metas.append(preprocess_subject(ing, sub, pre, {"threads": 2}))
         print(f"  pipeline: {sub} {metas[-1]['timings_s']['total']:.1f} s", file=sys.stderr, flush=True)
     d = real / "ms_lesjak2017" / "patient07" if real else None

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 import yaml
+from _common import header
 from torch.utils.data import DataLoader
 
+import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 from thrombseg.core.case import Case
 from thrombseg.models.checkpoint import build_network, resolve_device
 from thrombseg.plan import experiment_settings
@@ -35,8 +36,6 @@ from thrombseg.training.cli import split_cases
 from thrombseg.training.config import TrainConfig
 from thrombseg.training.data import StackDataset
 from thrombseg.training.losses import SegmentationLoss
-
-from _common import header
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ script that opens the view named in the URL hash (category, subcategory, result,
 dumps every category, result, caption and whether its data is embedded.
 """
 import sys
+
 src, dst = sys.argv[1], sys.argv[2]
 html = open(src, encoding="utf-8").read()
 js = r"""

@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 BENCH = REPO / "benchmarks"

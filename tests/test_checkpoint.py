@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from thrombseg.models.checkpoint import (CheckpointError, build_network, load_checkpoint, load_model,
-                                        save_checkpoint)
+from thrombseg.models.checkpoint import CheckpointError, build_network, load_checkpoint, load_model, save_checkpoint
 from thrombseg.training.config import TrainConfig
 
 TINY = {"model": "unet25d", "modalities": ["swi", "dwi"], "model_kwargs": {"widths": [4, 8]}}

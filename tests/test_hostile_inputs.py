@@ -1,6 +1,7 @@
 """Bad input gets one clear line naming the file and the problem, never a traceback or a memory bomb."""
 from __future__ import annotations
 
+import argparse
 import gzip
 import time
 import tracemalloc
@@ -9,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_nifti
+
 from thrombseg.cli import main
 from thrombseg.core.errors import positive_int
 from thrombseg.ingest import IngestError, ingest_subject
@@ -211,5 +212,5 @@ def test_threads_below_one_is_refused(argv, capsys):
 def test_positive_int():
     assert positive_int("3") == 3
     for bad in ("0", "-1", "x", "1.5"):
-        with pytest.raises(Exception):
+        with pytest.raises(argparse.ArgumentTypeError):
             positive_int(bad)

@@ -7,8 +7,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_nifti
+
 from thrombseg.cli import main
 from thrombseg.ingest import IngestError, ingest_subject
 from thrombseg.sheet import COLUMNS

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from thrombseg.training.modality_dropout import (PRESETS, GradualModalityDropout, attenuation_at,
-                                                 stage_index)
+from thrombseg.training.modality_dropout import PRESETS, GradualModalityDropout, attenuation_at, stage_index
 
 torch.set_num_threads(1)  # tiny tensors: threading only adds overhead
 

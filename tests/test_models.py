@@ -8,9 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from thrombseg.models import (MODEL_REGISTRY, AttentionGateFusion, AttLLSTM, CLSTMNet, ConvLSTM,
-                              LogicLSTM, LogicOperation, TransferLayer, UNet25D, UpAttLLSTM,
-                              build_model)
+from thrombseg.models import (
+    MODEL_REGISTRY,
+    AttentionGateFusion,
+    AttLLSTM,
+    CLSTMNet,
+    ConvLSTM,
+    LogicLSTM,
+    LogicOperation,
+    TransferLayer,
+    UNet25D,
+    UpAttLLSTM,
+    build_model,
+)
 
 torch.set_num_threads(1)  # tiny tensors: threading only adds overhead
 
@@ -363,9 +373,7 @@ def test_attllstm_gets_its_modalities_from_the_trainer():
 
 
 def test_old_attllstm_checkpoint_fails_in_one_line(tmp_path):
-    from thrombseg.models.checkpoint import CheckpointError, save_checkpoint
-    from thrombseg.models.checkpoint import build_network
-    from thrombseg.models.checkpoint import load_model
+    from thrombseg.models.checkpoint import CheckpointError, build_network, load_model, save_checkpoint
     from thrombseg.training.config import TrainConfig
 
     cfg = TrainConfig.from_dict({"model": "attllstm", "modalities": FIVE})

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_nifti
+
 from thrombseg.cli import main
 from thrombseg.sheet import COLUMNS, SheetError, validate_sheet
 

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from test_dag import tiny_cohort
 
@@ -179,7 +178,7 @@ def test_profile_runs_whole_tiny_dag_through_real_slurm(tmp_path, slurm_env, req
     # slurmctld's completion log records each as COMPLETED with exit 0, however long the run took.
     submitted = _submitted(out)
     assert submitted, out
-    for jobid, log in submitted:
+    for _jobid, log in submitted:
         assert Path(log).is_file(), f"missing Slurm log {log}"
     assert _job_problems([j for j, _ in submitted], slurm_env) == []
     assert "Falling back to 'sacct'" not in out, out[-4000:]

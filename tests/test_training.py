@@ -287,6 +287,7 @@ def test_demo_experiment_dropout_is_what_it_was():
     """config/config.yaml's upattllstm_gmd: the same GMD, called at every epoch with the same a, stage and
     site strength as before grouping / presets / site_boundaries existed (draws: test_modality_dropout)."""
     from conftest import REPO
+
     from thrombseg.config import read_yaml
     from thrombseg.plan import experiment_settings
 

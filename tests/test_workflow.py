@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from conftest import REPO, write_nifti
+
 from thrombseg.sheet import COLUMNS
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]

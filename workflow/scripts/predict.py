@@ -1,9 +1,9 @@
 """Rule predict: one test patient, every sequence subset (thrombseg.inference.predict)."""
 from pathlib import Path
 
-import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 
+import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 from thrombseg.inference.predict import inference_settings, predict_subject
 from thrombseg.inference.settings import InferenceError
 from thrombseg.models.checkpoint import CheckpointError

@@ -1,9 +1,9 @@
 """Rules train_thrombus / train_infarct: resumable training (thrombseg.training)."""
 from pathlib import Path
 
-import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 
+import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 from thrombseg.inference.settings import InferenceError
 from thrombseg.models.checkpoint import CheckpointError
 from thrombseg.smk import run_step

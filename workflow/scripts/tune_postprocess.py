@@ -1,11 +1,11 @@
 """Rule tune_postprocess: post-processing settings chosen on validation patients (thrombseg.inference.tune)."""
 import logging
 
-import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 
-from thrombseg.inference.tune import tune_subjects
+import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 from thrombseg.inference.settings import InferenceError
+from thrombseg.inference.tune import tune_subjects
 from thrombseg.models.checkpoint import CheckpointError
 from thrombseg.smk import run_step
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from ..core.case import Case, load_case
 from ..core.fs import atomic_dir, check_id, check_output_dir
 from ..core.io import copy_file, write_array_nifti, write_json
 from ..core.sequences import SEQUENCES
+from ..core.timing import StepTimer
 from ..evaluation.metrics import label_components
 from ..ingest import IngestError, ingest_subject
 from ..preprocessing._io import PreprocessingError, like, load_image, nifti_affine, set_threads
@@ -47,16 +46,6 @@ from .sequences import case_sequences, check_sequences
 from .settings import InferenceConfig, InferenceError
 
 SUMMARY = "{subject}_prediction.json"
-
-
-class _Timings(dict):
-    """Seconds of each step, in the order the steps ran."""
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self[name] = round(time.perf_counter() - start, 3)
 
 
 @dataclass
@@ -102,7 +91,7 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
         InferenceError, PreprocessingError, IngestError: bad input; the message names the file or sequence.
     """
     started = time.perf_counter()
-    timings = _Timings()
+    timings = StepTimer()
     with timings.step("checks_and_models"):
         run = _checked_run(images, out_dir, thrombus_model, landmarks, infarct_model, preprocess_config,
                            icfg or InferenceConfig(), subject, center, overwrite)
@@ -170,7 +159,7 @@ def _check_inputs(images: dict) -> dict[str, Path]:
     return out
 
 
-def _prepare_case(run: _Run, work: Path, timings: _Timings) -> dict:
+def _prepare_case(run: _Run, work: Path, timings: StepTimer) -> dict:
     """Ingest, preprocess and harmonize the patient under ``work`` as the workflow does; the preprocessing record."""
     subject = run.subject
     with timings.step("ingest"):

@@ -9,7 +9,7 @@ its channel list), so the channel order of a config does not change who queries 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

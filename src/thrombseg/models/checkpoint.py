@@ -107,7 +107,7 @@ class ModelSpec:
     config: dict = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: dict) -> "ModelSpec":
+    def from_config(cls, config: dict) -> ModelSpec:
         keys = ("model", "model_kwargs", "modalities", "target", "stack", "threshold")
         spec = cls(**{k: config[k] for k in keys if config.get(k) is not None}, config=dict(config))
         if spec.modalities is None:

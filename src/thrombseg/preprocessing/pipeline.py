@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +36,7 @@ from ..core.fs import atomic_dir, check_id, check_output_dir
 from ..core.io import write_json
 from ..core.sequences import LABEL_GRID as SHEET_LABEL_GRID
 from ..core.sequences import SEQUENCES
+from ..core.timing import StepTimer
 from . import skullstrip as ss
 from ._io import PreprocessingError, atomic_write_nifti, like, load_image, nifti_affine, set_threads
 from .bias import n4_correct
@@ -52,24 +50,6 @@ LABEL_GRID: dict[str, tuple[str, ...]] = {k.removesuffix("_mask"): v for k, v in
 #: Sequences that share their leader's acquisition and therefore its transform (first present leader).
 FOLLOWS: dict[str, tuple[str, ...]] = {"phase": MAGNITUDE_OF_PHASE, "adc": ("dwi",)}
 STEPS: tuple[str, ...] = ("load", "skullstrip", "registration", "grid", "resample", "n4", "labels", "write", "qc")
-
-
-class _Clock:
-    """Seconds spent in each step, summed over the step's repeats (one per sequence)."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.seconds: dict[str, float] = dict.fromkeys(STEPS, 0.0)
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        yield
-        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-    def total(self) -> dict[str, float]:
-        """The per-step seconds and the total since the clock started."""
-        return {**self.seconds, "total": round(time.perf_counter() - self.start, 3)}
 
 
 @dataclass
@@ -119,7 +99,7 @@ def preprocess_subject(ingest_dir: str | Path, subject: str, out_dir: str | Path
     dest = check_output_dir(Path(out_dir) / check_id(subject), overwrite, inputs=[ingest_dir])  # before the work
     cfg = resolve_config(config)
     set_threads(cfg["threads"], cfg["deterministic"])
-    clock, warnings = _Clock(), []
+    clock, warnings = StepTimer(STEPS), []
     with clock.step("load"):
         inputs = _load_inputs(Path(ingest_dir), subject)
     reference = choose_reference(inputs.seqs, cfg["reference_priority"], cfg["reference"])
@@ -188,7 +168,7 @@ def _load_inputs(ingest_dir: Path, subject: str) -> _Inputs:
 # --------------------------------------------------------------------------------------------------
 # skull strip and co-registration
 # --------------------------------------------------------------------------------------------------
-def _register(inputs: _Inputs, reference: str, seq: str, cfg: dict, clock: _Clock, mask=None) -> Registration:
+def _register(inputs: _Inputs, reference: str, seq: str, cfg: dict, clock: StepTimer, mask=None) -> Registration:
     """``seq`` registered to the reference sequence with the configured settings."""
     rcfg = cfg["registration"]
     with clock.step("registration"):
@@ -207,7 +187,7 @@ def _strip_sequence(seqs: list[str], reference: str, wanted: str | None, warning
     return strip_seq
 
 
-def _strip_skull(inputs: _Inputs, reference: str, regs: dict, cfg: dict, clock: _Clock,
+def _strip_skull(inputs: _Inputs, reference: str, regs: dict, cfg: dict, clock: StepTimer,
                  warnings: list[str]) -> _Masks:
     """Brain and intracranial masks on the reference grid, from the configured strip sequence."""
     scfg = cfg["skullstrip"]
@@ -233,7 +213,7 @@ def _strip_skull(inputs: _Inputs, reference: str, regs: dict, cfg: dict, clock: 
                       ants.threshold_image(resample(icv_native, ref, matrix), 0.5, 1e9), info)
 
 
-def _coregister(inputs: _Inputs, reference: str, regs: dict, masks: _Masks, cfg: dict, clock: _Clock,
+def _coregister(inputs: _Inputs, reference: str, regs: dict, masks: _Masks, cfg: dict, clock: StepTimer,
                 warnings: list[str]) -> None:
     """Register every sequence to the reference (in ``regs``); phase and ADC take their leader's transform."""
     ref = inputs.images[reference]
@@ -336,7 +316,7 @@ def _n4_applies(seq: str, cfg: dict) -> bool:
 
 
 def _resample_sequences(inputs: _Inputs, subject: str, regs: dict, grid: _Grid, masks: _Masks, cfg: dict,
-                        clock: _Clock) -> tuple[dict[str, ants.ANTsImage], dict | None]:
+                        clock: StepTimer) -> tuple[dict[str, ants.ANTsImage], dict | None]:
     """Every sequence on the output grid: ADC in 1e-3 mm^2/s, N4-corrected, zero outside the intracranial mask."""
     brain_img = like(grid.image, masks.brain.astype(np.float32))
     icv_img = like(grid.image, masks.icv.astype(np.float32))

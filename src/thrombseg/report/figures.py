@@ -20,8 +20,8 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import nibabel as nib
 import numpy as np
@@ -242,7 +242,7 @@ def plot_per_center_detection(per_subject, out, labels: Mapping[str, str] | None
         ok = ~np.isnan(mean)
         ax.errorbar(xs[ok], mean[ok], yerr=[mean[ok] - lo[ok], hi[ok] - mean[ok]], fmt="none", ecolor="0.1",
                     elinewidth=1.2, capsize=4)
-        for x, c, m in zip(xs, centers, mean):
+        for x, c in zip(xs, centers):
             n = int(se["n"].get(c, 0)) if c in se.index else 0
             k = int(hits.get((e, c), 0))
             ax.text(x, 1.06, f"{k}/{n}" if n else "n/a", ha="center", va="bottom", fontsize=8)
@@ -290,7 +290,7 @@ def plot_missing_sequence_heatmap(per_sequence_set, out, labels: Mapping[str, st
     # Columns: presence matrix, then per experiment its metric columns and a spacer.
     blocks = []
     width_ratios = [0.32 * len(seqs) + 0.3]
-    for i, e in enumerate(exps):
+    for i in range(len(exps)):
         if i:
             width_ratios.append(0.35)
         blocks.append(list(range(len(width_ratios), len(width_ratios) + len(metrics))))

@@ -16,10 +16,10 @@ import hashlib
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import yaml
 
@@ -114,7 +114,7 @@ def write_provenance(out_dir: str | Path, config: Mapping, sheet_path: str | Pat
     if sheet_path is not None and Path(sheet_path).is_file():
         sheet.update(sha256=sha256_file(sheet_path), bytes=Path(sheet_path).stat().st_size)
     record = {
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "platform": platform.platform(),

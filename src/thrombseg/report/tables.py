@@ -14,8 +14,8 @@ show ``mean [low, high]`` rounded to ``digits``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 

@@ -74,7 +74,7 @@ class DropoutConfig:
             raise ValueError(f"{where}: {exc}") from None
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DropoutConfig":
+    def from_dict(cls, d: dict) -> DropoutConfig:
         """A config from a mapping; a ``preset`` supplies the keys the mapping does not set."""
         d = dict(d)
         preset = d.get("preset")
@@ -117,7 +117,7 @@ class TrainConfig:
     threshold: float = 0.5
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         """A config from a mapping (unknown keys: ValueError); modalities default per target."""
         d = dict(d)
         known = {f.name for f in dataclasses.fields(cls)}

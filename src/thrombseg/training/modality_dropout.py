@@ -21,7 +21,7 @@ Deviations from the public reference implementation (README, "Deviations from th
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
