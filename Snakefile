@@ -15,6 +15,7 @@ include: "workflow/rules/preprocessing.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/inference.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/audit.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     if missing:
         stop(f"needs a trained demo run ({', '.join(missing)} not found): run `make demo`, then "
              f"`.venv/bin/{UNSEEN}` for the unseen cohort")
-    if not splits.is_file() or not (cohort / "harmonized").is_dir():
+    harmonized = cohort / "harmonized" / "multicentric"  # the unseen run's protocol
+    if not splits.is_file() or not harmonized.is_dir():
         stop(f"needs the unseen cohort harmonized in {shown(cohort)} ({shown(splits)} not found): "
              f"run `.venv/bin/{UNSEEN}`")
     torch.set_num_threads(a.threads)
@@ -92,10 +93,10 @@ def main(argv=None) -> int:
     subjects = pd.read_csv(splits, sep="\t")
     if a.quick:
         subjects = subjects.groupby("center", sort=True).head(1)
-    missing = [s for s in subjects["subject"] if not (cohort / "harmonized" / s).is_dir()]
+    missing = [s for s in subjects["subject"] if not (harmonized / s).is_dir()]
     if missing:
-        stop(f"{shown(cohort / 'harmonized')}: {', '.join(missing)} not harmonized: run `.venv/bin/{UNSEEN}`")
-    cases = [load_case(cohort / "harmonized" / r["subject"], r["subject"], r["center"]) for _, r in subjects.iterrows()]
+        stop(f"{shown(harmonized)}: {', '.join(missing)} not harmonized: run `.venv/bin/{UNSEEN}`")
+    cases = [load_case(harmonized / r["subject"], r["subject"], r["center"]) for _, r in subjects.iterrows()]
     df = score_rules(raw_maps(cases, thrombus, infarct))  # each patient predicted once, every rule on the same maps
     table = df.groupby("rule", sort=False).agg(
         detected=("detected", "sum"), patients=("detected", "size"), dice=("dice", "mean"),

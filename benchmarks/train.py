@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train.py [--config config/config.yaml] [--steps 20] [--device auto]
         [--results results] [--quick]
 
-Uses the demo's harmonized training patients (<results>/harmonized, <results>/splits/multicentric.tsv)
+Uses the demo's harmonized training patients (<results>/harmonized/multicentric, <results>/splits/multicentric.tsv)
 when a demo run exists, otherwise 8 random 5-sequence volumes of demo size (160 x 190 x 70) with a
 small thrombus. The loader is re-started for as many epochs as ``--steps`` needs. The first two steps
 are warm-up, not timed. One row for the configured model (the demo's half-width UpAttLLSTM) and,
@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _cases(modalities, results: Path) -> tuple[list[Case], str]:
     splits = results / "splits/multicentric.tsv"
-    if splits.is_file() and (results / "harmonized").is_dir():
-        cases = split_cases(pd.read_csv(splits, sep="\t", dtype=str, keep_default_na=False), "train",
-                            results / "harmonized")
+    harmonized = results / "harmonized" / "multicentric"
+    if splits.is_file() and harmonized.is_dir():
+        cases = split_cases(pd.read_csv(splits, sep="\t", dtype=str, keep_default_na=False), "train", harmonized)
         return cases, f"{len(cases)} harmonized training patients of {results}"
     rng = np.random.default_rng(0)
     out = []

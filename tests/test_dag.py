@@ -8,6 +8,7 @@ About 4 minutes on 2 cores, most of it preprocessing; run once per module.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -94,6 +95,33 @@ def test_full_dag_ends_in_metrics_figures_and_provenance(tiny_run):
     assert (results / "tables" / "per_center.tex").is_file()
     assert (results / "provenance" / "provenance.json").is_file()
     assert (results / "predictions" / "dataset_description.json").is_file()
+    # each protocol harmonized with landmarks of its own training patients; the audit finds no leak
+    landmarks = json.loads((results / "harmonization" / "multicentric" / "landmarks.json").read_text())
+    assert sorted(landmarks["fitted_on"]) == sorted(splits.loc[splits["split"] == "train", "subject"])
+    audit = pd.read_csv(results / "audit" / "leakage.tsv", sep="\t", keep_default_na=False)
+    assert set(audit["artefact"]) == {"harmonization landmarks", "thrombus model", "infarct model",
+                                      "post-processing tuning"}
+    assert (audit["test_patients_in_it"] == "").all() and (audit["n_patients"] > 0).all()
+
+
+def test_audit_rule_fails_on_a_planted_leak(tiny_run):
+    d, cfg, results = tiny_run
+    path = results / "harmonization" / "multicentric" / "landmarks.json"
+    original, stat = path.read_text(), path.stat()
+    splits = pd.read_csv(results / "splits" / "multicentric.tsv", sep="\t")
+    leaked = sorted(splits.loc[splits["split"] == "test", "subject"])[0]
+    record = json.loads(original)
+    path.write_text(json.dumps(record | {"fitted_on": [*record["fitted_on"], leaked]}))
+
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # nothing downstream looks out of date
+    try:
+        res = _snakemake(d / "run", cfg, "--forcerun", "audit", "--allowed-rules", "audit")
+    finally:
+        path.write_text(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert res.returncode != 0
+    assert f"harmonization landmarks (landmarks fit, {path.relative_to(d / 'run')}) was fitted with its test patient(s) {leaked}" \
+        in res.stdout + res.stderr
 
 
 def test_report_html_builds(tiny_run):
@@ -120,7 +148,7 @@ def test_single_center_rerun_reuses_models_and_touches_only_that_center(tiny_run
     after = _mtimes(results)
 
     changed = {p for p in before if after.get(p) != before[p]}
-    redone_dirs = {f"{stage}/{s}" for s in redo for stage in ("ingest", "preprocessed", "harmonized")} | \
+    redone_dirs = {f"{stage}/{s}" for s in redo for stage in ("ingest", "preprocessed", "harmonized/multicentric")} | \
         {f"predictions/upattllstm_gmd/{s}" for s in redo}
     assert changed, "nothing was re-run"
     unexpected = sorted(p for p in changed if not any(p.startswith(r + "/") for r in redone_dirs))

@@ -136,9 +136,23 @@ def test_one_center_rerun_reuses_models_only_when_all_exist():
     assert absent.missing_frozen() == ["out/models/infarct/multicentric/model.pt",  # experiments' order
                                        "out/models/infarct/leave-center-out-ctrC/model.pt",
                                        "out/models/infarct/monocentric-ctrB/model.pt"]
-    assert _plan(cfg, exists=lambda path: True).frozen_files()[:2] == [
-        "out/harmonization/landmarks.json", "out/models/gmd/thrombus/model.pt"]
+    assert _plan(cfg, exists=lambda path: True).frozen_files()[:4] == [  # one landmarks file per protocol
+        "out/harmonization/leave-center-out-ctrC/landmarks.json", "out/harmonization/monocentric-ctrB/landmarks.json",
+        "out/harmonization/multicentric/landmarks.json", "out/models/gmd/thrombus/model.pt"]
     assert not _plan(exists=lambda path: True).reuse_models  # a full run retrains
+
+
+def test_each_protocol_is_harmonized_with_landmarks_its_test_patients_never_saw():
+    plan = _plan()
+    assert plan.protocols == ["leave-center-out-ctrC", "monocentric-ctrB", "multicentric"]
+    for pid in plan.protocols:
+        fitted = set(plan.subjects_in(pid, "train"))  # what rule fit_landmarks fits protocol pid on
+        assert fitted and not fitted & set(plan.subjects_in(pid, "test"))
+        assert set(plan.subjects_in(pid, "train", "val")) <= set(plan.harmonized_subjects(pid))
+    loco = plan.subjects_in("leave-center-out-ctrC", "train")
+    assert not [s for s in loco if plan.cohort_center[s] == "ctrC"]  # the held-out center is unseen
+    assert set(plan.test_subjects("loco")) == {s for s, c in plan.cohort_center.items() if c == "ctrC"}
+    assert set(plan.test_subjects("loco")) <= set(plan.harmonized_subjects("leave-center-out-ctrC"))
 
 
 def test_experiment_labels_and_resources():
@@ -156,8 +170,9 @@ def test_layout_paths():
     assert lay.thrombus_model("{experiment}") == "res/models/{experiment}/thrombus/model.pt"
     assert lay.tuned_postprocess("e") == "res/models/e/thrombus/postprocess.json"
     assert lay.infarct_model("multicentric") == "res/models/infarct/multicentric/model.pt"
-    assert lay.landmarks() == "res/harmonization/landmarks.json" and lay.splits("p") == "res/splits/p.tsv"
+    assert lay.landmarks("p") == "res/harmonization/p/landmarks.json" and lay.splits("p") == "res/splits/p.tsv"
     assert lay.predictions("e", "s1") == "res/predictions/e/s1" and lay.harmonized() == "res/harmonized"
+    assert lay.harmonized("p", "s1") == "res/harmonized/p/s1"
     assert lay.qc_table("ctrA") == "res/qc/ctrA/preprocessing_qc.tsv"
     assert lay.qc_montages("ctrA") == "res/qc/ctrA/montages"
     assert lay.synthetic_montage("ctrA") == "res/synthetic/qc/montage_ctrA.png"

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 pytest.importorskip("ants")
 
 from thrombseg.cli import main  # noqa: E402
+from thrombseg.core.errors import UserError  # noqa: E402
 from thrombseg.core.fs import OutputError  # noqa: E402
 from thrombseg.inference.cli import results_files  # noqa: E402
 from thrombseg.inference.patient import predict_patient, to_native  # noqa: E402
@@ -357,7 +358,18 @@ def test_results_folder_lookup(patient, tmp_path):
         "training": {"experiments": {"exp1": {"protocol": "monocentric-A"}}}}))
     found = results_files(r)
     assert found["experiment"] == "exp1" and found["infarct_model"] == r / "models/infarct/monocentric-A/model.pt"
-    assert found["landmarks"] == r / "harmonization/landmarks.json" and found["inference"]["threshold"] == 0.4
+    # the landmarks of the experiment's protocol: its patients were harmonized with them
+    assert found["landmarks"] == r / "harmonization/monocentric-A/landmarks.json"
+    assert found["inference"]["threshold"] == 0.4
     assert found["preprocess"] == {"threads": 1} and found["postprocess"] is None
     (r / "models/exp1/thrombus/postprocess.json").write_text(json.dumps({"chosen": {"min_size_voxels": 5}}))
     assert results_files(r)["postprocess"] == r / "models/exp1/thrombus/postprocess.json"
+    (r / "provenance/config.yaml").unlink()  # no run config: the only landmarks there, or a clear refusal
+    shutil.rmtree(r / "models/infarct/multicentric")
+    for d in ("multicentric", "monocentric-A"):
+        (r / "harmonization" / d).mkdir(parents=True)
+        (r / "harmonization" / d / "landmarks.json").write_text("{}")
+    with pytest.raises(UserError, match="give --landmarks"):
+        results_files(r)
+    shutil.rmtree(r / "harmonization/multicentric")
+    assert results_files(r)["landmarks"] == r / "harmonization/monocentric-A/landmarks.json"

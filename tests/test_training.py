@@ -123,6 +123,8 @@ def test_loss_falls_and_model_reloads(tmp_path):
     assert not np.isnan(hist.val_dice.iloc[-1])  # the last epoch is always validated
     model, cfg2 = load_model(tmp_path / "run" / "model.pt")
     assert cfg2.modalities == ["swi", "dwi", "flair"]
+    # the patients behind the weights and the checkpoint choice, for the leakage audit
+    assert json.loads((tmp_path / "run" / "subjects.json").read_text()) == {"train": ["c0", "c1", "c2"], "val": ["c3"]}
     assert (tmp_path / "run" / "training_curve.png").stat().st_size > 1000
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from .core.io import write_table
+from .core.layout import SUBJECTS_RECORD
 
-MODEL_RECORD = "subjects.json"  # beside model.pt: {"train": [...], "val": [...]}
 COLUMNS = ["experiment", "artefact", "file", "role", "n_patients", "test_patients_in_it"]
 
 
@@ -35,7 +35,7 @@ class LeakageError(ValueError):
 def fitted_patients(kind: str, path: str | Path) -> dict[str, list[str]]:
     """``{role: patients}`` that influenced an artefact, from its record (LeakageError if none)."""
     path = Path(path)
-    record = path.parent / MODEL_RECORD if kind == "model" else path
+    record = path.parent / SUBJECTS_RECORD if kind == "model" else path
     try:
         data = json.loads(record.read_text())
     except (OSError, ValueError) as exc:

@@ -169,6 +169,19 @@ class Plan:
     def experiment_pid(self, experiment: str) -> str:
         return self.training["experiments"][experiment]["protocol"]
 
+    @cached_property
+    def protocols(self) -> list[str]:
+        """Protocol ids of the experiments; each has its own landmarks and harmonized arrays."""
+        return sorted({self.experiment_pid(e) for e in self.experiments})
+
+    def harmonized_subjects(self, pid: str) -> list[str]:
+        """Patients harmonized with protocol ``pid``'s landmarks in this run: its training and
+        validation patients and the run's test patients, or only the latter when models are reused."""
+        tests = sorted({s for e in self.experiments if self.experiment_pid(e) == pid for s in self.test_subjects(e)})
+        if self.reuse_models:
+            return tests
+        return sorted({*self.subjects_in(pid, "train", "val"), *tests})
+
     def test_subjects(self, experiment: str) -> list[str]:
         """Test patients of the experiment's protocol, restricted to the ``centers`` filter."""
         return [s for s in self.subjects_in(self.experiment_pid(experiment), "test") if s in self.center_of]
@@ -190,11 +203,21 @@ class Plan:
         return bool(tune_grid(self.config["inference"])) and bool(
             self.subjects_in(self.experiment_pid(experiment), "val"))
 
+    def audit_artefacts(self, experiment: str) -> dict[str, tuple[str, str]]:
+        """``{artefact: (kind, path)}`` of everything fitted that the experiment's predictions use."""
+        pid, lay = self.experiment_pid(experiment), self.layout
+        artefacts = {"harmonization landmarks": ("landmarks", lay.landmarks(pid)),
+                     "thrombus model": ("model", lay.thrombus_model(experiment)),
+                     "infarct model": ("model", lay.infarct_model(pid))}
+        if self.tunes(experiment):
+            artefacts["post-processing tuning"] = ("tuning", lay.tuned_postprocess(experiment))
+        return artefacts
+
     # ------------------------------------------------------------------ one-center reruns
     def frozen_files(self) -> list[str]:
         """Landmarks, models and tuned settings a one-center rerun reuses (in the order reported)."""
         lay = self.layout
-        return [lay.landmarks(), *(lay.thrombus_model(e) for e in self.experiments),
+        return [*(lay.landmarks(pid) for pid in self.protocols), *(lay.thrombus_model(e) for e in self.experiments),
                 *(lay.infarct_model(self.experiment_pid(e)) for e in self.experiments),
                 *(lay.tuned_postprocess(e) for e in self.experiments if self.tunes(e))]
 

@@ -62,6 +62,7 @@ TRAIN = config["training"]
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
     center="[A-Za-z0-9_-]+",
+    pid="[A-Za-z0-9_-]+",
 
 # Each stage's rule file appends its final outputs here; `rule all` requests them.
 ALL_TARGETS = []
@@ -111,7 +112,7 @@ def _center_subjects(w):
 
 
 def _harmonized_for(pid):
-    return expand(rules.harmonize.output, subject=subjects_in(pid, "train", "val"))
+    return [LAYOUT.harmonized(pid, s) for s in subjects_in(pid, "train", "val")]
 
 
 # ------------------------------------------------------------------ single-center reruns
@@ -139,7 +140,6 @@ def frozen(path):
     return ancient(path) if REUSE_MODELS else path
 
 
-HARMONIZE_PID = config["harmonization"]["protocol"]
 PRE_THREADS = config["preprocess"].get("threads", 2)
 # Where `download_hdbet_weights` puts HD-BET's weights: the configured folder or HD-BET's default.
 HDBET_WEIGHTS_DIR = str(

@@ -9,7 +9,8 @@ if not REUSE_MODELS:
             "../envs/torch.yaml"
         input:
             harmonized=lambda w: [
-                LAYOUT.harmonized(s) for s in subjects_in(experiment_pid(w.experiment), "val")
+                LAYOUT.harmonized(experiment_pid(w.experiment), s)
+                for s in subjects_in(experiment_pid(w.experiment), "val")
             ],
             thrombus=LAYOUT.thrombus_model("{experiment}"),
             infarct=lambda w: LAYOUT.infarct_model(experiment_pid(w.experiment)),
@@ -17,7 +18,7 @@ if not REUSE_MODELS:
             LAYOUT.tuned_postprocess("{experiment}"),
         params:
             subjects=lambda w: _plan(PLAN.val_centers, w.experiment),
-            harmonized_root=LAYOUT.harmonized(),
+            harmonized_root=lambda w: LAYOUT.harmonized(experiment_pid(w.experiment)),
             cfg=config["inference"],
         threads: 2
         resources:
@@ -34,7 +35,7 @@ rule predict:
     conda:
         "../envs/torch.yaml"
     input:
-        harmonized=LAYOUT.harmonized("{subject}"),
+        harmonized=lambda w: LAYOUT.harmonized(experiment_pid(w.experiment), w.subject),
         thrombus=lambda w: frozen(LAYOUT.thrombus_model(w.experiment)),
         infarct=lambda w: frozen(LAYOUT.infarct_model(experiment_pid(w.experiment))),
         tuned=lambda w: frozen(LAYOUT.tuned_postprocess(w.experiment)) if tunes(w.experiment) else [],

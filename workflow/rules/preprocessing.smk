@@ -43,16 +43,16 @@ if not REUSE_MODELS:
         conda:
             "../envs/preprocessing.yaml"
         input:
-            preproc=lambda w: expand(rules.preprocess.output, subject=subjects_in(HARMONIZE_PID, "train")),
-            splits=LAYOUT.splits(HARMONIZE_PID),
+            preproc=lambda w: expand(rules.preprocess.output, subject=subjects_in(w.pid, "train")),
+            splits=LAYOUT.splits("{pid}"),
         output:
-            LAYOUT.landmarks(),
+            LAYOUT.landmarks("{pid}"),
         params:
             cfg=config["preprocess"],
-            subjects=subjects_in(HARMONIZE_PID, "train"),
+            subjects=lambda w: subjects_in(w.pid, "train"),
             preproc_root=LAYOUT.preprocessed(),
         log:
-            f"{LOGS}/harmonization/fit_landmarks.log",
+            f"{LOGS}/harmonization/fit_landmarks_{{pid}}.log",
         script:
             "../scripts/fit_landmarks.py"
 
@@ -62,16 +62,16 @@ rule harmonize:
         "../envs/preprocessing.yaml"
     input:
         preproc=rules.preprocess.output[0],
-        landmarks=frozen(LAYOUT.landmarks()),
+        landmarks=lambda w: frozen(LAYOUT.landmarks(w.pid)),
     output:
-        directory(LAYOUT.harmonized("{subject}")),
+        directory(LAYOUT.harmonized("{pid}", "{subject}")),
     params:
         cfg=config["preprocess"],
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        f"{LOGS}/harmonize/{{subject}}.log",
+        f"{LOGS}/harmonize/{{pid}}/{{subject}}.log",
     script:
         "../scripts/harmonize.py"
 
@@ -105,7 +105,7 @@ rule qc_center:
         "../scripts/qc_center.py"
 
 
-ALL_TARGETS += expand(rules.harmonize.output, subject=PREPROCESS_SUBJECTS)
+ALL_TARGETS += [LAYOUT.harmonized(pid, s) for pid in PLAN.protocols for s in PLAN.harmonized_subjects(pid)]
 if not REUSE_MODELS:
     ALL_TARGETS += expand(rules.qc_center.output.tsv, center=CENTERS)
 

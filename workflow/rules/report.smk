@@ -8,7 +8,9 @@ rule figures:
         per_subject=rules.evaluate.output.per_subject,
         per_sequence_set=rules.evaluate.output.per_sequence_set,
         predictions=lambda w: expand(rules.predict.output, experiment=w.experiment, subject=_test_subjects(w.experiment)),
-        harmonized=lambda w: expand(rules.harmonize.output, subject=_test_subjects(w.experiment)),
+        harmonized=lambda w: [
+            LAYOUT.harmonized(experiment_pid(w.experiment), s) for s in _test_subjects(w.experiment)
+        ],
     output:
         per_center_dice=_fig("per_center_dice", "per_center_dice"),
         per_center_dice_pdf=f"{FIGURES}/{{experiment}}/per_center_dice.pdf",
@@ -30,7 +32,7 @@ rule figures:
     params:
         experiment=lambda w: w.experiment,
         centers=lambda w: _test_centers(w.experiment),
-        harmonized_root=LAYOUT.harmonized(),
+        harmonized_root=lambda w: LAYOUT.harmonized(experiment_pid(w.experiment)),
         predictions_root=lambda w: LAYOUT.predictions(w.experiment),
         labels=EXPERIMENT_LABELS,
         n_boot=REPORT_N_BOOT,

@@ -20,7 +20,7 @@ if not REUSE_MODELS:
             ),
         params:
             cfg=lambda w: experiment_settings(TRAIN, w.experiment, "thrombus")[0],
-            harmonized_root=LAYOUT.harmonized(),
+            harmonized_root=lambda w: LAYOUT.harmonized(experiment_pid(w.experiment)),
         threads: TRAIN["threads"]
         resources:
             **train_resources(TRAIN),
@@ -42,7 +42,7 @@ if not REUSE_MODELS:
             curve=f"{LAYOUT.infarct_dir('{pid}')}/training_curve.png",
         params:
             cfg=lambda w: experiment_settings(TRAIN, EXPERIMENTS[0], "lesion")[0],
-            harmonized_root=LAYOUT.harmonized(),
+            harmonized_root=lambda w: LAYOUT.harmonized(w.pid),
         threads: TRAIN["threads"]
         resources:
             **train_resources(TRAIN),

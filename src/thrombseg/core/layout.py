@@ -14,6 +14,7 @@ from pathlib import Path
 HARMONIZATION_DIR = "harmonization"
 MODELS_DIR = "models"
 INFARCT_DIR = "infarct"  # models/infarct/<protocol>/: one infarct model per protocol
+SUBJECTS_RECORD = "subjects.json"  # beside a model.pt: the patients of its weights (train) and selection (val)
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,9 @@ class Layout:
     def preprocessed(self, subject: str = "") -> str:
         return f"{self.root}/preprocessed" + (f"/{subject}" if subject else "")
 
-    def harmonized(self, subject: str = "") -> str:
-        return f"{self.root}/harmonized" + (f"/{subject}" if subject else "")
+    def harmonized(self, pid: str = "", subject: str = "") -> str:
+        """Arrays harmonized with protocol ``pid``'s landmarks (``harmonized/<pid>/<subject>``)."""
+        return f"{self.root}/harmonized" + (f"/{pid}" if pid else "") + (f"/{subject}" if subject else "")
 
     def predictions(self, experiment: str, subject: str = "") -> str:
         return f"{self.root}/predictions/{experiment}" + (f"/{subject}" if subject else "")
@@ -67,8 +69,9 @@ class Layout:
         return f"{self.root}/{folder}/dataset_description.json"
 
     # ---------------------------------------------------------------- fitted artefacts
-    def landmarks(self) -> str:
-        return f"{self.root}/{HARMONIZATION_DIR}/landmarks.json"
+    def landmarks(self, pid: str) -> str:
+        """Nyul landmarks fitted on protocol ``pid``'s training patients only."""
+        return f"{self.root}/{HARMONIZATION_DIR}/{pid}/landmarks.json"
 
     def models(self) -> str:
         return f"{self.root}/{MODELS_DIR}"
@@ -101,6 +104,10 @@ class Layout:
 
     def metrics(self, experiment: str) -> str:
         return f"{self.agg}/metrics/{experiment}"
+
+    def audit_table(self) -> str:
+        """Which patients influenced each artefact of each experiment (the leakage audit)."""
+        return f"{self.agg}/audit/leakage.tsv"
 
     @property
     def figures(self) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..config import is_workflow_config, load_config, read_yaml
 from ..core.errors import UserError, positive_int
 from ..core.fs import add_overwrite_option, check_output_file
-from ..core.layout import INFARCT_DIR, Layout
+from ..core.layout import HARMONIZATION_DIR, INFARCT_DIR, Layout
 from ..core.sequences import SEQUENCES
 
 SUMMARY_KEYS = ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_components", "infarct_volume_mm3",
@@ -54,15 +54,33 @@ def results_files(results, experiment: str | None = None) -> dict:
     if not model.is_file():
         raise UserError(f"{model}: thrombus model of experiment {experiment!r} not found (trained: {trained})")
     tuned = Path(layout.tuned_postprocess(experiment))  # settings chosen on the validation patients
-    return {"model": model, "infarct_model": _infarct_model(layout, conf, experiment),
-            "landmarks": Path(layout.landmarks()), "preprocess": _preprocess_used(layout, conf),
+    protocol = _protocol(conf, experiment)
+    return {"model": model, "infarct_model": _infarct_model(layout, protocol),
+            "landmarks": _landmarks(layout, protocol), "preprocess": _preprocess_used(layout, conf),
             "inference": conf.get("inference") or {}, "experiment": experiment,
             "postprocess": tuned if tuned.is_file() else None}
 
 
-def _infarct_model(layout: Layout, conf: dict, experiment: str) -> Path | None:
-    """The infarct model of the experiment's protocol (what rule predict uses), else the only one there."""
+def _protocol(conf: dict, experiment: str) -> str | None:
+    """The experiment's protocol id in the run's config (None when the config is not there)."""
     protocol = (((conf.get("training") or {}).get("experiments") or {}).get(experiment) or {}).get("protocol")
+    return str(protocol) if protocol else None
+
+
+def _landmarks(layout: Layout, protocol: str | None) -> Path:
+    """The landmarks of the experiment's protocol (what its patients were harmonized with), else the
+    only ones there."""
+    if protocol:
+        return Path(layout.landmarks(protocol))
+    fitted = sorted(Path(layout.root, HARMONIZATION_DIR).glob("*/landmarks.json"))
+    if len(fitted) != 1:
+        raise UserError(f"{Path(layout.root, HARMONIZATION_DIR)}: {len(fitted)} landmark files and no run config "
+                        "naming the experiment's protocol: give --landmarks")
+    return fitted[0]
+
+
+def _infarct_model(layout: Layout, protocol: str | None) -> Path | None:
+    """The infarct model of the experiment's protocol (what rule predict uses), else the only one there."""
     if protocol and Path(layout.infarct_model(str(protocol))).is_file():
         return Path(layout.infarct_model(str(protocol)))
     trained = layout.trained_infarct_models()

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 
 from ..core.case import Case
 from ..core.fs import check_resumable_dir
-from ..core.io import copy_file, write_table
+from ..core.io import copy_file, write_json, write_table
+from ..core.layout import SUBJECTS_RECORD
 from ..evaluation.metrics import evaluate_case
 from ..inference.sliding import predict_volume
 from ..models import checkpoint
@@ -245,8 +246,11 @@ class Trainer:
         log.info("resuming from %s at epoch %d", last, self.start_epoch)
 
     def export(self, row: dict) -> None:
-        """``model_last.pt`` (last epoch), ``model.pt`` (best epoch) and the training curve."""
+        """``model_last.pt`` (last epoch), ``model.pt`` (best epoch), the patients that made them
+        (``subjects.json``, read by the leakage audit) and the training curve."""
         checkpoint.save_checkpoint(checkpoint.export(self.model, self.cfg.to_dict(), row), self.outdir / "model_last.pt")
+        write_json({"train": [c.subject for c in self.train_cases], "val": [c.subject for c in self.val_cases]},
+                   self.outdir / SUBJECTS_RECORD)
         copy_file(self.outdir / CHECKPOINT_BEST, self.outdir / "model.pt")
         try:
             plot_training_curve(self.history, self.cfg, self.outdir / "training_curve.png")
