@@ -4,6 +4,9 @@
 
 Prints one table: per center, subjects, files, size on disk; then the total wall time. The cohort
 goes to a temporary folder unless ``--outdir`` is given. ``--quick``: 1 patient per center.
+
+Run time on 2 CPU cores (AMD EPYC, shared machine): default (32 patients) about 70 s; ``--quick``
+(4 patients) about 12 s.
 """
 from __future__ import annotations
 

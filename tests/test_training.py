@@ -19,7 +19,15 @@ from thrombseg.models.checkpoint import load_model
 from thrombseg.training.config import TrainConfig, changed_settings
 from thrombseg.training.data import StackDataset
 from thrombseg.training.splits import assign_splits
-from thrombseg.training.trainer import Trainer, curriculum, make_dropout, train
+from thrombseg.training.trainer import (
+    Trainer,
+    curriculum,
+    evaluate_cases,
+    full_strength_epoch,
+    make_dropout,
+    selectable,
+    train,
+)
 
 TINY = {"model": "upattllstm", "model_kwargs": {"widths": [4, 8]}, "stack": 4, "crop": [24, 24],
         "batch_size": 4, "lr": 3e-3, "augment": None, "val_every": 100}
@@ -302,3 +310,43 @@ def test_demo_experiment_dropout_is_what_it_was():
         old_stage = max(i for i, b in enumerate(cfg.dropout.boundaries) if e >= b * n)  # the former code
         assert gmd.active(e, n)
         assert curriculum(e, cfg) == ([0.25, 0.5, 0.75, 1.0][old_stage], old_stage, (old_stage + 1) / 4)
+
+
+@pytest.mark.parametrize(("selection", "chosen"), [("full_strength", 6), ("best", 0), ("last", 7)])
+def test_checkpoint_selection(tmp_path, selection, chosen):
+    """model.pt is the best validated epoch once the curriculum is complete (not an earlier, easier
+    one), the best of all, or the last, as configured; validation Dice falls here, epoch by epoch."""
+    torch.set_num_threads(1)
+
+    class FallingValidation(Trainer):
+        def validate(self, epoch):
+            return {"val_dice": 1.0 - epoch / 10, "val_detection": 1.0}
+
+    cases = [load_case(make_case(tmp_path / "data", f"c{i}", i)) for i in range(2)]
+    cfg = TrainConfig.from_dict(TINY | {"modalities": ["swi", "dwi"], "epochs": 8, "selection": selection,
+                                        "augment": {}, "dropout": {"schedule": "staircase"}})
+    assert full_strength_epoch(cfg) == 6 and not selectable(5, cfg) == (selection == "full_strength")
+    FallingValidation(cases[:1], cases[1:], cfg, tmp_path / "run").fit()
+    blob = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert blob["metrics"]["epoch"] == chosen
+    with pytest.raises(ValueError, match="training.selection"):
+        TrainConfig.from_dict({"selection": "median"})
+
+
+def test_validation_averages_the_evaluated_sequence_subsets(tmp_path):
+    """val_subsets: leave-one-out scores each validation case with its full set and each set missing
+    one sequence (what the experiment is evaluated on); full scores the full set only."""
+    torch.set_num_threads(1)
+    seen = []
+
+    class Model(torch.nn.Module):
+        def forward(self, x, available):
+            seen.append(tuple(available[0].tolist()))
+            return torch.zeros(x.shape[0], 2, *x.shape[2:])
+
+    case = load_case(make_case(tmp_path / "data", "c0", 0))
+    for subsets, n in (("full", 1), ("leave-one-out", 4)):
+        seen.clear()
+        cfg = TrainConfig.from_dict(TINY | {"modalities": ["swi", "dwi", "flair"], "val_subsets": subsets})
+        evaluate_cases(Model(), [case], cfg, "cpu")
+        assert len(set(seen)) == n  # swi+dwi+flair, then each missing one

@@ -16,6 +16,8 @@ from .modality_dropout import GROUPINGS, PRESETS, SCHEDULES, check_schedule
 
 # What does not change the trained weights: a run may resume on another device or loader.
 RESUME_IGNORES = ("device", "num_workers")
+SELECTIONS = ("full_strength", "best", "last")
+VAL_SUBSETS = ("full", "leave-one-out")
 
 
 @dataclass
@@ -114,6 +116,11 @@ class TrainConfig:
     val_every: int = 1
     val_overlap: float = 0.5
     val_max_cases: int | None = None  # validate on the first N val cases (full volumes are costly on CPU)
+    # mean over the sequence subsets an experiment is evaluated on (full | leave-one-out)
+    val_subsets: str = "leave-one-out"
+    # which epoch becomes model.pt: the best validated one once the curriculum is at full strength
+    # (full_strength), the best of all (best), or the last (last); see trainer.selectable
+    selection: str = "full_strength"
     threshold: float = 0.5
 
     @classmethod
@@ -131,6 +138,9 @@ class TrainConfig:
         if d.get("crop") is not None and not isinstance(d["crop"], (list, tuple)):
             d["crop"] = (int(d["crop"]), int(d["crop"]))
         cfg = cls(**d)
+        for key, allowed in (("selection", SELECTIONS), ("val_subsets", VAL_SUBSETS)):
+            if getattr(cfg, key) not in allowed:
+                raise ValueError(f"training.{key}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
         if cfg.modalities is None:
             cfg.modalities = list(DEFAULT_MODALITIES[cfg.target])
         cfg.crop = tuple(cfg.crop)

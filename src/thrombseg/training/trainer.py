@@ -28,6 +28,7 @@ from ..core.fs import check_resumable_dir
 from ..core.io import copy_file, write_json, write_table
 from ..core.layout import SUBJECTS_RECORD
 from ..evaluation.metrics import evaluate_case
+from ..inference.sequences import case_sequences, sequence_subsets
 from ..inference.sliding import predict_volume
 from ..models import checkpoint
 from .config import AugmentConfig, TrainConfig, changed_settings
@@ -71,19 +72,41 @@ def make_dropout(cfg: TrainConfig) -> GradualModalityDropout:
                                   stages=tuple(d.stages), boundaries=tuple(d.boundaries), grouping=d.grouping)
 
 
+def full_strength_epoch(cfg: TrainConfig) -> int:
+    """The first epoch at which the curriculum (dropout stage and site simulation) is at full strength."""
+    return next((e for e in range(cfg.epochs) if _at_full_strength(e, cfg)), cfg.epochs - 1)
+
+
+def _at_full_strength(epoch: int, cfg: TrainConfig) -> bool:
+    _, stage, site = curriculum(epoch, cfg)
+    return stage == len(cfg.dropout.boundaries) - 1 and site >= 1.0
+
+
+def selectable(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether an epoch may become ``model.pt``: with ``selection: full_strength`` only once the
+    curriculum is complete (the model GMD trained), and always the last epoch."""
+    return cfg.selection != "full_strength" or epoch >= full_strength_epoch(cfg) or epoch == cfg.epochs - 1
+
+
 def evaluate_cases(model, cases: list[Case], cfg: TrainConfig, device) -> dict:
-    """Full-volume validation: mean Dice and detection rate over cases with a target."""
+    """Full-volume validation: mean Dice and detection rate over the cases with a target and the
+    sequence subsets of ``cfg.val_subsets`` (each case's full set, or it and each set missing one)."""
     dices, detected = [], []
     for case in cases:
         truth = case.labels.get(cfg.target)
         if truth is None:
             continue
-        arrays, avail = case.inputs(cfg.modalities)
-        prob = predict_volume(model, arrays, avail, stack=cfg.stack, overlap=cfg.val_overlap, device=device)
-        m = evaluate_case(prob >= cfg.threshold, np.asarray(truth) > 0, case.spacing)
-        dices.append(m["dice"])
-        if not np.isnan(m["detected"]):
-            detected.append(m["detected"])
+        available = case_sequences(case, cfg.modalities)
+        for keep in sequence_subsets(available, cfg.val_subsets):
+            drop = tuple(s for s in available if s not in keep)
+            arrays, avail = case.inputs(cfg.modalities, drop=drop)
+            if not avail.any():
+                continue
+            prob = predict_volume(model, arrays, avail, stack=cfg.stack, overlap=cfg.val_overlap, device=device)
+            m = evaluate_case(prob >= cfg.threshold, np.asarray(truth) > 0, case.spacing)
+            dices.append(m["dice"])
+            if not np.isnan(m["detected"]):
+                detected.append(m["detected"])
     return {"val_dice": float(np.mean(dices)) if dices else float("nan"),
             "val_detection": float(np.mean(detected)) if detected else float("nan")}
 
@@ -216,6 +239,10 @@ class Trainer:
     def save_checkpoint(self, epoch: int, row: dict) -> None:
         """The last epoch's full state, the best weights so far, and ``metrics.csv``."""
         score = row["val_dice"] if not np.isnan(row["val_dice"]) else -row["train_loss"]
+        if self.cfg.selection == "last":
+            score = float(epoch)
+        if not selectable(epoch, self.cfg):
+            score = -np.inf
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
                  "stage": row["stage"], "rng": _rng_state(), "best": max(self.best, score),
