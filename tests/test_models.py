@@ -389,3 +389,35 @@ def test_old_attllstm_checkpoint_fails_in_one_line(tmp_path):
     assert "\n" not in msg and str(tmp_path / "old.pt") in msg and "retrain" in msg
     save_checkpoint({"model": sd, "config": cfg.to_dict()}, tmp_path / "new.pt")
     assert load_model(tmp_path / "new.pt")[0].roles["query"] == "dwi"
+
+
+def test_transfer_windows_are_those_of_the_training_crop_at_any_input_size():
+    """With a fixed size the windows do not grow with the input: a whole 192-px slice at inference is
+    pooled with the windows of the 64-px training crop (not [24, 12, 6, 3] instead of [8, 4, 2, 1])."""
+    from thrombseg.models.transfer import TransferLayer, scaled_size
+
+    assert scaled_size(64, 8) == (8, 8) and scaled_size([64, 32], 2) == (32, 16) and scaled_size(None, 8) is None
+    fixed, free = TransferLayer(8, 2, size=(8, 8)), TransferLayer(8, 2)
+    x = torch.zeros(1, 8, 24, 24)
+    x[:, :, 12, 12] = 1.0  # one hot voxel: the pooled map shows each group's window
+    widths_fixed = [int((fixed(x)[0, c, 12] > 0).sum()) for c in range(0, 8, 2)]
+    widths_free = [int((free(x)[0, c, 12] > 0).sum()) for c in range(0, 8, 2)]
+    assert widths_fixed == [8, 4, 2, 1] and widths_free == [24, 12, 6, 3]
+    crop = x[:, :, 8:16, 8:16]  # on an input of the training size both agree
+    assert torch.equal(fixed(crop), free(crop))
+
+
+def test_models_size_transfer_windows_from_the_training_crop_and_old_files_keep_theirs(tmp_path):
+    from thrombseg.models.checkpoint import build_network, load_model, save_checkpoint
+    from thrombseg.training.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({"modalities": ["swi", "dwi"], "crop": [64, 64], "model_kwargs": {"widths": [4, 8, 16, 32]}})
+    net = build_network(cfg)
+    assert net.recurrent["3"].cell.logic.transfer.size == (8, 8)  # bottleneck of a 64-px crop
+    sd = net.state_dict()
+    save_checkpoint({"model": sd, "config": cfg.to_dict(), "thrombseg_format": 2}, tmp_path / "new.pt")
+    save_checkpoint({"model": sd, "config": cfg.to_dict(), "thrombseg_format": 1}, tmp_path / "old.pt")
+    assert load_model(tmp_path / "new.pt")[0].recurrent["3"].cell.logic.transfer.size == (8, 8)
+    assert load_model(tmp_path / "old.pt")[0].recurrent["3"].cell.logic.transfer.size is None  # as trained
+    paper = TrainConfig.from_dict({"modalities": ["swi", "dwi"], "model_kwargs": {"widths": [4, 8], "transfer_size": None}})
+    assert build_network(paper).recurrent["1"].cell.logic.transfer.size is None  # eq. 12 read literally

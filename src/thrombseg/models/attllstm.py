@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ._blocks import ConfigMixin, batch_to_slices, padded_slices
 from .attention import AttentionGateFusion
 from .llstm import LogicLSTM
+from .transfer import scaled_size
 
 #: Channel names assumed when a model is built with ``n_modalities`` only: the project's standard
 #: thrombus order (core.sequences.DEFAULT_MODALITIES), truncated; further channels are ``seq<i>``.
@@ -148,6 +149,9 @@ class AttLLSTM(ConfigMixin, nn.Module):
         mlp_ratio: Transformer MLP width ratio.
         image_channels: Channels of the re-imaged attention output (LLSTM input).
         n_c, n_l, n_t, m, kernel_size: Logic-LSTM sizes.
+        transfer_size: Slice size ``(H, W)`` (or one int) in input pixels that the Logic-LSTM's
+            transfer windows are sized for, fixed: the training crop, so a whole slice at inference
+            sees the windows the network learned; ``None``: each input's own size.
         double_pass, bidirectional: Logic-LSTM options.
 
     Weights of the earlier layout (the first channel queried a concatenation of all others) do not
@@ -160,7 +164,8 @@ class AttLLSTM(ConfigMixin, nn.Module):
                  p1: int = 4, p2: int = 8, embed_dim: int = 32, n_heads: int = 4,
                  mlp_ratio: float = 2.0, image_channels: int = 8, n_c: int = 4, n_l: int = 8,
                  n_t: int | None = None, m: int | None = None, kernel_size: int = 3,
-                 double_pass: bool = True, bidirectional: bool = False) -> None:
+                 double_pass: bool = True, bidirectional: bool = False,
+                 transfer_size: int | Sequence[int] | None = None) -> None:
         super().__init__()
         self._store_config(locals())
         if extras not in EXTRAS:
@@ -205,8 +210,9 @@ class AttLLSTM(ConfigMixin, nn.Module):
         self.unpatch = nn.Linear(embed_dim, image_channels * self.patch ** 2)
         self.conv = nn.Sequential(nn.Conv2d(image_channels, image_channels, 7, padding=3),
                                   nn.ELU(inplace=True))
-        self.llstm = LogicLSTM(image_channels, n_c, n_l, kernel_size, n_t=n_t, m=m,
-                               double_pass=double_pass, bidirectional=bidirectional)
+        self.llstm = LogicLSTM(image_channels, n_c, n_l, kernel_size, n_t=n_t, m=m,  # full resolution
+                               double_pass=double_pass, bidirectional=bidirectional,
+                               transfer_size=scaled_size(transfer_size, 1))
         self.head = nn.Conv2d(self.llstm.out_channels, n_classes, 1)
 
     @property

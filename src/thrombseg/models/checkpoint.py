@@ -24,7 +24,9 @@ import torch
 from ..core.sequences import DEFAULT_MODALITIES
 from . import MODEL_REGISTRY, build_model
 
-FORMAT = 1  # ``thrombseg_format`` of the model files this version writes
+# ``thrombseg_format`` of the model files this version writes; 2: transfer windows sized for the
+# training crop (files of format 1 keep the input-sized windows they were trained with)
+FORMAT = 2
 
 
 class CheckpointError(ValueError):
@@ -103,12 +105,13 @@ class ModelSpec:
     modalities: list[str] | None = None
     target: str = "thrombus"
     stack: int = 12
+    crop: tuple[int, int] | None = None
     threshold: float = 0.5
     config: dict = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: dict) -> ModelSpec:
-        keys = ("model", "model_kwargs", "modalities", "target", "stack", "threshold")
+        keys = ("model", "model_kwargs", "modalities", "target", "stack", "crop", "threshold")
         spec = cls(**{k: config[k] for k in keys if config.get(k) is not None}, config=dict(config))
         if spec.modalities is None:
             spec.modalities = list(DEFAULT_MODALITIES[spec.target])
@@ -120,8 +123,11 @@ def build_network(spec) -> torch.nn.Module:
     ``modalities`` (AttLLSTM) gets the channel names too, so it can give sequences their roles."""
     kwargs = dict(spec.model_kwargs)
     cls = MODEL_REGISTRY.get(str(spec.model).strip().lower())
-    if cls is not None and "modalities" in inspect.signature(cls).parameters:
+    params = inspect.signature(cls).parameters if cls is not None else {}
+    if "modalities" in params:
         kwargs.setdefault("modalities", list(spec.modalities))
+    if "transfer_size" in params and getattr(spec, "crop", None) is not None:
+        kwargs.setdefault("transfer_size", list(spec.crop))  # the windows the network trains with
     return build_model(spec.model, n_modalities=len(spec.modalities), n_classes=2, **kwargs)
 
 
@@ -135,6 +141,8 @@ def load_model(path: str | Path, device="cpu") -> tuple[torch.nn.Module, ModelSp
     """Rebuild a trained model from ``model.pt``, in eval mode."""
     blob = load_checkpoint(path, device)  # data only: a model file never runs code
     spec = ModelSpec.from_config(blob["config"])
+    if blob.get("thrombseg_format", 1) < 2:
+        spec.crop = None  # its transfer windows were sized by each input: keep them so
     model = build_network(spec).to(device)
     try:
         model.load_state_dict(blob["model"])

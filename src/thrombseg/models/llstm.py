@@ -22,13 +22,16 @@ class LogicLSTMCell(LSTMCellBase):
         kernel_size: Kernel ``w`` of the w x w convolutions.
         n_t: Transfer-layer channels (default ``n_l``).
         m: Transfer-layer multiplicity (default ``n_t // 4``).
+        transfer_size: Slice size the transfer windows are sized for (None: each input's own).
     """
 
     def __init__(self, in_channels: int, n_c: int, n_l: int, kernel_size: int = 3,
-                 n_t: int | None = None, m: int | None = None) -> None:
+                 n_t: int | None = None, m: int | None = None,
+                 transfer_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.hidden = n_c + n_l
-        self.logic = LogicOperation(in_channels, n_c, n_l, kernel_size, n_t=n_t, m=m, n_gates=4)
+        self.logic = LogicOperation(in_channels, n_c, n_l, kernel_size, n_t=n_t, m=m, n_gates=4,
+                                    transfer_size=transfer_size)
         with torch.no_grad():  # forget-gate bias 1: remember by default early in training
             self.logic.conv_ac.bias.view(4, -1)[0, :n_c].fill_(1.0)
             self.logic.conv_t.bias.view(4, -1)[0].fill_(1.0)
@@ -44,7 +47,7 @@ class LogicLSTM(SliceRecurrence):
     """Logic-LSTM over the slice axis, with double pass and optional bidirectionality.
 
     Args:
-        in_channels, n_c, n_l, kernel_size, n_t, m: As :class:`LogicLSTMCell`.
+        in_channels, n_c, n_l, kernel_size, n_t, m, transfer_size: As :class:`LogicLSTMCell`.
         double_pass: First pass builds the memory, second predicts.
         bidirectional: Add a reverse-order cell; outputs are concatenated (2 (n_c + n_l) channels).
 
@@ -54,6 +57,6 @@ class LogicLSTM(SliceRecurrence):
 
     def __init__(self, in_channels: int, n_c: int, n_l: int, kernel_size: int = 3,
                  n_t: int | None = None, m: int | None = None, double_pass: bool = True,
-                 bidirectional: bool = False) -> None:
-        super().__init__(lambda: LogicLSTMCell(in_channels, n_c, n_l, kernel_size, n_t, m),
+                 bidirectional: bool = False, transfer_size: tuple[int, int] | None = None) -> None:
+        super().__init__(lambda: LogicLSTMCell(in_channels, n_c, n_l, kernel_size, n_t, m, transfer_size),
                          hidden=n_c + n_l, double_pass=double_pass, bidirectional=bidirectional)

@@ -29,12 +29,14 @@ class LogicOperation(nn.Module):
         kernel_size: ``w`` of L1 and L3.
         n_t: Output channels of L3 (input of T); default ``n_l``.
         m: Transfer-layer multiplicity (channels per pooling group); default ``n_t // 4``
+        transfer_size: Slice size the transfer windows are sized for (see :class:`TransferLayer`).
             (4 scales).
         n_gates: Number of gates computed (4 in the LSTM: f, i, o and the candidate).
     """
 
     def __init__(self, in_channels: int, n_c: int, n_l: int, kernel_size: int = 3,
-                 n_t: int | None = None, m: int | None = None, n_gates: int = 1) -> None:
+                 n_t: int | None = None, m: int | None = None, n_gates: int = 1,
+                 transfer_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         if n_c < 1 or n_l < 1:
             raise ValueError("n_c and n_l must be >= 1")
@@ -46,7 +48,7 @@ class LogicOperation(nn.Module):
         self.conv_ac = nn.Conv2d(2 * n_c + in_channels, g * (n_c + n_t), kernel_size,
                                  padding=kernel_size // 2)                    # L1 | L3
         self.conv_al = nn.Conv2d(2 * n_l, g * (n_c + n_l), 1, bias=False)    # L2 | L4 on A_l
-        self.transfer = TransferLayer(n_t, m)                                 # T
+        self.transfer = TransferLayer(n_t, m, transfer_size)                  # T
         self.conv_t = nn.Conv2d(g * n_t, g * n_l, 1, groups=g)                # L4 on T(.)
 
     @property

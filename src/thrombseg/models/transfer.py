@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -45,13 +47,17 @@ class TransferLayer(nn.Module):
     Args:
         channels: Number of input channels (``k * m``).
         m: Multiplicity, the number of channels per group.
+        size: ``(n_h, n_w)`` the windows are sized for, fixed (the training crop at this layer's
+            scale), so that a whole slice at inference is pooled with the windows the network
+            learned; ``None``: each input's own size (eq. 12 read literally).
     """
 
-    def __init__(self, channels: int, m: int) -> None:
+    def __init__(self, channels: int, m: int, size: tuple[int, int] | None = None) -> None:
         super().__init__()
         if m < 1 or channels % m:
             raise ValueError(f"channels ({channels}) must be a positive multiple of m ({m})")
         self.channels, self.m, self.k = channels, m, channels // m
+        self.size = None if size is None else (int(size[0]), int(size[1]))
 
     @staticmethod
     def window(n: int, i: int) -> int:
@@ -62,12 +68,20 @@ class TransferLayer(nn.Module):
         """Pool (N, channels, H, W) -> (N, channels, H, W)."""
         if x.shape[1] != self.channels:
             raise ValueError(f"expected {self.channels} channels, got {x.shape[1]}")
-        h, w = x.shape[-2:]
+        h, w = self.size or x.shape[-2:]
         groups = x.split(self.m, dim=1)
         out = [_same_maxpool(g, self.window(h, i), self.window(w, i))
                for i, g in enumerate(groups, start=1)]
         return torch.cat(out, dim=1)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, m={self.m}, k={self.k}"
+        return f"channels={self.channels}, m={self.m}, k={self.k}, size={self.size}"
 
+
+
+def scaled_size(size: int | Sequence[int] | None, factor: int) -> tuple[int, int] | None:
+    """``size`` (one int or (H, W), input pixels) at a feature map downsampled ``factor`` times."""
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else size
+    return max(1, int(h) // factor), max(1, int(w) // factor)

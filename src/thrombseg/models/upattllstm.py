@@ -11,6 +11,7 @@ from ._blocks import ConfigMixin, ConvBlock, batch_to_slices, padded_slices
 from ._unet import UNetDecoder, UNetEncoder
 from .attention import AttentionGateFusion
 from .llstm import LogicLSTM
+from .transfer import scaled_size
 
 
 class UpAttLLSTM(ConfigMixin, nn.Module):
@@ -36,6 +37,9 @@ class UpAttLLSTM(ConfigMixin, nn.Module):
         double_pass: LLSTM double pass (first builds memory, second predicts).
         bidirectional: Add a reverse-order LLSTM (outputs concatenated).
         gated_skips: Attention-gate the skip connections.
+        transfer_size: Slice size ``(H, W)`` (or one int) in input pixels that the Logic-LSTM's
+            transfer windows are sized for, fixed: the training crop, so a whole slice at inference
+            sees the windows the network learned; ``None``: each input's own size.
         infer_chunk: Without autograd, run the per-slice parts this many slices at a time (same
             output up to float rounding, far less memory traffic); ``None``: all at once.
 
@@ -49,7 +53,8 @@ class UpAttLLSTM(ConfigMixin, nn.Module):
                  recurrent_levels: Sequence[int] | None = None, n_c: int | None = None,
                  n_l: int | None = None, n_t: int | None = None, m: int | None = None,
                  kernel_size: int = 3, double_pass: bool = True, bidirectional: bool = False,
-                 gated_skips: bool = True, infer_chunk: int | None = 2) -> None:
+                 gated_skips: bool = True, infer_chunk: int | None = 2,
+                 transfer_size: int | Sequence[int] | None = None) -> None:
         super().__init__()
         self._store_config(locals())
         widths = self.widths = tuple(widths)
@@ -71,6 +76,7 @@ class UpAttLLSTM(ConfigMixin, nn.Module):
             nc = n_c or max(widths[lv] // 8, 1)
             nl = n_l or max(widths[lv] // 8, 1)
             rnn = LogicLSTM(widths[lv], nc, nl, kernel_size, n_t=n_t, m=m,
+                            transfer_size=scaled_size(transfer_size, 2 ** lv),
                             double_pass=double_pass, bidirectional=bidirectional)
             self.recurrent[str(lv)] = rnn
             skip_channels[lv] = rnn.out_channels
