@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-NAMES = ("synth", "model", "train", "dag", "preprocess", "infer", "selection", "hostile")
+NAMES = ("synth", "model", "train", "dag", "preprocess", "infer", "selection", "hostile", "compare")
 NEEDS = 2  # exit code of stop(): a prerequisite is missing
 
 

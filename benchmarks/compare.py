@@ -1,0 +1,181 @@
+"""Paired comparison of trained experiments on patients none of them has seen.
+
+    .venv/bin/python benchmarks/compare.py [--results results] [--cohort results/benchmarks/unseen48]
+        [--experiments A B ...] [--train-windows E] [--subsets leave-one-out] [--threads 2]
+        [--out DIR] [--quick]
+
+Every experiment's thrombus model (with its protocol's infarct model, harmonization landmarks and
+tuned post-processing, as ``thrombseg predict --results`` uses them) predicts the same unseen
+patients: another synthetic cohort (seed 1, 12 per center = 48 patients, all four centers), run
+through the workflow up to preprocessing only,
+
+    .venv/bin/snakemake --cores 2 --configfile config/config.yaml benchmarks/unseen48.yaml --until preprocess
+
+and harmonized here with each experiment's own landmarks. ``--train-windows E`` adds the arm
+``E+train_windows``: E's model file with its Logic-LSTM transfer windows sized for its training crop
+(what a model trained by this version does) instead of for each input, for a model file of an
+earlier version. The first arm is the reference A; for each other arm B it prints A - B with 95 %
+bootstrap intervals (patients resampled) for Dice and false-positive components and an exact paired
+test for detection (McNemar per sequence set, sign test over patients when sets are pooled),
+overall, per center and per sequence set, and writes the tables as TSV under ``--out``.
+``--quick``: 2 patients per center, all sequences only.
+
+Run time on 2 CPU cores (AMD EPYC, shared machine), estimated from the demo's inference (about 4 s
+per patient and sequence subset for the demo model): default (48 patients, leave-one-out: 6 subsets)
+about 20 minutes per arm; ``--quick`` about 1 minute per arm, plus the unseen cohort's preprocessing
+(about 15 minutes for 48 patients, once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from _common import header, shown, stop, write_tsv  # noqa: E402
+
+import thrombseg  # noqa: E402,F401  (before torch: OMP_WAIT_POLICY)
+
+UNSEEN = "snakemake --cores 2 --configfile config/config.yaml benchmarks/unseen48.yaml --until preprocess"
+TRAIN_WINDOWS = "+train_windows"
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", type=Path, default=ROOT / "results")
+    p.add_argument("--cohort", type=Path, default=ROOT / "results" / "benchmarks" / "unseen48")
+    p.add_argument("--experiments", nargs="+", help="default: every trained experiment")
+    p.add_argument("--train-windows", metavar="E", help="add the arm E+train_windows (see above)")
+    p.add_argument("--subsets", default="leave-one-out", choices=("full", "leave-one-out", "all"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "compare")
+    p.add_argument("--quick", action="store_true")
+    return p.parse_args(argv)
+
+
+def arms(args) -> list[tuple[str, str]]:
+    """(arm name, experiment whose files it uses), the reference first."""
+    from thrombseg.core.layout import Layout
+
+    trained = Layout(args.results).trained_experiments()
+    names = args.experiments or trained
+    missing = [e for e in names if e not in trained]
+    if missing or not names:
+        stop(f"{shown(args.results / 'models')}: {', '.join(missing) or 'no experiment'} not trained "
+             f"(trained: {', '.join(trained) or 'none'}): run `make demo` (or the workflow with your config) first")
+    out = [(e, e) for e in names]
+    if args.train_windows:
+        if args.train_windows not in trained:
+            stop(f"--train-windows {args.train_windows}: not a trained experiment ({trained})")
+        out.append((args.train_windows + TRAIN_WINDOWS, args.train_windows))
+    return out
+
+
+def unseen_patients(args):
+    """``subject, center`` of the unseen cohort's preprocessed patients (``--quick``: 2 per center)."""
+    import pandas as pd
+
+    sheet = args.cohort / "synthetic" / "subjects.tsv"
+    pre = args.cohort / "preprocessed"
+    if not sheet.is_file():
+        stop(f"needs the unseen cohort in {shown(args.cohort)} ({shown(sheet)} not found): run `.venv/bin/{UNSEEN}`")
+    table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)[["subject", "center"]]
+    missing = [s for s in table["subject"] if not (pre / s).is_dir()]
+    if missing:
+        stop(f"{shown(pre)}: {len(missing)} patient(s) not preprocessed ({', '.join(missing[:4])}...): "
+             f"run `.venv/bin/{UNSEEN}`")
+    return table.groupby("center", sort=True).head(2) if args.quick else table
+
+
+def arm_files(args, experiment: str, arm: str, work: Path) -> dict:
+    """The experiment's files as ``thrombseg predict --results`` resolves them; the train-windows arm
+    gets a copy of the model file marked as written by this version (windows sized for its crop)."""
+    from thrombseg.inference.cli import results_files
+    from thrombseg.models.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+
+    found = results_files(args.results, experiment)
+    if arm.endswith(TRAIN_WINDOWS):
+        blob = load_checkpoint(found["model"])
+        target = work / arm / "model.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(blob | {"thrombseg_format": FORMAT}, target)
+        found = found | {"model": target}
+    return found
+
+
+def harmonized(args, patients, files: dict, work: Path) -> Path:
+    """The unseen patients harmonized with the experiment's landmarks (cached per landmarks file)."""
+    from thrombseg.preprocessing.harmonize import harmonize_subject
+
+    landmarks = Path(files["landmarks"])
+    folder = work / "harmonized" / landmarks.parent.name
+    for subject in patients["subject"]:
+        if not (folder / subject).is_dir():
+            harmonize_subject(args.cohort / "preprocessed", subject, landmarks, folder, files["preprocess"])
+    return folder
+
+
+def predict_arm(args, arm: str, files: dict, patients, folder: Path, work: Path):
+    """Per-subject metric rows of one arm (every patient, every subset)."""
+    import pandas as pd
+
+    from thrombseg.inference.predict import inference_settings, predict_subject
+
+    icfg = inference_settings(files["inference"], files["postprocess"], subsets=args.subsets, device="cpu")
+    if args.quick:
+        icfg.subsets = "full"
+    rows = [predict_subject(folder, r.subject, r.center, files["model"], files["infarct_model"],
+                            work / "predictions" / arm / r.subject, arm, icfg) for r in patients.itertuples()]
+    return pd.concat(rows, ignore_index=True)
+
+
+def paired_tables(df, names: list[str], n_boot: int):
+    """A - B for the reference A and every other arm B: overall, per center, per sequence set."""
+    import pandas as pd
+
+    from thrombseg.evaluation.paired import compare_by
+
+    parts = [compare_by(df, names[0], b, by, n_boot=n_boot).assign(by=by or "all")
+             for b in names[1:] for by in (None, "center", "sequence_set")]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def main(argv=None) -> int:
+    import pandas as pd
+    import torch
+
+    args = _args(argv)
+    chosen = arms(args)
+    patients = unseen_patients(args)
+    torch.set_num_threads(args.threads)
+    header()
+    work = args.out / "work"
+    frames = []
+    for arm, experiment in chosen:
+        files = arm_files(args, experiment, arm, work)
+        folder = harmonized(args, patients, files, work)
+        frames.append(predict_arm(args, arm, files, patients, folder, work))
+        print(f"{arm}: {len(patients)} patients predicted", file=sys.stderr, flush=True)
+    df = pd.concat(frames, ignore_index=True)
+    write_tsv(df, args.out / "per_subject.tsv")
+    names = [a for a, _ in chosen]
+    means = df.groupby("experiment", sort=False)[["dice", "detected", "n_fp_components"]].mean().loc[names]
+    print(f"Unseen patients: {len(patients)} of {shown(args.cohort)} ({patients['center'].nunique()} centers), "
+          f"subsets: {'full' if args.quick else args.subsets}; means per arm over all rows:")
+    print(means.to_string(float_format=lambda v: f"{v:.3f}"))
+    table = paired_tables(df, names, args.n_boot)
+    if len(table):
+        write_tsv(table, args.out / "paired.tsv")
+        shown_cols = ["comparison", "by", "group", "metric", "n_patients", "difference", "ci_low", "ci_high",
+                      "a_only", "b_only", "p_value"]
+        print("\nPaired differences A - B (95 % bootstrap interval over patients; detection: exact test):")
+        print(table[shown_cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\ntables: {shown(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
