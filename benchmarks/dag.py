@@ -44,7 +44,7 @@ def main() -> None:
             pd.DataFrame({"subject": [f"p{i:05d}" for i in range(n)], "center": [f"c{i % 8}" for i in range(n)],
                           "split": "", "swi": "swi.nii.gz", "phase": "", "t2star": "", "dwi": "dwi.nii.gz",
                           "adc": "adc.nii.gz", "flair": "flair.nii.gz", "t1": "", "thrombus_mask": "",
-                          "lesion_mask": ""}).to_csv(sheet, sep="\t", index=False)
+                          "infarct_mask": ""}).to_csv(sheet, sep="\t", index=False)
             cmd = [sys.executable, "-m", "snakemake", "-n", "-q", "-s", str(REPO / "Snakefile"),
                    "--directory", str(d / f"run{n}"), "--configfile", str(REPO / "config/config.yaml"),
                    "--config", "cohort=sheet", f"samples={sheet}"]

@@ -78,7 +78,7 @@ def build_stand_in(res: Path, config: Path) -> None:
     write_atomic(res / "harmonization" / "landmarks.json",
                  json.dumps({"method": "none: benchmark stand-in without a demo run", "landmarks": {}}))
     for target, folder in (("thrombus", res / "models" / exp / "thrombus"),
-                           ("lesion", res / "models" / "infarct" / protocol)):
+                           ("infarct", res / "models" / "infarct" / protocol)):
         cfg = TrainConfig.from_dict(experiment_settings(training, exp, target)[0] | {"device": "cpu"})
         torch.manual_seed(cfg.seed)
         folder.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from conftest import write_nifti
 
 from thrombseg.cli import main
 from thrombseg.ingest import IngestError, ingest_subject
-from thrombseg.sheet import COLUMNS
+from thrombseg.sheet import COLUMNS, validate_sheet
 
 
 def _row(**kw):
@@ -64,17 +64,37 @@ def test_failure_leaves_no_partial_output(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []  # temp folder cleaned too
 
 
+def test_sheet_of_an_earlier_version_validates_and_ingests(tmp_path):
+    """The infarct column under its old name ``lesion_mask`` is read as ``infarct_mask``."""
+    img = np.random.default_rng(0).random((8, 8, 6)).astype(np.float32)
+    mask = np.zeros((8, 8, 6), np.uint8)
+    mask[3:5, 3:5, 2:4] = 1
+    write_nifti(tmp_path / "dwi.nii.gz", img)
+    write_nifti(tmp_path / "inf.nii.gz", mask)
+    row = {c: "" for c in COLUMNS if c != "infarct_mask"} | {"subject": "p1", "center": "c", "dwi": "dwi.nii.gz",
+                                                          "lesion_mask": "inf.nii.gz"}
+    sheet = tmp_path / "subjects.tsv"
+    pd.DataFrame([row]).to_csv(sheet, sep="\t", index=False)
+    df = validate_sheet(sheet)
+    assert "lesion_mask" not in df.columns and list(df["infarct_mask"]) == ["inf.nii.gz"]
+    assert main(["validate", str(sheet)]) == 0
+    assert main(["ingest", str(sheet), "p1", str(tmp_path / "p1")]) == 0
+    side = json.loads((tmp_path / "p1" / "p1_ingest.json").read_text())
+    assert side["labels"]["infarct"]["drawn_on"] == "dwi"
+    assert np.asarray(nib.load(tmp_path / "p1" / "p1_infarct.nii.gz").dataobj).sum() == mask.sum()
+
+
 def test_real_isles22_case_via_cli(tmp_path, real_data):
     case = real_data / "isles22" / "sub-strokecase0001"
     sheet = tmp_path / "subjects.tsv"
     pd.DataFrame([_row(subject="isles1", center="isles", dwi=str(case / "sub-strokecase0001_ses-0001_dwi.nii.gz"),
                        adc=str(case / "sub-strokecase0001_ses-0001_adc.nii.gz"),
-                       lesion_mask=str(case / "sub-strokecase0001_ses-0001_msk.nii.gz"))]).to_csv(sheet, sep="\t", index=False)
+                       infarct_mask=str(case / "sub-strokecase0001_ses-0001_msk.nii.gz"))]).to_csv(sheet, sep="\t", index=False)
     assert main(["validate", str(sheet)]) == 0
     assert main(["ingest", str(sheet), "isles1", str(tmp_path / "isles1")]) == 0
     side = json.loads((tmp_path / "isles1" / "isles1_ingest.json").read_text())
     assert set(side["sequences"]) == {"dwi", "adc"}
-    les = side["labels"]["lesion"]
+    les = side["labels"]["infarct"]
     assert les["drawn_on"] == "dwi" and abs(les["volume_mm3"] / 1000 - 6.7) < 0.3  # README: 6.7 mL
 
 

@@ -79,7 +79,7 @@ def patient(tmp_path_factory):
         files[seq] = _save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine), raw / f"{seq}.nii.gz")
     swi, dwi = nib.load(files["swi"]), nib.load(files["dwi"])
     labels = {"thrombus_mask": _save(_ball(swi, np.array(swi.shape) // 2 + [4, 3, 2], 7.0), raw / "thr.nii.gz"),
-              "lesion_mask": _save(_ball(dwi, np.array(dwi.shape) // 2 + [-5, 4, 0], 12.0), raw / "les.nii.gz")}
+              "infarct_mask": _save(_ball(dwi, np.array(dwi.shape) // 2 + [-5, 4, 0], 12.0), raw / "les.nii.gz")}
     ingest_subject({"subject": "ref", "center": "c"} | files | labels, raw / "sheet.tsv", root / "ingest" / "ref")
     preprocess_subject(root / "ingest", "ref", root / "pre", FAST)
     lm = fit_landmarks(root / "pre", ["ref"], root / "landmarks.json")
@@ -140,7 +140,7 @@ def test_to_native_recovers_labels_in_user_space(patient):
     pre = patient["root"] / "pre" / "ref"
     meta = json.loads((pre / "ref_preproc.json").read_text())
     grid = load_image(pre / "ref_brainmask.nii.gz", allow_constant=True)
-    for name, seq, src in (("thrombus", "swi", "thrombus_mask"), ("lesion", "dwi", "lesion_mask")):
+    for name, seq, src in (("thrombus", "swi", "thrombus_mask"), ("infarct", "dwi", "infarct_mask")):
         arr = load_image(pre / f"ref_{name}.nii.gz", allow_constant=True).numpy()
         mat = (meta["registration"].get(seq) or {}).get("matrix")
         back, aff = to_native({"x_mask": arr}, grid, patient["root"] / "ingest" / "ref" / f"ref_{seq}.nii.gz",

@@ -148,6 +148,16 @@ def test_bad_inputs_name_file_and_problem(tmp_path, capsys):
         S.skull_strip(_io.like(ants.from_numpy(np.zeros((4, 4, 4), np.float32)), a), "bet2")
 
 
+def test_infarct_label_of_an_earlier_version_is_found(tmp_path):
+    """Ingest and preprocessing folders of an earlier version name the infarct label ``_lesion``."""
+    assert _io.label_file(tmp_path, "p1", "infarct") is None
+    (tmp_path / "p1_lesion.nii.gz").write_bytes(b"")
+    assert _io.label_file(tmp_path, "p1", "infarct") == tmp_path / "p1_lesion.nii.gz"
+    (tmp_path / "p1_infarct.nii.gz").write_bytes(b"")
+    assert _io.label_file(tmp_path, "p1", "infarct") == tmp_path / "p1_infarct.nii.gz"
+    assert _io.label_file(tmp_path, "p1", "thrombus") is None
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "x.nii.gz"
     with pytest.raises(RuntimeError):
@@ -240,8 +250,8 @@ def real_isles(tmp_path_factory):
     _ingest(root, "isles1",
             {"dwi": _io.load_image(base / "sub-strokecase0001_ses-0001_dwi.nii.gz"),
              "adc": _io.load_image(base / "sub-strokecase0001_ses-0001_adc.nii.gz")},
-            {"lesion": _io.load_image(base / "sub-strokecase0001_ses-0001_msk.nii.gz", allow_constant=True)},
-            {"lesion": "dwi"}, center="isles")
+            {"infarct": _io.load_image(base / "sub-strokecase0001_ses-0001_msk.nii.gz", allow_constant=True)},
+            {"infarct": "dwi"}, center="isles")
     return root, "isles1"
 
 
@@ -251,13 +261,13 @@ def test_real_isles_dwi_adc(real_isles, tmp_path):
     d = tmp_path / sub
     assert meta["reference"] == "dwi" and meta["sequences"] == ["dwi", "adc"]
     assert meta["registration"]["adc"]["init"] == "follows dwi"  # same acquisition, same transform
-    for f in ("dwi", "adc", "brainmask", "icvmask", "lesion"):
+    for f in ("dwi", "adc", "brainmask", "icvmask", "infarct"):
         assert (d / f"{sub}_{f}.nii.gz").is_file()
     assert (d / f"{sub}_qc.png").stat().st_size > 10_000
     assert not [p for p in d.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
     assert meta["adc_units"]["factor_to_1e-3_mm2_s"] == 1.0
     assert 900 < meta["brain_volume_ml"] < 1800
-    lab = meta["labels"]["lesion"]
+    lab = meta["labels"]["infarct"]
     assert lab["volume_ratio"] == pytest.approx(1.0, abs=0.02) and lab["fraction_in_icv"] > 0.99
     adc = nib.load(str(d / f"{sub}_adc.nii.gz"))
     m = np.asarray(nib.load(str(d / f"{sub}_brainmask.nii.gz")).dataobj) > 0
@@ -295,12 +305,12 @@ def test_adc_unit_detection():
         detect_adc_units(v * 30)
 
 
-def test_real_skull_on_t2_mask_excludes_skull_keeps_lesion(real_data, tmp_path):
+def test_real_skull_on_t2_mask_excludes_skull_keeps_infarct(real_data, tmp_path):
     from scipy import ndimage
 
     t2 = _io.load_image(_real("chronic_stroke_t2", "T2.nii.gz"))
     les = _io.load_image(_real("chronic_stroke_t2", "lesionT2.nii.gz"), allow_constant=True)
-    _ingest(tmp_path / "ing", "chronic", {"flair": t2}, {"lesion": les}, {"lesion": "flair"})
+    _ingest(tmp_path / "ing", "chronic", {"flair": t2}, {"infarct": les}, {"infarct": "flair"})
     meta = preprocess_subject(tmp_path / "ing", "chronic", tmp_path / "out", FAST)
     assert 1000 < meta["brain_volume_ml"] < 1900 and meta["brain_volume_ml"] <= meta["icv_volume_ml"] < 1900
 
@@ -323,13 +333,13 @@ def test_real_skull_on_t2_mask_excludes_skull_keeps_lesion(real_data, tmp_path):
     for mask, limit in ((brain, 0.03), (icv, 0.05)):
         assert (mask & shell).sum() / shell.sum() < limit
         assert mask.sum() < 0.75 * head.sum()
-    lesion = les.numpy() > 0.5
+    infarct = les.numpy() > 0.5
     # the stripped image keeps the whole (CSF-like, cortical) chronic infarct
-    assert (icv & lesion).sum() / lesion.sum() > 0.99
+    assert (icv & infarct).sum() / infarct.sum() > 0.99
     stripped = R.resample(_io.load_image(tmp_path / "out" / "chronic" / "chronic_flair.nii.gz"), t2).numpy()
-    assert (stripped[lesion] > 0).mean() > 0.99
-    assert meta["labels"]["lesion"]["volume_ratio"] == pytest.approx(1.0, abs=0.02)
-    assert meta["labels"]["lesion"]["fraction_in_icv"] > 0.99
+    assert (stripped[infarct] > 0).mean() > 0.99
+    assert meta["labels"]["infarct"]["volume_ratio"] == pytest.approx(1.0, abs=0.02)
+    assert meta["labels"]["infarct"]["fraction_in_icv"] > 0.99
 
 
 @pytest.fixture(scope="module")
@@ -353,8 +363,9 @@ def ms_case(tmp_path_factory):
     c = np.round(np.argwhere(swi.numpy() > np.percentile(swi.numpy(), 90)).mean(axis=0)).astype(int)
     th[c[0]:c[0] + 5, c[1]:c[1] + 2, c[2]:c[2] + 2] = 1  # 20 voxels
     thrombus = _io.like(swi, th)
+    # the MS lesions stand in for the infarct label
     _ingest(tmp_path / "ing", "ms07", {"flair": flair, "swi": swi, "phase": phase, "t1": t1post},
-            {"lesion": les, "thrombus": thrombus}, {"lesion": "flair", "thrombus": "swi"}, center="ms")
+            {"infarct": les, "thrombus": thrombus}, {"infarct": "flair", "thrombus": "swi"}, center="ms")
     cfg = {**DEEPBET, "reference": "flair"}
     meta = preprocess_subject(tmp_path / "ing", "ms07", tmp_path / "pre", cfg)
     return tmp_path, meta, s, pts, flair, swi, th
@@ -374,7 +385,7 @@ def test_real_ms_four_sequences_phase_follows_magnitude(ms_case):
                                                              allow_constant=True), flair).numpy() > 0.5)
     want = M.transform_points(s, R.physical_points(swi, th > 0))
     assert np.linalg.norm(got.mean(0) - want.mean(0)) < 2.0
-    assert meta["labels"]["lesion"]["volume_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert meta["labels"]["infarct"]["volume_ratio"] == pytest.approx(1.0, abs=0.05)
     shapes = {nib.load(str(f)).shape for f in (tmp_path / "pre" / "ms07").glob("*.nii.gz")}
     assert len(shapes) == 1  # one output grid
     assert meta["n4"] == {"flair": True, "swi": True, "phase": False, "t1": True}
@@ -396,7 +407,7 @@ def test_real_ms_harmonize_and_qc(ms_case):
     f = np.load(d / "ms07_flair.npy")
     assert abs(np.median(f[m])) < 0.05 and 0.8 < np.subtract(*np.percentile(f[m], [75, 25])) / 1.349 < 1.2
     assert np.load(d / "ms07_label-thrombus.npy").dtype == np.uint8
-    assert (d / "ms07_label-lesion.npy").is_file() and (d / "ms07_arrays.json").is_file()
+    assert (d / "ms07_label-infarct.npy").is_file() and (d / "ms07_arrays.json").is_file()
     icv = np.load(d / "ms07_icvmask.npy").astype(bool)
     assert (icv >= m).all() and (f[~icv] == 0).all()
 

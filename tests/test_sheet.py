@@ -64,7 +64,7 @@ def test_ten_problems_reported_in_one_message(tmp_path):
     write_nifti(d / "nonbin.nii.gz", rng.integers(0, 3, (6, 6, 4)).astype(np.uint8))
     write_nifti(d / "othergrid.nii.gz", np.zeros((5, 6, 4), np.uint8))
     rows.append(_row(subject="nonb", center="ctrA", swi="img.nii.gz", thrombus_mask="nonbin.nii.gz"))
-    rows.append(_row(subject="grid", center="ctrA", dwi="img.nii.gz", lesion_mask="othergrid.nii.gz"))
+    rows.append(_row(subject="grid", center="ctrA", dwi="img.nii.gz", infarct_mask="othergrid.nii.gz"))
     # 7 duplicate id
     rows.append(_row(subject="ok1", center="ctrB", swi="img.nii.gz"))
     # 9 a row with no sequence
@@ -84,7 +84,7 @@ def test_ten_problems_reported_in_one_message(tmp_path):
         ("line 5 (subject four), column 'dwi'", "4-D image of shape (6, 6, 4, 3), 3-D expected"),
         ("line 6 (subject nanv), column 'flair'", "2 NaN/inf voxel(s)"),
         ("line 7 (subject nonb), column 'thrombus_mask'", "mask not binary (values 0, 1, 2)"),
-        ("line 8 (subject grid), column 'lesion_mask'", "mask grid (5, 6, 4) differs from the grid (6, 6, 4) of 'dwi'"),
+        ("line 8 (subject grid), column 'infarct_mask'", "mask grid (5, 6, 4) differs from the grid (6, 6, 4) of 'dwi'"),
         ("line 9 (subject ok1), column 'subject'", "duplicate subject id (first on line 2)"),
         ("line 10 (subject none)", "no sequence given"),
         ("center 'ctrZ'", "has no subjects"),
@@ -96,6 +96,16 @@ def test_ten_problems_reported_in_one_message(tmp_path):
     assert str(d / "corrupt.nii.gz") in msg  # problems name the file
     # The CLI prints the same message and exits 2 without a traceback.
     assert main(["validate", str(sheet), "--centers", "ctrA", "ctrZ"]) == 2
+
+
+def test_sheet_with_the_old_and_the_new_infarct_column_is_one_clear_error(tmp_path):
+    row = _good_case(tmp_path, "s1") | {"lesion_mask": "s1_thr.nii.gz"}
+    sheet = _write_sheet(tmp_path / "subjects.tsv", [row])
+    with pytest.raises(SheetError) as err:
+        validate_sheet(sheet)
+    assert [str(p) for p in err.value.problems] == [
+        "line 1, column 'lesion_mask': 'lesion_mask' is the old name of 'infarct_mask', and both columns "
+        "are present: keep one"]
 
 
 def test_row_whose_only_sequence_is_broken_is_unusable(tmp_path):
@@ -132,5 +142,5 @@ def test_sheet_from_bids(tmp_path):
     assert r1.swi.endswith("sub-01_swi.nii.gz") and r1.phase.endswith("part-phase_swi.nii.gz")
     assert r1.dwi.endswith("_dwi.nii.gz") and r1.adc.endswith("_ADC.nii.gz")
     assert r1.thrombus_mask.endswith("label-thrombus_mask.nii.gz") and r1.t2star == ""
-    assert r2.t2star and r2.flair and r2.t1 and r2.lesion_mask.endswith("_msk.nii.gz")
+    assert r2.t2star and r2.flair and r2.t1 and r2.infarct_mask.endswith("_msk.nii.gz")
     assert not r1.swi.startswith("/")  # written relative to the sheet

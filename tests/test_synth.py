@@ -77,7 +77,7 @@ def test_tree_and_sample_sheet(cohort, sheet_df):
     assert (sheet_df.split == "").all()
     for _, row in sheet_df.iterrows():
         assert re.fullmatch(r"[A-Za-z0-9]+", row.subject)
-        assert row.thrombus_mask and row.lesion_mask
+        assert row.thrombus_mask and row.infarct_mask
         for col in (*SEQUENCES, *LABELS):
             if row[col]:
                 assert not Path(row[col]).is_absolute()
@@ -159,7 +159,7 @@ def test_sequences_and_spacings_as_configured(cohort, sheet_df):
         thr = nib.load(root / row.thrombus_mask)
         assert thr.shape == sus.shape and np.allclose(thr.affine, sus.affine, atol=1e-4)
         ref = row.dwi or row.flair or row[_sus_col(row)]
-        inf = nib.load(root / row.lesion_mask)
+        inf = nib.load(root / row.infarct_mask)
         refimg = nib.load(root / ref)
         assert inf.shape == refimg.shape and np.allclose(inf.affine, refimg.affine, atol=1e-4)
         if row.phase:
@@ -176,7 +176,7 @@ def test_volumes_in_range(cohort, sheet_df):
         assert v_thr == pytest.approx(t["thrombus_volume_mm3"], rel=1e-3)
         assert 10.0 <= v_thr <= 800.0, (row.subject, v_thr)
         assert 15.0 <= t["thrombus_volume_true_mm3"] <= 650.0
-        inf = nib.load(root / row.lesion_mask)
+        inf = nib.load(root / row.infarct_mask)
         m = np.asarray(inf.dataobj) > 0
         v_inf = float(m.sum() * np.prod(inf.header.get_zooms()[:3]) / 1000.0)
         assert v_inf == pytest.approx(t["infarct_volume_ml"], rel=1e-3)
@@ -222,7 +222,7 @@ def test_infarct_in_occluded_territory_and_hemisphere(cohort, sheet_df):
     for _, row in sheet_df.iterrows():
         t = _truth(root, row.subject)
         tf = PatientTransform.from_dict(t["world_to_mni"])
-        mni = _mask_mni(nib.load(root / row.lesion_mask), tf)
+        mni = _mask_mni(nib.load(root / row.infarct_mask), tf)
         lab = atlas.sample("territory", mni, order=0).astype(int)
         assert np.isin(lab, t["territory_codes"]).mean() > 0.9, row.subject
         if t["hemisphere"] == "L":
@@ -231,7 +231,7 @@ def test_infarct_in_occluded_territory_and_hemisphere(cohort, sheet_df):
             assert np.mean(mni[:, 0] > 0) > 0.97
         # bright on DWI, dark on ADC
         if row.dwi:
-            m = np.asarray(nib.load(root / row.lesion_mask).dataobj) > 0
+            m = np.asarray(nib.load(root / row.infarct_mask).dataobj) > 0
             dwi = np.asarray(nib.load(root / row.dwi).dataobj, np.float32)
             adc = np.asarray(nib.load(root / row.adc).dataobj, np.float32)
             ring = ndi.binary_dilation(m, iterations=3) & ~ndi.binary_dilation(m, iterations=1) & (dwi > 0.3 * dwi[m].mean())

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from thrombseg.core.case import load_case
-from thrombseg.models.checkpoint import load_model
+from thrombseg.models.checkpoint import ModelSpec, load_model
 from thrombseg.training.config import TrainConfig, changed_settings
 from thrombseg.training.data import StackDataset
 from thrombseg.training.splits import assign_splits
@@ -50,6 +50,29 @@ def make_case(folder: Path, sid: str, seed: int, with_flair: bool = True, shape=
     np.save(d / f"{sid}_label-thrombus.npy", lab)
     (d / f"{sid}_harmonized.json").write_text(json.dumps({"spacing_mm": [1, 1, 2], "center": "c"}))
     return d
+
+
+def test_infarct_label_of_an_earlier_version_is_read(tmp_path):
+    """A harmonized folder written when the infarct was called "lesion" keeps its infarct label."""
+    d = make_case(tmp_path, "c0", 0)
+    old = np.zeros((28, 30, 10), np.uint8)
+    old[5:9, 5:9, 3:5] = 1
+    np.save(d / "c0_label-lesion.npy", old)
+    case = load_case(d)
+    assert set(case.labels) == {"thrombus", "infarct"} and np.array_equal(case.labels["infarct"], old)
+    np.save(d / "c0_label-infarct.npy", 1 - old)  # today's name wins over the old one
+    assert np.array_equal(load_case(d).labels["infarct"], 1 - old)
+    assert not load_case(make_case(tmp_path, "c1", 1)).labels.keys() - {"thrombus"}
+
+
+def test_an_earlier_versions_infarct_run_resumes():
+    """A checkpoint or model file saying target "lesion" is today's "infarct" run."""
+    cfg = TrainConfig.from_dict({"target": "infarct"})
+    saved = cfg.to_dict() | {"target": "lesion"}
+    assert changed_settings(saved, cfg) == []
+    assert TrainConfig.from_dict({"target": "lesion"}).target == "infarct"
+    spec = ModelSpec.from_config({"model": "upattllstm", "target": "lesion"})  # an earlier infarct model file
+    assert spec.target == "infarct" and spec.modalities == ["dwi", "adc", "flair"]
 
 
 def test_splits_are_deterministic_and_per_protocol():

@@ -37,7 +37,7 @@ def _case(subject, thrombus_at, fp_at, infarct_at, size=2):
 @pytest.fixture
 def models():
     thrombus = LoadedModel(Oracle(), ModelSpec(modalities=["swi", "dwi"], stack=4))  # reads swi only
-    infarct = LoadedModel(Oracle(), ModelSpec(modalities=["dwi"], stack=4, target="lesion"))
+    infarct = LoadedModel(Oracle(), ModelSpec(modalities=["dwi"], stack=4, target="infarct"))
     return thrombus, infarct
 
 

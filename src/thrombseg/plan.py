@@ -15,6 +15,7 @@ from functools import cached_property
 import pandas as pd
 
 from .core.layout import Layout
+from .core.sequences import current_target
 
 EXPERIMENT_ONLY = ("protocol", "protocol_center")  # experiment keys that are not training options
 
@@ -45,15 +46,15 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def experiment_settings(training: dict, experiment: str, target: str = "thrombus") -> tuple[dict, dict]:
-    """(training options, experiment-only keys) of one experiment and target (thrombus | lesion)."""
+    """(training options, experiment-only keys) of one experiment and target (thrombus | infarct)."""
     exps = training.get("experiments") or {}
     if experiment not in exps:
         raise ValueError(f"experiment {experiment!r} not in config training.experiments ({sorted(exps)})")
     exp = dict(exps[experiment] or {})
     extra = {k: exp.pop(k) for k in EXPERIMENT_ONLY if k in exp}
     cfg = deep_merge(training.get("defaults") or {}, exp)
-    if target == "lesion":  # the infarct model shares the machinery, not the thrombus architecture
-        cfg = deep_merge(deep_merge(training.get("defaults") or {}, training.get("infarct") or {}), {"target": "lesion"})
+    if current_target(target) == "infarct":  # the infarct model shares the machinery, not the thrombus architecture
+        cfg = deep_merge(deep_merge(training.get("defaults") or {}, training.get("infarct") or {}), {"target": "infarct"})
     else:
         cfg["target"] = "thrombus"
     return cfg, extra

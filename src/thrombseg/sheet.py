@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .core.io import write_table
-from .core.sequences import LABEL_GRID, LABELS, SEQUENCES
+from .core.sequences import LABEL_GRID, LABELS, OLD_LABELS, SEQUENCES
 
 COLUMNS: tuple[str, ...] = ("subject", "center", "split", *SEQUENCES, *LABELS)
 
@@ -79,7 +79,11 @@ def load_schema(name: str) -> dict:
 
 
 def read_sheet(path: str | Path) -> pd.DataFrame:
-    """Read a sheet as strings (empty cells -> ""), without validating it."""
+    """Read a sheet as strings (empty cells -> ""), without validating it.
+
+    A column under an earlier version's name (``lesion_mask``) is renamed to today's (``infarct_mask``);
+    a sheet with both is a SheetError.
+    """
     path = Path(path)
     if not path.is_file():
         raise SheetError(path, [Problem(None, None, None, str(path), "sample sheet not found")])
@@ -93,6 +97,11 @@ def read_sheet(path: str | Path) -> pd.DataFrame:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SheetError(path, [Problem(None, None, None, str(path), f"cannot parse TSV: {msg}")]) from None
     df.columns = [c.strip() for c in df.columns]
+    for old, new in OLD_LABELS.items():
+        if old in df.columns and new in df.columns:
+            raise SheetError(path, [Problem(1, None, old, None,
+                                            f"'{old}' is the old name of '{new}', and both columns are present: keep one")])
+    df = df.rename(columns=OLD_LABELS)
     return df.apply(lambda col: col.str.strip())
 
 
@@ -427,8 +436,8 @@ _BIDS_SUFFIX = [  # (regex on the file name, column); first match wins
 ]
 _BIDS_LABEL = [
     (r"_label-(thrombus|clot)(_.*)?_(mask|dseg)\.nii(\.gz)?$", "thrombus_mask"),
-    (r"_label-(infarct|lesion|stroke)(_.*)?_(mask|dseg)\.nii(\.gz)?$", "lesion_mask"),
-    (r"_msk\.nii(\.gz)?$", "lesion_mask"),  # ISLES'22 derivatives naming
+    (r"_label-(infarct|lesion|stroke)(_.*)?_(mask|dseg)\.nii(\.gz)?$", "infarct_mask"),
+    (r"_msk\.nii(\.gz)?$", "infarct_mask"),  # ISLES'22 derivatives naming
 ]
 
 

@@ -41,7 +41,7 @@ if not REUSE_MODELS:
             metrics=f"{LAYOUT.infarct_dir('{pid}')}/metrics.csv",
             curve=f"{LAYOUT.infarct_dir('{pid}')}/training_curve.png",
         params:
-            cfg=lambda w: experiment_settings(TRAIN, EXPERIMENTS[0], "lesion")[0],
+            cfg=lambda w: experiment_settings(TRAIN, EXPERIMENTS[0], "infarct")[0],
             harmonized_root=lambda w: LAYOUT.harmonized(w.pid),
         threads: TRAIN["threads"]
         resources:

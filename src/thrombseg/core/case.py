@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sequences import FALLBACK, SEQUENCES, TARGET_FILES
+from .sequences import FALLBACK, OLD_TARGET_FILES, SEQUENCES, TARGET_FILES
 
 
 @dataclass
@@ -42,14 +42,18 @@ class Case:
 
 
 def load_case(folder: str | Path, subject: str | None = None, center: str = "", mmap: bool = True) -> Case:
-    """Load a harmonized case folder (``<subject>_<seq>.npy``, ``_label-*.npy``, ``_brainmask.npy``)."""
+    """Load a harmonized case folder (``<subject>_<seq>.npy``, ``_label-*.npy``, ``_brainmask.npy``).
+
+    A folder harmonized by an earlier version keeps its infarct label: ``_label-lesion.npy`` is read
+    as ``labels["infarct"]`` (a ``_label-infarct.npy`` beside it wins).
+    """
     folder = Path(folder)
     subject = subject or folder.name
     if not folder.is_dir():
         raise FileNotFoundError(f"harmonized case folder not found: {folder}")
     mode = "r" if mmap else None
     stems = {stem: target for target, stem in TARGET_FILES.items()}
-    images, labels, brain = {}, {}, None
+    images, labels, old, brain = {}, {}, {}, None
     for f in sorted(folder.glob(f"{subject}_*.npy")):
         key = f.stem[len(subject) + 1:]
         if key in SEQUENCES:
@@ -58,6 +62,11 @@ def load_case(folder: str | Path, subject: str | None = None, center: str = "", 
             brain = np.load(f, mmap_mode=mode)
         elif key in stems:
             labels[stems[key]] = np.load(f, mmap_mode=mode)
+        elif key in OLD_TARGET_FILES:
+            old[OLD_TARGET_FILES[key]] = f
+    for target, f in old.items():
+        if target not in labels:
+            labels[target] = np.load(f, mmap_mode=mode)
     if not images:
         raise FileNotFoundError(f"{folder}: no harmonized sequence arrays ({subject}_<seq>.npy)")
     spacing, affine, center = _grid_of(folder, center)

@@ -142,7 +142,7 @@ def subset_metrics(case: Case, result: dict) -> dict:
     if truth is None:
         return {}
     true_thrombus = np.asarray(truth) > 0
-    true_infarct = case.labels.get("lesion")
+    true_infarct = case.labels.get("infarct")
     infarct_pair = ((result["infarct"], np.asarray(true_infarct) > 0)
                     if true_infarct is not None and result["infarct"] is not None else (None, None))
     after = evaluate_case(result["mask"], true_thrombus, case.spacing, *infarct_pair)

@@ -126,7 +126,7 @@ class AttLLSTM(ConfigMixin, nn.Module):
       query channel is zeros.
     * Other sequences (with the standard order: ADC and FLAIR), ``extras``:
       ``"query"`` (default) concatenates them as further channels of the query embedding. The
-      query stream is the "where to look" stream (the lesion guide), which is what ADC and FLAIR
+      query stream is the "where to look" stream (the infarct guide), which is what ADC and FLAIR
       show too, while the keys/values stay the susceptibility sequences that carry the thrombus
       signal the attention copies to the output, as published. Absent extras are zero-filled (one
       convolution mixes them, so they cannot be masked separately). ``"keys"`` adds them as

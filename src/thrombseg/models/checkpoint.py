@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.sequences import DEFAULT_MODALITIES
+from ..core.sequences import DEFAULT_MODALITIES, current_target
 from . import MODEL_REGISTRY, build_model
 
 # ``thrombseg_format`` of the model files this version writes; 2: transfer windows sized for the
@@ -113,6 +113,7 @@ class ModelSpec:
     def from_config(cls, config: dict) -> ModelSpec:
         keys = ("model", "model_kwargs", "modalities", "target", "stack", "crop", "threshold")
         spec = cls(**{k: config[k] for k in keys if config.get(k) is not None}, config=dict(config))
+        spec.target = current_target(spec.target)  # an earlier version's infarct model says "lesion"
         if spec.modalities is None:
             spec.modalities = list(DEFAULT_MODALITIES[spec.target])
         return spec

@@ -19,6 +19,7 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
 import ants  # noqa: E402  (after the thread setting)
 
 from ..core.io import nifti_image, write_nifti  # noqa: E402
+from ..core.sequences import old_names  # noqa: E402
 
 # LPS (ITK/ANTs) <-> RAS (NIfTI/nibabel) flip of the first two physical axes.
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -47,6 +48,12 @@ def set_threads(n: int | None, deterministic: bool = True) -> None:
 # --------------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------------
+def label_file(folder: Path, subject: str, name: str) -> Path | None:
+    """``<subject>_<name>.nii.gz`` in ``folder``, else the file an earlier version wrote under an old
+    name (``_lesion`` for ``_infarct``); None when neither exists."""
+    return next((p for n in (name, *old_names(name)) if (p := folder / f"{subject}_{n}.nii.gz").is_file()), None)
+
+
 def load_image(path: str | Path, *, what: str = "image", allow_constant: bool = False) -> ants.ANTsImage:
     """Read a 3-D NIfTI as a float32 ANTs image, or raise :class:`PreprocessingError`.
 

@@ -24,7 +24,7 @@ import torchio as tio
 from ..core.fs import check_id
 from ..core.io import write_json, write_npy
 from ..core.sequences import SEQUENCES, TARGET_FILES, TARGETS
-from ._io import PreprocessingError, load_image
+from ._io import PreprocessingError, label_file, load_image
 from .settings import DEFAULT_CUTOFF, NYUL_SKIP_DEFAULT, resolve_config
 from .units import detect_adc_units
 
@@ -116,7 +116,7 @@ def harmonize_subject(preproc_dir: str | Path, subject: str, landmarks_path: str
     """Harmonise one preprocessed patient and write float32 ``.npy`` arrays.
 
     Writes into ``out_dir/<subject>/``: ``<subject>_<seq>.npy`` (float32, harmonised),
-    ``<subject>_brainmask.npy``, ``<subject>_icvmask.npy`` and ``<subject>_label-<thrombus|lesion>.npy``
+    ``<subject>_brainmask.npy``, ``<subject>_icvmask.npy`` and ``<subject>_label-<thrombus|infarct>.npy``
     (uint8) and
     ``<subject>_arrays.json`` (shape, spacing, affine, axis order, per-sequence statistics).
     Arrays are in the NIfTI voxel order of the preprocessed grid (x, y, z; RAS). Statistics come from
@@ -187,8 +187,8 @@ def _write_labels(src: Path, dst: Path, subject: str) -> dict[str, int]:
     """Write each preprocessed label as ``<subject>_label-<target>.npy``; {target: voxel count}."""
     counts = {}
     for target in TARGETS:
-        p = src / f"{subject}_{target}.nii.gz"
-        if p.is_file():
+        p = label_file(src, subject, target)
+        if p is not None:
             lab = load_image(p, what=f"{target} label", allow_constant=True).numpy() > 0.5
             write_npy(lab.astype(np.uint8), dst / f"{subject}_{TARGET_FILES[target]}.npy")
             counts[target] = int(lab.sum())

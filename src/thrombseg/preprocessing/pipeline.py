@@ -1,7 +1,7 @@
 """One patient through preprocessing: skull strip -> co-register -> crop -> N4 -> labels -> QC.
 
 ``preprocess_subject(ingest_dir, subject, out_dir, config)`` reads the ingest stage's canonical
-NIfTIs ``<ingest_dir>/<subject>/<subject>_<seq>.nii.gz`` (+ ``_thrombus``/``_lesion`` labels and the
+NIfTIs ``<ingest_dir>/<subject>/<subject>_<seq>.nii.gz`` (+ ``_thrombus``/``_infarct`` labels and the
 ``_ingest.json`` sidecar) and writes, into ``<out_dir>/<subject>/`` (the whole folder appears at once:
 it is built in a hidden temporary folder and renamed):
 
@@ -14,7 +14,7 @@ it is built in a hidden temporary folder and renamed):
   ``skullstrip.vessel_margin_mm`` inside its convex hull (the skull-base cisterns). Images keep their values there, so a thrombus in a cortical
   branch, in the intracranial ICA or basilar artery at the skull base, or a CSF-like chronic
   infarct at the surface is never zeroed even when the tight brain mask leaves it out;
-* ``<subject>_<thrombus|lesion>.nii.gz`` (uint8) labels on the output grid;
+* ``<subject>_<thrombus|infarct>.nii.gz`` (uint8) labels on the output grid;
 * ``<subject>_preproc.json``   grid, reference, per-sequence registration (matrix, MI before/after),
   label volumes before/after, intensity percentiles, brain volume, ADC units, timings per step;
 * ``<subject>_qc.png``         QC montage.
@@ -35,10 +35,10 @@ from scipy.spatial import ConvexHull, Delaunay, QhullError
 from ..core.fs import atomic_dir, check_id, check_output_dir
 from ..core.io import write_json
 from ..core.sequences import LABEL_GRID as SHEET_LABEL_GRID
-from ..core.sequences import SEQUENCES
+from ..core.sequences import SEQUENCES, old_names
 from ..core.timing import StepTimer
 from . import skullstrip as ss
-from ._io import PreprocessingError, atomic_write_nifti, like, load_image, nifti_affine, set_threads
+from ._io import PreprocessingError, atomic_write_nifti, label_file, like, load_image, nifti_affine, set_threads
 from .bias import n4_correct
 from .qc import qc_montage
 from .registration import Registration, move_label, register, resample
@@ -160,8 +160,8 @@ def _load_inputs(ingest_dir: Path, subject: str) -> _Inputs:
         raise PreprocessingError(f"{src}: no sequence found for {subject} (expected {subject}_<seq>.nii.gz "
                                  f"with seq in {', '.join(SEQUENCES)})")
     images = {s: load_image(src / f"{subject}_{s}.nii.gz", what=s) for s in seqs}
-    labels = {name: load_image(src / f"{subject}_{name}.nii.gz", what=f"{name} label", allow_constant=True)
-              for name in LABEL_GRID if (src / f"{subject}_{name}.nii.gz").is_file()}
+    files = {name: label_file(src, subject, name) for name in LABEL_GRID}
+    labels = {name: load_image(p, what=f"{name} label", allow_constant=True) for name, p in files.items() if p}
     return _Inputs(src, sidecar, seqs, images, labels)
 
 
@@ -283,7 +283,9 @@ def _label_sources(inputs: _Inputs, reference: str) -> dict[str, str]:
     """The sequence each label was drawn on: the ingest sidecar's, else the first present of LABEL_GRID."""
     out = {}
     for name in inputs.labels:
-        drawn = (inputs.sidecar.get("labels", {}).get(name, {}) or {}).get("drawn_on")
+        side = inputs.sidecar.get("labels", {})
+        entry = next((side[n] for n in (name, *old_names(name)) if n in side), None)
+        drawn = (entry or {}).get("drawn_on")
         if drawn not in inputs.seqs:
             drawn = next((s for s in LABEL_GRID[name] if s in inputs.seqs), reference)
         out[name] = drawn

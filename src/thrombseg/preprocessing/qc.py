@@ -2,7 +2,7 @@
 
 Montage: one row per co-registered sequence, three axial slices (through the thrombus when there is
 one, else the brain centre) plus a coronal and a sagittal slice; brain-mask contour in red, thrombus
-in yellow, infarct (lesion) in cyan, the intracranial (skull-strip) mask dashed orange. Displayed in
+in yellow, infarct in cyan, the intracranial (skull-strip) mask dashed orange. Displayed in
 neurological convention (patient right on the right).
 
 Center TSV (:func:`write_center_qc`): one row per patient from its ``<subject>_preproc.json``:
@@ -45,7 +45,7 @@ def _views(brain: np.ndarray, labels: dict[str, np.ndarray]) -> list[tuple[str, 
     """Three axial slices, a coronal and a sagittal one through the thrombus, else the infarct, else the brain."""
     focus = labels.get("thrombus")
     if focus is None or not focus.any():
-        focus = labels.get("lesion")
+        focus = labels.get("infarct")
     if focus is None or not focus.any():
         focus = brain if brain.any() else np.ones_like(brain)
     c = np.round(np.argwhere(focus).mean(axis=0)).astype(int)
@@ -72,7 +72,7 @@ def qc_montage(images: dict, mask, labels: dict | None, out_png: str | Path, tit
     icv_arr = _canonical(icv)[0] > 0.5 if icv is not None else None
     views = _views(m, labs)
     # Okabe-Ito colours: distinguishable with every common colour-vision deficiency
-    colors = {"thrombus": "#E69F00", "lesion": "#CC79A7"}
+    colors = {"thrombus": "#E69F00", "infarct": "#CC79A7"}
     names = list(images)
     fig, axes = plt.subplots(len(names), len(views), figsize=(2.2 * len(views), 2.3 * len(names)),
                              squeeze=False)

@@ -414,6 +414,6 @@ def write_infarct_mask(session: Session) -> np.ndarray | None:
     """The infarct label (next to the images of its grid); its world centroid, None when empty."""
     infarct = session.infarct_mask
     folder = "dwi" if infarct.sequence == "dwi" else "anat"
-    session.writer.row["lesion_mask"] = session.writer.mask(infarct.mask, infarct.grid.affine,
-                                                session.writer.label_path("infarct_mask", folder))
+    session.writer.row["infarct_mask"] = session.writer.mask(infarct.mask, infarct.grid.affine,
+                                                             session.writer.label_path("infarct_mask", folder))
     return _centroid_world(infarct.mask, infarct.grid)

@@ -4,7 +4,7 @@
     thrombseg train HARMONIZED_DIR SPLITS.tsv OUT_DIR [--config config.yaml] [--experiment E] [--target T]
 
 The workflow config's ``training:`` section holds ``defaults`` (any :class:`TrainConfig` field), an
-``infarct`` override for the lesion model, and ``experiments`` (name -> model, dropout, protocol...).
+``infarct`` override for the infarct model, and ``experiments`` (name -> model, dropout, protocol...).
 
 The trainer (with Matplotlib and the evaluation and inference stack behind it) is imported only
 when a run starts, so that ``thrombseg --help`` and ``thrombseg splits`` stay fast.

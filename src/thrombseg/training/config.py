@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from ..core.sequences import DEFAULT_MODALITIES
+from ..core.sequences import DEFAULT_MODALITIES, current_target
 from .modality_dropout import GROUPINGS, PRESETS, SCHEDULES, check_schedule
 
 # What does not change the trained weights: a run may resume on another device or loader.
@@ -138,6 +138,7 @@ class TrainConfig:
         if d.get("crop") is not None and not isinstance(d["crop"], (list, tuple)):
             d["crop"] = (int(d["crop"]), int(d["crop"]))
         cfg = cls(**d)
+        cfg.target = current_target(cfg.target)
         for key, allowed in (("selection", SELECTIONS), ("val_subsets", VAL_SUBSETS)):
             if getattr(cfg, key) not in allowed:
                 raise ValueError(f"training.{key}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -160,5 +161,7 @@ def changed_settings(saved: dict | None, cfg: TrainConfig) -> list[str]:
         return []
     now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as in the stored copy
     then = json.loads(json.dumps(saved, default=str))
+    if "target" in then:  # a run of an earlier version that called the infarct "lesion" resumes
+        then["target"] = current_target(then["target"])
     return sorted(k for k in now.keys() | then.keys()
                   if k not in RESUME_IGNORES and now.get(k) != then.get(k))

@@ -26,7 +26,7 @@ class StackDataset(Dataset):
     Args:
         cases: harmonized cases.
         modalities: model channels, e.g. ``["swi", "phase", "dwi", "adc", "flair"]``.
-        target: ``"thrombus"`` or ``"lesion"``.
+        target: ``"thrombus"`` or ``"infarct"``.
         stack: slices per stack (s).
         crop: in-plane size (H, W); smaller volumes are zero-padded.
         fg_oversample: probability that the "negative" slot draws another positive stack instead.
