@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .. import __version__
+
 MANIFEST = ".thrombseg-output.json"
 PARTIAL = ".thrombseg-partial"  # marks a temporary folder as unfinished work of one process
 OVERWRITE_HELP = "replace a previous thrombseg output there (never a folder holding other files)"
@@ -153,7 +155,6 @@ def _check_writable(dest: Path) -> None:
 
 def write_manifest(folder: Path, command: str) -> None:
     """List every file under ``folder`` as made by ``command`` (the mark of a thrombseg output)."""
-    from .. import __version__
 
     entry = {"tool": "thrombseg", "version": __version__, "command": command,
              "files": sorted(_files(folder))}

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 
@@ -96,8 +97,6 @@ def copy_file(src: str | Path, dst: str | Path) -> Path:
 
 def nifti_image(arr: np.ndarray, affine: np.ndarray, dtype=np.float32):
     """A nibabel image with a clean header: geometry (qform = sform, code 1) and units only."""
-    import nibabel as nib
-
     affine = np.asarray(affine, float)
     img = nib.Nifti1Image(np.asarray(arr, dtype=dtype), affine)
     img.set_qform(affine, code=1)
@@ -108,8 +107,6 @@ def nifti_image(arr: np.ndarray, affine: np.ndarray, dtype=np.float32):
 
 def write_nifti(img, path: str | Path) -> Path:
     """Save a nibabel image atomically."""
-    import nibabel as nib
-
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
