@@ -155,7 +155,6 @@ def _check_writable(dest: Path) -> None:
 
 def write_manifest(folder: Path, command: str) -> None:
     """List every file under ``folder`` as made by ``command`` (the mark of a thrombseg output)."""
-
     entry = {"tool": "thrombseg", "version": __version__, "command": command,
              "files": sorted(_files(folder))}
     (folder / MANIFEST).write_text(json.dumps(entry, indent=1) + "\n")
