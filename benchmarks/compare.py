@@ -64,8 +64,9 @@ def arms(args) -> list[tuple[str, str]]:
     names = args.experiments or trained
     missing = [e for e in names if e not in trained]
     if missing or not names:
-        stop(f"{shown(args.results / 'models')}: {', '.join(missing) or 'no experiment'} not trained "
-             f"(trained: {', '.join(trained) or 'none'}): run `make demo` (or the workflow with your config) first")
+        what = f"{', '.join(missing)} not trained" if missing else "no trained experiment"
+        stop(f"needs trained models: {shown(args.results / 'models')}: {what} (trained: {', '.join(trained) or 'none'}): "
+             "run `make demo` (or the workflow with your config) first")
     out = [(e, e) for e in names]
     if args.train_windows:
         if args.train_windows not in trained:
@@ -81,7 +82,8 @@ def unseen_patients(args):
     sheet = args.cohort / "synthetic" / "subjects.tsv"
     pre = args.cohort / "preprocessed"
     if not sheet.is_file():
-        stop(f"needs the unseen cohort in {shown(args.cohort)} ({shown(sheet)} not found): run `.venv/bin/{UNSEEN}`")
+        stop(f"needs the unseen cohort in {shown(args.cohort)} ({shown(sheet)} not found): after `make demo`, "
+             f"run `.venv/bin/{UNSEEN}`")
     table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)[["subject", "center"]]
     missing = [s for s in table["subject"] if not (pre / s).is_dir()]
     if missing:

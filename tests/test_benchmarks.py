@@ -1,7 +1,7 @@
 """Every benchmark in benchmarks/ runs from a fresh clone in its --quick form through the runner of
 `make bench` (benchmarks/_common.py), and its table lands in <out>/<name>.txt with the machine and
-the git commit. selection.py needs a trained demo run and a second cohort: without them it stops with
-one line naming the commands, which the runner reports as skipped.
+the git commit. selection.py and compare.py need a trained demo run and a second cohort: without them
+they stop with one line naming the commands, which the runner reports as skipped.
 
 The quick runs take about 6 minutes together on 2 cores, so they are marked slow (not in `make
 test`); .ci/run runs them with `pytest -m slow tests/test_benchmarks.py`. The checks of the helpers
@@ -57,6 +57,11 @@ def test_selection_without_demo_run_names_the_commands(tmp_path):
     assert line.startswith("selection.py: ")
 
 
+def test_compare_without_trained_models_or_unseen_cohort_names_the_commands(tmp_path):
+    line = _one_line_stop(_run(BENCH / "compare.py", "--quick", "--results", tmp_path / "none"), "make demo")
+    assert line.startswith("compare.py: ")
+
+
 def test_infer_with_a_folder_that_is_no_demo_run_says_so(tmp_path):
     _one_line_stop(_run(BENCH / "infer.py", "--quick", "--results", tmp_path), "make demo")
 
@@ -85,9 +90,9 @@ def test_quick_benchmark_runs_and_writes_its_table(bench_run, name):
     text = (out / f"{name}.txt").read_text()
     assert MACHINE.search(text) and COMMIT.search(text), text[:1000]
     status = re.search(r"^# date: .*, status (\w+)$", text, re.M).group(1)
-    if status == "skipped":  # only selection.py may lack prerequisites (a demo run), with one line
-        assert name == "selection", text
-        assert re.search(r"^# skipped: selection\.py: needs .*make demo", text, re.M), text
+    if status == "skipped":  # only selection.py and compare.py may lack prerequisites (a demo run), with one line
+        assert name in ("selection", "compare"), text
+        assert re.search(rf"^# skipped: {name}\.py: .*make demo", text, re.M), text
     else:
         assert status == "ok", text
         assert "|" in text or "##" in text or "total" in text, text  # a table was printed
