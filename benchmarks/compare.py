@@ -20,15 +20,17 @@ test for detection (McNemar per sequence set, sign test over patients when sets 
 overall, per center and per sequence set, and writes the tables as TSV under ``--out``.
 ``--quick``: 2 patients per center, all sequences only.
 
-Run time on 2 CPU cores (AMD EPYC, shared machine), estimated from the demo's inference (about 4 s
-per patient and sequence subset for the demo model): default (48 patients, leave-one-out: 6 subsets)
-about 20 minutes per arm; ``--quick`` about 1 minute per arm, plus the unseen cohort's preprocessing
-(about 15 minutes for 48 patients, once).
+Run time on 2 CPU cores (AMD EPYC): ``--subsets full`` on the demo model, 48 patients, 220 s per arm
+including their harmonization (measured, one run alone on the machine); the default (leave-one-out, 6
+subsets) about 6 times that per arm, estimated; ``--quick`` (8 patients, all sequences) 43 s for one
+arm, measured. The unseen cohort's preprocessing, once: 50 minutes on one core beside other jobs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -109,11 +111,13 @@ def arm_files(args, experiment: str, arm: str, work: Path) -> dict:
 
 
 def harmonized(args, patients, files: dict, work: Path) -> Path:
-    """The unseen patients harmonized with the experiment's landmarks (cached per landmarks file)."""
+    """The unseen patients harmonized with the experiment's landmarks, cached under the digest of the
+    landmarks and settings (another results folder's landmarks of the same protocol get their own)."""
     from thrombseg.preprocessing.harmonize import harmonize_subject
 
     landmarks = Path(files["landmarks"])
-    folder = work / "harmonized" / landmarks.parent.name
+    key = hashlib.sha256(landmarks.read_bytes() + json.dumps(files["preprocess"], sort_keys=True).encode())
+    folder = work / "harmonized" / f"{landmarks.parent.name}-{key.hexdigest()[:12]}"
     for subject in patients["subject"]:
         if not (folder / subject).is_dir():
             harmonize_subject(args.cohort / "preprocessed", subject, landmarks, folder, files["preprocess"])
@@ -126,9 +130,8 @@ def predict_arm(args, arm: str, files: dict, patients, folder: Path, work: Path)
 
     from thrombseg.inference.predict import inference_settings, predict_subject
 
-    icfg = inference_settings(files["inference"], files["postprocess"], subsets=args.subsets, device="cpu")
-    if args.quick:
-        icfg.subsets = "full"
+    subsets = "full" if args.quick else args.subsets
+    icfg = inference_settings(files["inference"], files["postprocess"], subsets=subsets, device="cpu")
     rows = [predict_subject(folder, r.subject, r.center, files["model"], files["infarct_model"],
                             work / "predictions" / arm / r.subject, arm, icfg) for r in patients.itertuples()]
     return pd.concat(rows, ignore_index=True)
