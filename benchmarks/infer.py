@@ -62,6 +62,7 @@ def build_stand_in(res: Path, config: Path) -> None:
     import torch
     import yaml
 
+    from thrombseg.core.layout import Layout
     from thrombseg.models.checkpoint import build_network, export, save_checkpoint
     from thrombseg.plan import experiment_settings
     from thrombseg.synth import generate_cohort
@@ -75,7 +76,7 @@ def build_stand_in(res: Path, config: Path) -> None:
     subjects = pd.read_csv(sheet, sep="\t", dtype=str)
     write_tsv(subjects[["subject", "center"]].assign(split="test"), res / "splits" / f"{protocol}.tsv")
     write_atomic(res / "provenance" / "config.yaml", yaml.safe_dump(conf))
-    write_atomic(res / "harmonization" / "landmarks.json",
+    write_atomic(Path(Layout(res).landmarks(protocol)),
                  json.dumps({"method": "none: benchmark stand-in without a demo run", "landmarks": {}}))
     for target, folder in (("thrombus", res / "models" / exp / "thrombus"),
                            ("infarct", res / "models" / "infarct" / protocol)):

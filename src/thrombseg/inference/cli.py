@@ -9,7 +9,7 @@
     thrombseg tune-postprocess HARMONIZED_DIR SPLITS MODEL OUT_JSON [--infarct-model M.pt] [--config config.yaml]
 
 ``--results DIR`` takes the files of a finished workflow run: ``DIR/models/<experiment>/thrombus/model.pt``,
-the infarct model of the experiment's protocol, ``DIR/harmonization/landmarks.json``, the exact
+the infarct model of the experiment's protocol, the landmarks of that protocol (``DIR/harmonization/<protocol>/landmarks.json``), the exact
 preprocessing/inference settings of that run and the post-processing settings chosen on its validation
 patients (``postprocess.json`` beside the model); explicit options override each of them.
 Bad input exits with code 2 and one line naming the file or sequence.
@@ -187,7 +187,7 @@ def add_subparsers(subparsers) -> None:
         s.add_argument(f"--{seq}", type=Path, metavar="NIFTI", help=f"{seq} image")
     s.add_argument("--model", type=Path, help="thrombus model.pt")
     s.add_argument("--infarct-model", type=Path, help="infarct model.pt (guides post-processing)")
-    s.add_argument("--landmarks", type=Path, help="the workflow's harmonization/landmarks.json")
+    s.add_argument("--landmarks", type=Path, help="the workflow's harmonization/<protocol>/landmarks.json")
     s.add_argument("--config", type=Path, help="workflow config.yaml (preprocess: and inference: sections)")
     s.add_argument("--results", type=Path, help="a workflow results folder: take model, landmarks, settings")
     s.add_argument("--experiment", help="experiment under --results (default: the only one)")

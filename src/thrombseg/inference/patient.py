@@ -79,7 +79,7 @@ def predict_patient(images: dict, out_dir, thrombus_model, landmarks, infarct_mo
         out_dir: the patient's output folder: new or empty, or (``overwrite``) a previous thrombseg
             output holding nothing else (see ``thrombseg.core.fs``).
         thrombus_model, infarct_model: ``model.pt`` files of the workflow (infarct optional).
-        landmarks: the workflow's Nyul landmarks JSON (``harmonization/landmarks.json``).
+        landmarks: the workflow's Nyul landmarks JSON (``harmonization/<protocol>/landmarks.json``).
         preprocess_config: the workflow config or its ``preprocess:`` section (None: defaults).
         icfg: threshold / post-processing / TTA / device options.
         keep_work: keep the intermediate ingest/preprocessed/harmonized folders under ``<out>/work``.
