@@ -17,7 +17,11 @@ and harmonized here with each experiment's own landmarks. ``--train-windows E`` 
 earlier version. The first arm is the reference A; for each other arm B it prints A - B with 95 %
 bootstrap intervals (patients resampled) for Dice and false-positive components and an exact paired
 test for detection (McNemar per sequence set, sign test over patients when sets are pooled),
-overall, per center and per sequence set, and writes the tables as TSV under ``--out``.
+overall, per center and per sequence set, and writes the tables as TSV under ``--out`` with the
+report's ablation figure of the arms (``ablation.png``: the same paired intervals per number of
+sequences withheld).
+A patient already predicted by an arm with the same model files, harmonized arrays and settings is
+read back from ``--out``, so a rerun with one more arm costs that arm.
 ``--quick``: 2 patients per center, all sequences only.
 
 Run time on 2 CPU cores (AMD EPYC): ``--subsets full`` on the demo model, 48 patients, 220 s per arm
@@ -124,16 +128,37 @@ def harmonized(args, patients, files: dict, work: Path) -> Path:
     return folder
 
 
+def _arm_key(files: dict, folder: Path, icfg) -> str:
+    """Digest of what an arm's predictions depend on: its model files, harmonized arrays, settings."""
+    import dataclasses
+
+    h = hashlib.sha256(folder.name.encode() + json.dumps(dataclasses.asdict(icfg), sort_keys=True, default=str).encode())
+    for f in (files["model"], files["infarct_model"]):
+        h.update(Path(f).read_bytes() if f else b"-")
+    return h.hexdigest()
+
+
 def predict_arm(args, arm: str, files: dict, patients, folder: Path, work: Path):
-    """Per-subject metric rows of one arm (every patient, every subset)."""
+    """Per-subject metric rows of one arm (every patient, every subset); a patient predicted earlier
+    with the same files and settings (its ``key.txt``) is read back, so adding an arm costs one arm."""
     import pandas as pd
 
+    from thrombseg.core.io import write_text
     from thrombseg.inference.predict import inference_settings, predict_subject
 
     subsets = "full" if args.quick else args.subsets
     icfg = inference_settings(files["inference"], files["postprocess"], subsets=subsets, device="cpu")
-    rows = [predict_subject(folder, r.subject, r.center, files["model"], files["infarct_model"],
-                            work / "predictions" / arm / r.subject, arm, icfg) for r in patients.itertuples()]
+    key = _arm_key(files, folder, icfg)
+    rows = []
+    for r in patients.itertuples():
+        out = work / "predictions" / arm / r.subject
+        done = out / "key.txt"
+        if done.is_file() and done.read_text() == key:
+            rows.append(pd.read_csv(out / f"{r.subject}_metrics.tsv", sep="\t", keep_default_na=False,
+                                    na_values=[""]).assign(experiment=arm))
+            continue
+        rows.append(predict_subject(folder, r.subject, r.center, files["model"], files["infarct_model"], out, arm, icfg))
+        write_text(key, done)
     return pd.concat(rows, ignore_index=True)
 
 
@@ -146,6 +171,14 @@ def paired_tables(df, names: list[str], n_boot: int):
     parts = [compare_by(df, names[0], b, by, n_boot=n_boot).assign(by=by or "all")
              for b in names[1:] for by in (None, "center", "sequence_set")]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def figure(df, names: list[str], args) -> None:
+    """The report's ablation figure of these arms: means per sequences withheld, and the paired
+    differences reference - arm with the intervals printed above (``ablation.png``)."""
+    from thrombseg.report.figures import plot_dropout_ablation
+
+    plot_dropout_ablation(df, args.out / "ablation", {a: a for a in names}, reference=names[0], n_boot=args.n_boot)
 
 
 def main(argv=None) -> int:
@@ -178,7 +211,8 @@ def main(argv=None) -> int:
                       "a_only", "b_only", "p_value"]
         print("\nPaired differences A - B (95 % bootstrap interval over patients; detection: exact test):")
         print(table[shown_cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\ntables: {shown(args.out)}")
+    figure(df, names, args)
+    print(f"\ntables and figure: {shown(args.out)}")
     return 0
 
 

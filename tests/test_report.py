@@ -270,3 +270,35 @@ def test_single_experiment_comparison_says_so(run, tmp_path):
                                             "per_center_detection")}, n_boot=50)
     for png in out.values():
         _png_ok(png)
+
+
+def _arm_rows(experiment: str, hits: dict, patients: int = 10) -> pd.DataFrame:
+    """Per-subject rows: each patient has its full set (2 sequences) and both one-missing subsets;
+    ``hits[withheld]`` = (detected, dice) of every row at that count."""
+    rows = []
+    for i in range(patients):
+        for sset, n in (("dwi+swi", 2), ("swi", 1), ("dwi", 1)):
+            det, dice = hits[2 - n]
+            rows.append({"experiment": experiment, "center": "ctrA", "subject": f"p{i:02d}", "sequence_set": sset,
+                         "n_sequences": n, "dice": dice, "detected": det, "n_fp_components": 0})
+    return pd.DataFrame(rows)
+
+
+def test_paired_ablation_rows_pair_the_same_patients(tmp_path):
+    ps = pd.concat([
+        _arm_rows("gmd", {0: (1, 0.6), 1: (1, 0.5)}),
+        _arm_rows("none", {0: (1, 0.6), 1: (0, 0.1)}),     # equal with every sequence, worse missing one
+        _arm_rows("other_protocol", {0: (1, 0.6), 1: (1, 0.5)}).assign(center="ctrB"),  # no shared patient
+    ])
+    paired = figures.paired_ablation_rows(ps, "gmd", n_boot=200)
+    assert set(paired["arm"]) == {"none"}
+    dice = paired[paired["metric"] == "dice"].set_index("withheld")
+    det = paired[paired["metric"] == "detected"].set_index("withheld")
+    assert dice.loc[0, "difference"] == pytest.approx(0) and dice.loc[1, "difference"] == pytest.approx(0.4)
+    assert dice.loc[1, "ci_low"] == pytest.approx(0.4) and dice.loc[1, "n_patients"] == 10
+    # every patient loses detection without a sequence: 10 discordant patients, all for gmd
+    assert (det.loc[1, "a_only"], det.loc[1, "b_only"]) == (10, 0)
+    assert det.loc[1, "p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert (det.loc[0, "a_only"], det.loc[0, "b_only"], det.loc[0, "p_value"]) == (0, 0, 1.0)
+    png, _ = figures.plot_dropout_ablation(ps, tmp_path / "ablation", {"gmd": "gmd", "none": "none"}, n_boot=50)
+    _png_ok(png)

@@ -37,6 +37,7 @@ from ..core.case import load_case
 from ..core.io import atomic_path
 from ..core.sequences import SEQUENCES, sources
 from ..evaluation.aggregate import summarize
+from ..evaluation.paired import compare_by
 
 log = logging.getLogger("thrombseg.report")
 
@@ -50,6 +51,7 @@ __all__ = [
     "plot_per_center_detection",
     "plot_missing_sequence_heatmap",
     "ablation_rows",
+    "paired_ablation_rows",
     "plot_dropout_ablation",
     "plot_size_vs_detection",
     "plot_center_overlays",
@@ -363,49 +365,101 @@ def plot_missing_sequence_heatmap(per_sequence_set, out, labels: Mapping[str, st
 
 
 # --------------------------------------------------------------------------------- ablation
-def ablation_rows(per_subject: pd.DataFrame) -> pd.DataFrame:
-    """One row per (experiment, center, subject, withheld): mean ``dice`` / ``detected`` over the
-    subsets that withhold ``withheld`` of the patient's own sequences (0 = its full set)."""
+def _withheld(per_subject: pd.DataFrame) -> pd.DataFrame:
+    """``per_subject`` with ``withheld``: how many of the patient's own sequences a row lacks."""
     df = per_subject.copy()
     _require(df, ("experiment", "subject", "center", "n_sequences", "dice", "detected"), "per-subject table")
     df["experiment"] = df["experiment"].astype(str)
     full = df.groupby(["experiment", "center", "subject"])["n_sequences"].transform("max")
     df["withheld"] = (full - df["n_sequences"]).astype(int)
-    return (df.groupby(["experiment", "center", "subject", "withheld"])[["dice", "detected"]]
+    return df
+
+
+def ablation_rows(per_subject: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, center, subject, withheld): mean ``dice`` / ``detected`` over the
+    subsets that withhold ``withheld`` of the patient's own sequences (0 = its full set)."""
+    return (_withheld(per_subject).groupby(["experiment", "center", "subject", "withheld"])[["dice", "detected"]]
             .mean().reset_index())
 
 
+def paired_ablation_rows(per_subject: pd.DataFrame, reference: str, *, n_boot: int = 2000,
+                         seed: int = 0) -> pd.DataFrame:
+    """``reference - arm`` per number of sequences withheld, for every arm that predicted some of the
+    reference's patients (``thrombseg.evaluation.paired.compare``: 95 % bootstrap interval over
+    patients; detection: exact McNemar at 0 withheld, sign test over patients where a patient has
+    several subsets). Arms of another protocol (no shared patient) are left out."""
+    df = _withheld(per_subject)
+    ref = df[df["experiment"] == reference]
+    parts = []
+    for arm in sorted(set(df["experiment"]) - {reference}):
+        both = pd.concat([ref, df[df["experiment"] == arm]])
+        shared = both.groupby(["center", "subject", "sequence_set"])["experiment"].transform("nunique") == 2
+        if shared.any():
+            parts.append(compare_by(both[shared], reference, arm, "withheld", ("dice", "detected"),
+                                    n_boot=n_boot, seed=seed).assign(arm=arm))
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True)
+    out["withheld"] = out["group"].astype(int)
+    return out
+
+
+def _paired_panel(ax, paired: pd.DataFrame, metric: str, arms: list[str], lab, pal, xs) -> None:
+    """Reference - arm with its interval at each x, arms side by side; detection p-values beside."""
+    ax.axhline(0, color="0.4", lw=0.8)
+    width = 0.5 / max(len(arms), 1)
+    for i, arm in enumerate(arms):
+        d = paired[(paired["arm"] == arm) & (paired["metric"] == metric)].sort_values("withheld")
+        x = d["withheld"].to_numpy() + (i - (len(arms) - 1) / 2) * width
+        err = np.clip([d["difference"] - d["ci_low"], d["ci_high"] - d["difference"]], 0, None)  # rounding
+        ax.errorbar(x, d["difference"], yerr=err, fmt="o", color=pal[lab[arm]], capsize=3, label=lab[arm])
+        if metric == "detected":
+            for xi, row in zip(x, d.itertuples()):
+                ax.annotate(f"p={row.p_value:.2g}", (xi, row.ci_high), textcoords="offset points",
+                            xytext=(0, 3), ha="center", fontsize=7, color=pal[lab[arm]])
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xlim(min(xs) - 0.4, max(xs) + 0.4)
+    ax.grid(alpha=0.3)
+
+
 def plot_dropout_ablation(per_subject, out, labels: Mapping[str, str] | None = None, *,
-                          n_boot: int = 2000, seed: int = 0) -> tuple[Path, Path]:
-    """Mean Dice and detection rate vs number of sequences withheld, one line per experiment.
+                          reference: str | None = None, n_boot: int = 2000, seed: int = 0) -> tuple[Path, Path]:
+    """Mean Dice and detection rate vs number of sequences withheld, one line per experiment (top),
+    and the paired difference ``reference - arm`` on the same patients (bottom).
 
     x is how many of a patient's own sequences were withheld from the model (0 = all of them,
     :func:`full_set_rows`): every patient is at x = 0 and at each x its protocol allows, so the
     points compare the same patients (x = number of sequences given would compare centers with
-    different protocols). Each patient contributes one value per x (its mean over the subsets
-    with that many withheld); lines are the mean over patients with a 95 % bootstrap band
-    (patients resampled); tick labels give the patients at each x.
+    different protocols). Top: each patient contributes one value per x (its mean over the subsets
+    with that many withheld); lines are the mean over patients with a 95 % bootstrap band (patients
+    resampled); tick labels give the patients at each x. Bottom (two or more experiments sharing
+    patients): :func:`paired_ablation_rows`; ``reference`` defaults to the first experiment of
+    ``labels`` (the config's order), else the first by name.
     """
-    g = ablation_rows(concat_tables(per_subject))
+    d0 = concat_tables(per_subject)
+    g = ablation_rows(d0)
     title = "Dropout-schedule ablation under missing sequences"
     if g.empty:
         return _empty_figure(out, title, "no per-subject metrics")
     exps, lab = _experiments(g, labels)
+    reference = reference or next((e for e in (labels or {}) if e in exps), exps[0])
+    paired = paired_ablation_rows(d0, reference, n_boot=n_boot, seed=seed) if len(exps) > 1 else pd.DataFrame()
     g["Experiment"] = g["experiment"].map(lab)
     pal = dict(zip([lab[e] for e in exps], palette(len(exps))))
     markers = dict(zip([lab[e] for e in exps], ["o", "s", "D", "^", "v", "P", "X"] * 3))
     xs = sorted(g["withheld"].unique())
     n_at = g.groupby(["withheld", "experiment"])["subject"].nunique().groupby(level=0).max()
     ticks = [f"{x}\n(n={int(n_at.get(x, 0))})" + ("\nall given" if x == 0 else "") for x in xs]
-    fig = Figure(figsize=(9.5, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, (col, ylab) in zip(axes, [("dice", "Mean Dice (unitless, 0–1)"),
-                                      ("detected", "Detection rate (fraction of patients)")]):
+    rows = 2 if len(paired) else 1
+    fig = Figure(figsize=(9.5, 4.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for ax, (col, ylab) in zip(axes[0], [("dice", "Mean Dice (unitless, 0–1)"),
+                                         ("detected", "Detection rate (fraction of patients)")]):
         d = g[g[col].notna()]
         if not d.empty:
             sns.lineplot(data=d, x="withheld", y=col, hue="Experiment", hue_order=[lab[e] for e in exps],
                          style="Experiment", markers=markers, dashes=False, palette=pal,
-                         errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax, legend=ax is axes[1])
+                         errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax, legend=ax is axes[0][1])
         ax.set_ylim(-0.02, 1.02)
         ax.set_xticks(xs, ticks)
         ax.set_xlim(min(xs) - 0.3, max(xs) + 0.3)
@@ -413,9 +467,17 @@ def plot_dropout_ablation(per_subject, out, labels: Mapping[str, str] | None = N
         ax.set_xlabel("")
         ax.set_ylabel(ylab)
         ax.grid(alpha=0.3)
-    if axes[1].get_legend() is not None:
-        sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+    if axes[0][1].get_legend() is not None:
+        sns.move_legend(axes[0][1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
                         title="Experiment (band: 95 % bootstrap CI)")
+    if rows == 2:
+        arms = [e for e in exps if e in set(paired["arm"])]
+        for ax, (col, ylab) in zip(axes[1], [("dice", f"Dice: {reference} − arm"),
+                                             ("detected", f"Detection: {reference} − arm")]):
+            _paired_panel(ax, paired, col, arms, lab, pal, xs)
+            ax.set_ylabel(ylab + "\n(paired, 95 % bootstrap CI)", fontsize=9)
+        axes[1][1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                          title=f"{lab[reference]} minus")
     fig.supxlabel("Sequences withheld from each patient's own set (count; n = patients at each point)",
                   fontsize=10)
     note = _single_note(exps, lab, True)
