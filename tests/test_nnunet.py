@@ -268,28 +268,24 @@ def test_gmd_hook_changes_only_dropped_channels(planned, monkeypatch):
 # ---------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_nnunet_end_to_end_on_a_tiny_cohort(cohort, tmp_path):
-    """Export -> nnU-Net plan/preprocess (2d) -> train the budget trainer on CPU -> resume (--c) one
-    more epoch -> predict a test patient with DWI withheld, on the harmonized grid.
+    """Export -> nnU-Net plan/preprocess (2d) -> train the budget trainer on CPU -> predict a test
+    patient with DWI withheld, on the harmonized grid; the GMD trainer trains one epoch in nnU-Net's
+    own loop and resumes (--c) for a second.
 
-    Run time: about 2 min 10 s on 2 busy CPU cores (planning and preprocessing ~60 s, each training
+    Run time: about 2 min 25 s on 2 busy CPU cores (planning and preprocessing ~60 s, each training
     call ~27 s, mostly process start and nnU-Net's final validation; one epoch of 2 iterations 0.2 s).
     """
     t0 = time.time()
     res = tmp_path / "results"
-    raw = environment.nnunet_dirs(res)["nnUNet_raw"]
-    dataset.export_dataset(cohort, _train_patients(), raw, DATASET_ID, NAME, CHANNELS)
     log = res / "logs" / "nnunet.log"
-    commands.run(commands.plan_and_preprocess_command(DATASET_ID), res, log=log)
+    dataset.export_dataset(cohort, _train_patients(), environment.nnunet_dirs(res)["nnUNet_raw"], DATASET_ID, NAME,
+                           CHANNELS)
+    commands.plan_and_preprocess(DATASET_ID, res, log=log)
     budget = {environment.EPOCHS_VAR: 1, environment.ITERS_VAR: 2, environment.VAL_ITERS_VAR: 1}
-    commands.run(commands.train_command(DATASET_ID, resume=True), res, budget, log=log)
-    model = environment.nnunet_dirs(res)["nnUNet_results"] / f"Dataset{DATASET_ID}_{NAME}" / \
-        "nnUNetTrainerBudget__nnUNetPlans__2d"
-    final = model / "fold_all" / "checkpoint_final.pth"
-    assert final.exists()
-    assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 1
-    # a longer budget resumes from the finished run's checkpoint instead of starting over
-    commands.run(commands.train_command(DATASET_ID, resume=True), res, {**budget, environment.EPOCHS_VAR: 2}, log=log)
-    assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 2
+    commands.train(DATASET_ID, res, budget, log=log)
+    trained = environment.nnunet_dirs(res)["nnUNet_results"] / f"Dataset{DATASET_ID}_{NAME}"
+    model = trained / "nnUNetTrainerBudget__nnUNetPlans__2d"
+    assert (model / "fold_all" / "checkpoint_final.pth").exists()
 
     predictor = predict.load_predictor(model, use_mirroring=False)
     case = load_case(cohort / "p4", "p4", "c")
@@ -298,4 +294,12 @@ def test_nnunet_end_to_end_on_a_tiny_cohort(cohort, tmp_path):
     assert prob.shape == case.shape and prob.dtype == np.float32
     assert np.isfinite(prob).all() and prob.min() >= 0.0 and prob.max() <= 1.0
     assert not _read(tmp_path / "imagesTs" / "p4_0002.nii.gz").any()  # dwi withheld: written as zeros
+
+    commands.train(DATASET_ID, res, budget, trainer=commands.GMD_TRAINER, log=log)
+    final = trained / "nnUNetTrainerBudgetGMD__nnUNetPlans__2d" / "fold_all" / "checkpoint_final.pth"
+    assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 1
+    # a longer budget resumes from the finished run's checkpoint instead of starting over
+    commands.train(DATASET_ID, res, {**budget, environment.EPOCHS_VAR: 2}, trainer=commands.GMD_TRAINER, log=log)
+    assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 2
+    assert log.read_text().count("Epoch 0\n") == 2  # the resumed run started at epoch 1, not afresh
     print(f"nnU-Net end to end: {time.time() - t0:.0f} s")
