@@ -232,6 +232,7 @@ def test_budget_trainer_reads_its_budget_from_the_job(planned):
     t = _trainer(trainers.nnUNetTrainerBudget, planned, {environment.EPOCHS_VAR: 3, environment.ITERS_VAR: 4,
                                                          environment.VAL_ITERS_VAR: 2})
     assert (t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch) == (3, 4, 2)
+    assert t.save_every == trainers.SAVE_EVERY == 1  # a killed run loses at most one epoch
     t = _trainer(trainers.nnUNetTrainerBudget, planned, {})
     assert (t.num_epochs, t.num_iterations_per_epoch) == (1000, 250)  # nnU-Net's own defaults
     with pytest.raises(ValueError, match="positive"):

@@ -4,7 +4,7 @@ nnU-Net v2 (2.6+) reads ``nnUNet_raw`` / ``nnUNet_preprocessed`` / ``nnUNet_resu
 ``os.environ`` lazily (``nnunetv2.paths._EnvPath`` looks each one up when a path is built), so two
 ways work: :func:`nnunet_env` returns the environment for a subprocess running nnU-Net's own commands
 (what a Snakemake rule does), :func:`nnunet_environ` sets it in this process and restores it after
-(for the predictor called in-process).
+(for nnU-Net's functions called in-process).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,8 @@ def predict_case(predictor, case: Case, keep: Iterable[str], work_dir: str | Pat
     The inputs go to ``work_dir`` (an ``imagesTs``-style folder; a temporary one when None).
     """
     keep = tuple(keep)
-    with tempfile.TemporaryDirectory(prefix="nnunet-input-") as tmp:
-        folder = Path(work_dir) if work_dir is not None else Path(tmp)
+    given = nullcontext(work_dir) if work_dir is not None else tempfile.TemporaryDirectory(prefix="nnunet-input-")
+    with given as folder:
         files = write_test_inputs(case, model_channels(predictor), folder, keep)
         prob = predict_files(predictor, files, target)
     if prob.shape != case.shape:

@@ -21,6 +21,9 @@ from .environment import DROPOUT_VAR, EPOCHS_VAR, ITERS_VAR, SEED_VAR, VAL_ITERS
 
 DEFAULT_SEED = 0
 SEED_STRIDE = 1_000_003  # (seed, epoch) -> one generator seed per epoch
+# A checkpoint every epoch (nnU-Net: every 50), so a killed run resumed with --c loses at most one
+# epoch; a budgeted run has few epochs of a small network, and a checkpoint costs little.
+SAVE_EVERY = 1
 NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer's own default, kept for its signature
 
 
@@ -36,7 +39,8 @@ def _budget(name: str, default: int) -> int:
 
 class nnUNetTrainerBudget(nnUNetTrainer):  # nnU-Net's class naming: -tr finds a trainer by its name
     """nnU-Net's trainer with epochs, iterations per epoch and validation iterations from the job's
-    environment; unset variables keep nnU-Net's own values (1000 / 250 / 50)."""
+    environment (unset variables keep nnU-Net's own values: 1000 / 250 / 50), and a checkpoint every
+    :data:`SAVE_EVERY` epochs."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = NNUNET_DEFAULT_DEVICE):
@@ -44,6 +48,7 @@ class nnUNetTrainerBudget(nnUNetTrainer):  # nnU-Net's class naming: -tr finds a
         self.num_epochs = _budget(EPOCHS_VAR, self.num_epochs)
         self.num_iterations_per_epoch = _budget(ITERS_VAR, self.num_iterations_per_epoch)
         self.num_val_iterations_per_epoch = _budget(VAL_ITERS_VAR, self.num_val_iterations_per_epoch)
+        self.save_every = SAVE_EVERY
 
 
 class nnUNetTrainerBudgetGMD(nnUNetTrainerBudget):
