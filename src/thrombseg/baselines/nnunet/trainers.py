@@ -2,8 +2,8 @@
 
 nnU-Net builds a trainer from fixed arguments (plans, configuration, fold, dataset.json, device), so,
 like its own ``nnUNetTrainer_5epochs``, a variant sets its budget in ``__init__``; the values come
-from variables the job sets (``environment.EPOCHS_VAR`` etc.), the demo's config decides them so
-nnU-Net trains in the same minutes as UpAttLLSTM. nnU-Net finds a trainer by its class name;
+from variables the job sets (``environment.EPOCHS_VAR`` etc.), so a config can give nnU-Net the
+same minutes as UpAttLLSTM. nnU-Net finds a trainer by its class name;
 ``lookup.findable_trainers`` makes it find these (:data:`TRAINERS`).
 """
 
@@ -58,7 +58,8 @@ class nnUNetTrainerBudgetGMD(nnUNetTrainerBudget):
     dropout config as JSON in ``environment.DROPOUT_VAR`` (default: ``DropoutConfig()``). A channel
     that is all zero in a sample is an absent sequence (dataset.FILL_VALUE after nnU-Net's
     normalisation) and is never counted as available. The generator is re-seeded from (seed, epoch),
-    so a run resumed with ``--c`` draws the same drops in its later epochs as an uninterrupted one.
+    so after a resume (``--c``) each epoch's draws start where an uninterrupted run's would (nnU-Net's
+    own patch sampling is not reproducible across a resume, so the batches themselves differ).
     """
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
