@@ -36,6 +36,22 @@ def test_shipped_configs_validate():
     validate_config(copy.deepcopy(BASE), "config/config.yaml")
     validate_config(_with(PAPER), "config/config.yaml + config/paper.yaml")
     validate_config(copy.deepcopy(PAPER), "config/paper.yaml", partial=True)  # a layer alone, as a CLI reads it
+    for overlay in sorted((REPO / "benchmarks").glob("*.yaml")):  # the benchmarks' experiment layers
+        validate_config(_with(yaml.safe_load(overlay.read_text())), f"config/config.yaml + {overlay.name}")
+
+
+def test_nnunet_experiments_are_their_own_kind():
+    """`model: nnunet` picks the nnU-Net experiment schema; other experiments keep the training options."""
+    assert set(PAPER["training"]["experiments"]["nnunet_2d"]) == {"model", "protocol"}  # nnU-Net's own defaults
+    cfg = _with({"training": {"experiments": {"nn": {"model": "nnunet", "protocol": "multicentric",
+                                                     "configuration": "3d_fullres", "dataset_id": 7, "epochs": 2,
+                                                     "iterations": 3, "val_iterations": 1, "seed": 4,
+                                                     "dropout": {"schedule": "linear", "p": 0.3}}}}})
+    validate_config(cfg)
+    # a partial file (a CLI's) is checked the same way: `required` dropped everywhere but in the condition
+    validate_config({"training": {"experiments": {"nn": {"model": "nnunet"}, "t": {"model": "clstm"}}}}, partial=True)
+    assert "unknown key 'training.experiments.t.iterations'" in _problem(
+        _with({"training": {"experiments": {"t": {"model": "clstm", "protocol": "multicentric", "iterations": 3}}}}))
 
 
 def test_defaults_filled_as_snakemake_validate_did():
@@ -77,6 +93,18 @@ def test_defaults_filled_as_snakemake_validate_did():
      "training.experiments.x.protocol must be multicentric, monocentric[-<center>] or leave-center-out[-<center>]"),
     ({"preprocess": {"grid": {"spacing_mm": 0}}}, "preprocess.grid.spacing_mm must be null, a number > 0"),
     ({"centers": "ctrB"}, "centers must be a list"),
+    # an nnU-Net experiment has its own keys (nnU-Net plans batch, patch and network itself)
+    ({"training": {"experiments": {"nn": {"model": "nnunet", "protocol": "multicentric", "itrations": 5}}}},
+     "unknown key 'training.experiments.nn.itrations' (did you mean 'iterations'?)"),
+    ({"training": {"experiments": {"nn": {"model": "nnunet", "protocol": "multicentric", "batch_size": 2}}}},
+     "unknown key 'training.experiments.nn.batch_size' (known: model, protocol, configuration, dataset_id"),
+    ({"training": {"experiments": {"nn": {"model": "nnunet", "protocol": "multicentric", "configuration": "3d"}}}},
+     "training.experiments.nn.configuration must be one of 2d, 3d_fullres, got '3d'"),
+    ({"training": {"experiments": {"nn": {"model": "nnunet", "protocol": "multicentric", "dataset_id": 1000}}}},
+     "training.experiments.nn.dataset_id must be an integer in [1, 999], got 1000"),
+    ({"training": {"experiments": {"nn": {"model": "nnunet", "protocol": "multicentric",
+                                          "dropout": {"schedule": "gradual"}}}}},
+     "training.experiments.nn.dropout.schedule must be one of staircase, linear, cosine, fixed, none"),
 ])
 def test_bad_config_is_one_line_naming_the_key(over, expected):
     msg = _problem(_with(over))

@@ -304,3 +304,79 @@ def test_nnunet_end_to_end_on_a_tiny_cohort(cohort, tmp_path):
     assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 2
     assert log.read_text().count("Epoch 0\n") == 2  # the resumed run started at epoch 1, not afresh
     print(f"nnU-Net end to end: {time.time() - t0:.0f} s")
+
+
+# ------------------------------------------------------------------------------------- the workflow's steps
+def test_the_plan_names_the_librarys_trainers_and_defaults():
+    from thrombseg import plan
+    from thrombseg.training.config import DropoutConfig
+
+    assert {plan.NNUNET_BUDGET_TRAINER, plan.NNUNET_GMD_TRAINER} == set(trainers.TRAINERS)
+    assert plan.DROPOUT_DEFAULT_SCHEDULE == DropoutConfig().schedule  # `dropout: {p: ..}` alone means GMD
+    assert commands.DEFAULT_CONFIGURATION == plan.NNUNET_DEFAULT_CONFIGURATION == "2d"
+    assert environment.nnunet_dirs("r")["nnUNet_results"] == Path("r/nnunet/trained")
+
+
+def test_budget_variables_of_an_experiments_settings():
+    from thrombseg.baselines.nnunet.workflow import budget_variables
+
+    assert budget_variables({"budget": {}, "dropout": None}) == {}
+    got = budget_variables({"budget": {"epochs": 3, "iterations": 4, "val_iterations": 1, "seed": 2},
+                            "dropout": {"schedule": "linear"}})
+    assert got == {environment.EPOCHS_VAR: "3", environment.ITERS_VAR: "4", environment.VAL_ITERS_VAR: "1",
+                   environment.SEED_VAR: "2", environment.DROPOUT_VAR: '{"schedule": "linear"}'}
+
+
+def test_training_resumes_only_a_run_of_the_same_patients(tmp_path, monkeypatch):
+    from thrombseg.baselines.nnunet import workflow
+
+    calls = []
+
+    def fake_train(dataset_id, results_root, budget, configuration, trainer, device, resume, n_proc_da, log):
+        calls.append((dataset_id, budget, configuration, trainer, resume))
+        (fold / "checkpoint_final.pth").write_text("w")
+
+    monkeypatch.setattr(workflow, "train", fake_train)
+    fold = tmp_path / "trained" / "Dataset501_x" / "T__nnUNetPlans__2d" / "fold_all"
+    settings = {"configuration": "2d", "trainer": "T", "budget": {"epochs": 2}, "dropout": None}
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_latest.pth").write_text("old patients")
+    (fold / "subjects.json").write_text(json.dumps({"train": ["a", "z"], "val": []}))
+    workflow.train_experiment(fold / "checkpoint_final.pth", 501, tmp_path, settings, ["b", "a"])
+    assert not (fold / "checkpoint_latest.pth").exists(), "a run of other patients was resumed"
+    assert json.loads((fold / "subjects.json").read_text())["train"] == ["a", "b"]
+    assert calls[-1] == (501, {environment.EPOCHS_VAR: "2"}, "2d", "T", True)
+    (fold / "checkpoint_latest.pth").write_text("same patients")
+    workflow.train_experiment(fold / "checkpoint_final.pth", 501, tmp_path, settings, ["a", "b"])
+    assert (fold / "checkpoint_latest.pth").exists(), "a run of the same patients must resume"
+
+
+def test_a_left_over_dataset_with_the_same_id_is_refused(cohort, tmp_path):
+    from thrombseg.baselines.nnunet import workflow
+    from thrombseg.core.errors import UserError
+
+    res = tmp_path / "results"
+    out = workflow.export_experiment(cohort, _train_patients(), res, DATASET_ID, "exp")
+    assert out == res / "nnunet" / "raw" / f"Dataset{DATASET_ID}_exp"
+    workflow.export_experiment(cohort, _train_patients()[:1], res, DATASET_ID, "exp")  # its own folder: replaced
+    with pytest.raises(UserError, match=f"dataset id {DATASET_ID} .* also held by"):
+        workflow.export_experiment(cohort, _train_patients(), res, DATASET_ID, "renamed")
+
+
+def test_a_probability_model_gets_thrombsegs_subsets_postprocessing_and_metrics(cohort, tmp_path):
+    """What rule nnunet_predict relies on: any probability function in place of a thrombseg network."""
+    from thrombseg.inference.predict import ProbabilityModel, inference_settings, predict_subject
+
+    seen = []
+
+    def probability(case, keep):
+        seen.append(keep)
+        return np.asarray(case.labels["thrombus"], np.float32)  # a perfect model
+
+    model = ProbabilityModel(CHANNELS, probability, "perfect.pth")
+    table = predict_subject(cohort, "p4", "c", model, None, tmp_path / "out", "nn",
+                            inference_settings({"subsets": "leave-one-out"}))
+    assert len(table) == len(seen) == 1 + len(CHANNELS) and set(table["experiment"]) == {"nn"}
+    assert sorted(len(k) for k in seen) == [4] * len(CHANNELS) + [5]
+    assert (table["dice"] > 0.99).all() and (table["detected"] == 1).all()
+    assert (tmp_path / "out" / "p4_thrombus_mask.nii.gz").is_file() and (tmp_path / "out" / "p4_metrics.tsv").is_file()

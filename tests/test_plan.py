@@ -6,9 +6,14 @@ import pytest
 
 from thrombseg.core.layout import Layout
 from thrombseg.plan import (
+    NNUNET_BUDGET_TRAINER,
+    NNUNET_GMD_TRAINER,
     Plan,
     cohort_table,
     experiment_labels,
+    experiment_settings,
+    nnunet_dataset_id,
+    nnunet_settings,
     parse_protocol,
     protocol_id,
     train_resources,
@@ -163,6 +168,56 @@ def test_experiment_labels_and_resources():
     assert train_resources({"mem_mb": 1, "runtime_min": 2, "gpus": 1})["gpu"] == 1
 
 
+# ------------------------------------------------------------------ nnU-Net baseline experiments
+NN = {"model": "nnunet", "protocol": "multicentric"}
+
+
+def test_nnunet_settings_keep_nnunets_defaults_and_pick_the_trainer():
+    training = _config(nn=NN, gmd_nn=NN | {"dropout": {"schedule": "staircase"}, "epochs": 3, "iterations": 4},
+                       off=NN | {"dropout": {"schedule": "none"}}, bare=NN | {"dropout": {"p": 0.3}},
+                       three=NN | {"configuration": "3d_fullres", "dataset_id": 42})["training"]
+    nn = nnunet_settings(training, "nn")
+    assert nn == {"dataset_id": nnunet_dataset_id("nn", NN), "configuration": "2d", "trainer": NNUNET_BUDGET_TRAINER,
+                  "budget": {}, "dropout": None}  # nothing from training.defaults (its dropout is staircase)
+    gmd = nnunet_settings(training, "gmd_nn")
+    assert gmd["trainer"] == NNUNET_GMD_TRAINER and gmd["dropout"] == {"schedule": "staircase"}
+    assert gmd["budget"] == {"epochs": 3, "iterations": 4}
+    assert nnunet_settings(training, "off")["trainer"] == NNUNET_BUDGET_TRAINER
+    assert nnunet_settings(training, "bare")["trainer"] == NNUNET_GMD_TRAINER  # DropoutConfig's default schedule
+    three = nnunet_settings(training, "three")
+    assert three["configuration"] == "3d_fullres" and three["dataset_id"] == 42
+    with pytest.raises(ValueError, match="not an nnU-Net experiment"):
+        nnunet_settings(_config()["training"], "gmd")
+    with pytest.raises(ValueError, match="nnunet_train rule trains it"):
+        experiment_settings(training, "nn")
+    assert experiment_settings(training, "nn", "infarct")[0]["target"] == "infarct"  # the protocol's infarct model
+
+
+def test_nnunet_dataset_ids_are_stable_and_never_shared():
+    alone = _plan(_config(nn=NN)).nnunet["nn"]
+    crowded = _plan(_config(nn=NN, a_nn=NN, zz=NN, gmd={"protocol": "multicentric"})).nnunet["nn"]
+    assert alone["dataset_id"] == crowded["dataset_id"]  # other experiments never move an id
+    assert 500 <= alone["dataset_id"] <= 999 and alone["dataset"] == f"Dataset{alone['dataset_id']}_nn"
+    clash = _plan(_config(nn=NN, other=NN | {"dataset_id": alone["dataset_id"]}))
+    with pytest.raises(ValueError, match="same nnU-Net dataset id"):
+        clash.nnunet  # noqa: B018
+
+
+def test_plan_keeps_nnunet_experiments_off_thrombsegs_trainer():
+    plan = _plan(_config(gmd={"protocol": "multicentric"}, nn=NN))
+    assert plan.thrombseg_experiments == ["gmd"] and plan.nnunet_experiments == ["nn"]
+    ds = plan.nnunet["nn"]["dataset"]
+    checkpoint = f"out/nnunet/trained/{ds}/nnUNetTrainerBudget__nnUNetPlans__2d/fold_all/checkpoint_final.pth"
+    assert plan.thrombus_model("nn") == checkpoint and plan.thrombus_model("gmd") == "out/models/gmd/thrombus/model.pt"
+    artefacts = plan.audit_artefacts("nn")
+    assert artefacts["thrombus model"] == ("model", checkpoint)
+    assert artefacts["infarct model"] == ("model", "out/models/infarct/multicentric/model.pt")
+    assert artefacts["post-processing tuning"] == ("tuning", "out/models/nn/thrombus/postprocess.json")
+    assert checkpoint in plan.frozen_files()
+    labels = experiment_labels(_config(nn=NN, g=NN | {"dropout": {"schedule": "linear"}})["training"])
+    assert labels == {"nn": "nn (nnU-Net 2d, no dropout)", "g": "g (nnU-Net 2d, gradual dropout, linear)"}
+
+
 # ------------------------------------------------------------------ layout
 def test_layout_paths():
     lay = Layout("res/", "centers-ctrB")
@@ -182,3 +237,9 @@ def test_layout_paths():
     assert lay.figures == "res/selections/centers-ctrB/figures"
     assert lay.provenance == "res/selections/centers-ctrB/provenance"
     assert lay.provenance_config() == "res/provenance/config.yaml"  # always the full run's
+    ds = Layout.nnunet_dataset(7, "nn")
+    assert ds == "Dataset007_nn" and lay.nnunet("raw") == "res/nnunet/raw"
+    assert lay.nnunet_raw_json(ds) == "res/nnunet/raw/Dataset007_nn/dataset.json"
+    assert lay.nnunet_preprocessed(ds) == "res/nnunet/preprocessed/Dataset007_nn"
+    assert lay.nnunet_checkpoint(ds, "T", "2d") == "res/nnunet/trained/Dataset007_nn/T__nnUNetPlans__2d/fold_all/" \
+                                                   "checkpoint_final.pth"

@@ -150,8 +150,9 @@ def _drop_required(s) -> None:
     if isinstance(s, dict):
         s.pop("required", None)
         s.pop("minProperties", None)
-        for v in s.values():
-            _drop_required(v)
+        for k, v in s.items():
+            if k != "if":  # a condition (e.g. `model: nnunet` picks an experiment's schema) stays as written
+                _drop_required(v)
     elif isinstance(s, list):
         for v in s:
             _drop_required(v)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import zlib
 from collections.abc import Callable
 from functools import cached_property
 
@@ -18,6 +19,24 @@ from .core.layout import Layout
 from .core.sequences import current_target
 
 EXPERIMENT_ONLY = ("protocol", "protocol_center")  # experiment keys that are not training options
+
+# ------------------------------------------------------------------ nnU-Net v2 baseline experiments
+# An experiment with ``model: nnunet`` trains nnU-Net v2 (thrombseg.baselines.nnunet) on its protocol's
+# training patients instead of a thrombseg network. It takes nothing from ``training.defaults`` (nnU-Net
+# plans its own network, patch and batch); its keys are below. Its thrombus probability then goes through
+# thrombseg's post-processing and metrics like any experiment's.
+NNUNET = "nnunet"
+NNUNET_CONFIGURATIONS = ("2d", "3d_fullres")
+NNUNET_DEFAULT_CONFIGURATION = "2d"  # 3d_fullres is selectable; 2d fits the CPU demo's minutes
+NNUNET_BUDGET_TRAINER, NNUNET_GMD_TRAINER = "nnUNetTrainerBudget", "nnUNetTrainerBudgetGMD"
+# budget keys (absent: nnU-Net's own 1000 epochs x 250 iterations, 50 validation iterations)
+NNUNET_BUDGET = ("epochs", "iterations", "val_iterations", "seed")
+NNUNET_KEYS = ("model", "protocol", "configuration", "dataset_id", "dropout", *NNUNET_BUDGET)
+# Default dataset ids: NNUNET_ID_BASE + crc32(name) mod NNUNET_ID_SPAN, the same whatever other
+# experiments a config holds (an id derived from an experiment's position would shift when one is added,
+# and nnU-Net refuses an id that two dataset folders share). ``dataset_id`` sets one explicitly.
+NNUNET_ID_BASE, NNUNET_ID_SPAN = 500, 500
+DROPOUT_DEFAULT_SCHEDULE = "staircase"  # training.config.DropoutConfig's (tests keep them equal)
 
 # Post-processing settings chosen on validation patients when ``inference.tune`` is absent; in mm^3
 # so that one grid suits any voxel size (docs/decisions.md: the 20 mm^3 floor).
@@ -45,11 +64,23 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def is_nnunet(exp: dict | None) -> bool:
+    """Whether an experiment's settings train the nnU-Net baseline (``model: nnunet``)."""
+    return (exp or {}).get("model") == NNUNET
+
+
 def experiment_settings(training: dict, experiment: str, target: str = "thrombus") -> tuple[dict, dict]:
-    """(training options, experiment-only keys) of one experiment and target (thrombus | infarct)."""
+    """(training options, experiment-only keys) of one experiment and target (thrombus | infarct).
+
+    An nnU-Net experiment has no thrombseg training options: ValueError for its thrombus model (see
+    :func:`nnunet_settings`); its protocol's infarct model is thrombseg's, as for any experiment.
+    """
     exps = training.get("experiments") or {}
     if experiment not in exps:
         raise ValueError(f"experiment {experiment!r} not in config training.experiments ({sorted(exps)})")
+    if is_nnunet(exps[experiment]) and current_target(target) != "infarct":
+        raise ValueError(f"experiment {experiment!r} is an nnU-Net baseline (model: nnunet): the workflow's "
+                         "nnunet_train rule trains it, not thrombseg's trainer")
     exp = dict(exps[experiment] or {})
     extra = {k: exp.pop(k) for k in EXPERIMENT_ONLY if k in exp}
     cfg = deep_merge(training.get("defaults") or {}, exp)
@@ -60,13 +91,61 @@ def experiment_settings(training: dict, experiment: str, target: str = "thrombus
     return cfg, extra
 
 
+def nnunet_dropout_schedule(exp: dict) -> str:
+    """The GMD schedule of an nnU-Net experiment: ``none`` unless it gives ``dropout``."""
+    if "dropout" not in exp:
+        return "none"
+    return (exp.get("dropout") or {}).get("schedule", DROPOUT_DEFAULT_SCHEDULE)
+
+
+def nnunet_dataset_id(name: str, exp: dict) -> int:
+    """The experiment's nnU-Net dataset id: ``dataset_id``, else a stable one from its name."""
+    if exp.get("dataset_id") is not None:
+        return int(exp["dataset_id"])
+    return NNUNET_ID_BASE + zlib.crc32(name.encode()) % NNUNET_ID_SPAN
+
+
+def nnunet_settings(training: dict, experiment: str) -> dict:
+    """What the workflow runs for an nnU-Net experiment.
+
+    Returns:
+        ``{"dataset_id", "configuration", "trainer", "budget": {epochs, iterations, val_iterations,
+        seed: only those given}, "dropout": the dropout config (GMD trainer) or None}``. The GMD
+        trainer runs when ``dropout`` is given with a schedule other than ``none``.
+    """
+    exps = training.get("experiments") or {}
+    exp = exps.get(experiment)
+    if not is_nnunet(exp):
+        raise ValueError(f"experiment {experiment!r} is not an nnU-Net experiment (model: {NNUNET})")
+    unknown = sorted(set(exp) - set(NNUNET_KEYS))
+    if unknown:
+        raise ValueError(f"experiment {experiment!r} (model: nnunet): unknown key(s) {unknown} "
+                         f"(known: {', '.join(NNUNET_KEYS)})")
+    configuration = exp.get("configuration", NNUNET_DEFAULT_CONFIGURATION)
+    if configuration not in NNUNET_CONFIGURATIONS:
+        raise ValueError(f"experiment {experiment!r}: configuration must be one of {NNUNET_CONFIGURATIONS}, "
+                         f"got {configuration!r}")
+    gmd = nnunet_dropout_schedule(exp) != "none"
+    return {"dataset_id": nnunet_dataset_id(experiment, exp), "configuration": configuration,
+            "trainer": NNUNET_GMD_TRAINER if gmd else NNUNET_BUDGET_TRAINER,
+            "budget": {k: exp[k] for k in NNUNET_BUDGET if exp.get(k) is not None},
+            "dropout": dict(exp.get("dropout") or {}) if gmd else None}
+
+
 def experiment_labels(training: dict | None) -> dict[str, str]:
-    """``experiment -> "name (dropout schedule)"`` from the config's ``training`` section."""
+    """``experiment -> "name (dropout schedule)"`` from the config's ``training`` section (nnU-Net
+    experiments: ``"name (nnU-Net 2d, dropout schedule)"``)."""
     training = training or {}
     default = ((training.get("defaults") or {}).get("dropout") or {}).get("schedule", "none")
     out = {}
     for name, exp in (training.get("experiments") or {}).items():
-        schedule = ((exp or {}).get("dropout") or {}).get("schedule", default)
+        exp = exp or {}
+        if is_nnunet(exp):
+            schedule = nnunet_dropout_schedule(exp)
+            configuration = exp.get("configuration", NNUNET_DEFAULT_CONFIGURATION)
+            out[name] = f"{name} (nnU-Net {configuration}, {SCHEDULE_NAMES.get(schedule, schedule)})"
+            continue
+        schedule = (exp.get("dropout") or {}).get("schedule", default)
         out[name] = f"{name} ({SCHEDULE_NAMES.get(schedule, schedule)})"
     return out
 
@@ -170,6 +249,45 @@ class Plan:
     def experiment_pid(self, experiment: str) -> str:
         return self.training["experiments"][experiment]["protocol"]
 
+    # ------------------------------------------------------------------ which model
+    def is_nnunet(self, experiment: str) -> bool:
+        """Whether the experiment trains the nnU-Net baseline rather than a thrombseg network."""
+        return is_nnunet(self.training["experiments"][experiment])
+
+    @cached_property
+    def thrombseg_experiments(self) -> list[str]:
+        """Experiments thrombseg's trainer trains (rule train_thrombus)."""
+        return [e for e in self.experiments if not self.is_nnunet(e)]
+
+    @cached_property
+    def nnunet_experiments(self) -> list[str]:
+        """Experiments that train nnU-Net (rules nnunet_export ... nnunet_train)."""
+        return [e for e in self.experiments if self.is_nnunet(e)]
+
+    @cached_property
+    def nnunet(self) -> dict[str, dict]:
+        """:func:`nnunet_settings` of each nnU-Net experiment plus its ``dataset`` folder name and
+        ``checkpoint`` file; ValueError when two experiments share a dataset id."""
+        out: dict[str, dict] = {}
+        owner: dict[int, str] = {}
+        for e in self.nnunet_experiments:
+            s = nnunet_settings(self.training, e)
+            if s["dataset_id"] in owner:
+                raise ValueError(f"experiments {owner[s['dataset_id']]!r} and {e!r} get the same nnU-Net dataset id "
+                                 f"{s['dataset_id']}: give one of them another training.experiments.<name>.dataset_id")
+            owner[s["dataset_id"]] = e
+            s["dataset"] = Layout.nnunet_dataset(s["dataset_id"], e)
+            s["checkpoint"] = self.layout.nnunet_checkpoint(s["dataset"], s["trainer"], s["configuration"])
+            out[e] = s
+        return out
+
+    def thrombus_model(self, experiment: str) -> str:
+        """The experiment's thrombus model file: thrombseg's ``model.pt``, or nnU-Net's final checkpoint
+        (each with its ``subjects.json`` beside it)."""
+        if self.is_nnunet(experiment):
+            return self.nnunet[experiment]["checkpoint"]
+        return self.layout.thrombus_model(experiment)
+
     @cached_property
     def protocols(self) -> list[str]:
         """Protocol ids of the experiments; each has its own landmarks and harmonized arrays."""
@@ -208,7 +326,7 @@ class Plan:
         """``{artefact: (kind, path)}`` of everything fitted that the experiment's predictions use."""
         pid, lay = self.experiment_pid(experiment), self.layout
         artefacts = {"harmonization landmarks": ("landmarks", lay.landmarks(pid)),
-                     "thrombus model": ("model", lay.thrombus_model(experiment)),
+                     "thrombus model": ("model", self.thrombus_model(experiment)),
                      "infarct model": ("model", lay.infarct_model(pid))}
         if self.tunes(experiment):
             artefacts["post-processing tuning"] = ("tuning", lay.tuned_postprocess(experiment))
@@ -218,7 +336,7 @@ class Plan:
     def frozen_files(self) -> list[str]:
         """Landmarks, models and tuned settings a one-center rerun reuses (in the order reported)."""
         lay = self.layout
-        return [*(lay.landmarks(pid) for pid in self.protocols), *(lay.thrombus_model(e) for e in self.experiments),
+        return [*(lay.landmarks(pid) for pid in self.protocols), *(self.thrombus_model(e) for e in self.experiments),
                 *(lay.infarct_model(self.experiment_pid(e)) for e in self.experiments),
                 *(lay.tuned_postprocess(e) for e in self.experiments if self.tunes(e))]
 

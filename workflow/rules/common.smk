@@ -2,6 +2,7 @@
 # (thrombseg.plan: splits, reuse decisions, targets) and layout (thrombseg.core.layout: paths).
 # This file is glue: the policy lives in the library, where it is unit-tested. Nothing imported
 # here loads torch or matplotlib, so the DAG parses fast and on a login node.
+import re
 import sys
 from pathlib import Path
 
@@ -113,6 +114,36 @@ def _center_subjects(w):
 
 def _harmonized_for(pid):
     return [LAYOUT.harmonized(pid, s) for s in subjects_in(pid, "train", "val")]
+
+
+# ------------------------------------------------------------------ which model an experiment trains
+# thrombseg's networks (train_thrombus) or the nnU-Net baseline (`model = nnunet`, nnunet.smk).
+# Rules producing the same files for either kind (predict, tune_postprocess) are told apart by the
+# experiment wildcard's constraint.
+THROMBSEG_EXPERIMENTS = PLAN.thrombseg_experiments
+NNUNET_EXPERIMENTS = PLAN.nnunet_experiments
+NNUNET = _plan(lambda: PLAN.nnunet)  # experiment -> dataset id and folder, configuration, trainer, budget
+NNUNET_EXPERIMENT_OF = {s["dataset"]: e for e, s in NNUNET.items()}  # nnU-Net dataset folder -> experiment
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (none: matching nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def thrombus_model(experiment):
+    """The experiment's thrombus model file (thrombseg's model.pt or nnU-Net's final checkpoint)."""
+    return PLAN.thrombus_model(experiment)
+
+
+def nnunet_settings_of(w):
+    """The nnU-Net settings of a rule's experiment (wildcard `experiment`, or `dataset`: its folder)."""
+    return NNUNET[w.experiment if "experiment" in w.keys() else NNUNET_EXPERIMENT_OF[w.dataset]]
+
+
+def nnunet_pid(w):
+    """The protocol of a rule's nnU-Net experiment (wildcard `experiment` or `dataset`)."""
+    return experiment_pid(w.experiment if "experiment" in w.keys() else NNUNET_EXPERIMENT_OF[w.dataset])
 
 
 # ------------------------------------------------------------------ single-center reruns

@@ -7,6 +7,8 @@ if not REUSE_MODELS:
     rule tune_postprocess:
         conda:
             "../envs/torch.yaml"
+        wildcard_constraints:
+            experiment=one_of(THROMBSEG_EXPERIMENTS),  # nnU-Net experiments: rule nnunet_tune_postprocess
         input:
             harmonized=lambda w: [
                 LAYOUT.harmonized(experiment_pid(w.experiment), s)
@@ -34,6 +36,8 @@ if not REUSE_MODELS:
 rule predict:
     conda:
         "../envs/torch.yaml"
+    wildcard_constraints:
+        experiment=one_of(THROMBSEG_EXPERIMENTS),  # nnU-Net experiments: rule nnunet_predict
     input:
         harmonized=lambda w: LAYOUT.harmonized(experiment_pid(w.experiment), w.subject),
         thrombus=lambda w: frozen(LAYOUT.thrombus_model(w.experiment)),

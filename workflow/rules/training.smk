@@ -6,6 +6,8 @@ if not REUSE_MODELS:
     rule train_thrombus:
         conda:
             "../envs/torch.yaml"
+        wildcard_constraints:
+            experiment=one_of(THROMBSEG_EXPERIMENTS),  # nnU-Net experiments: rule nnunet_train
         input:
             harmonized=lambda w: _harmonized_for(experiment_pid(w.experiment)),
             splits=lambda w: LAYOUT.splits(experiment_pid(w.experiment)),
@@ -51,7 +53,7 @@ if not REUSE_MODELS:
         script:
             "../scripts/train.py"
 
-    ALL_TARGETS += expand(rules.train_thrombus.output.model, experiment=EXPERIMENTS)
+    ALL_TARGETS += expand(rules.train_thrombus.output.model, experiment=THROMBSEG_EXPERIMENTS)
     ALL_TARGETS += expand(
         rules.train_infarct.output.model, pid=sorted({experiment_pid(e) for e in EXPERIMENTS})
     )

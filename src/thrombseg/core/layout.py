@@ -15,6 +15,13 @@ HARMONIZATION_DIR = "harmonization"
 MODELS_DIR = "models"
 INFARCT_DIR = "infarct"  # models/infarct/<protocol>/: one infarct model per protocol
 SUBJECTS_RECORD = "subjects.json"  # beside a model.pt: the patients of its weights (train) and selection (val)
+# nnU-Net v2's own folders (nnUNet_raw / nnUNet_preprocessed / nnUNet_results) under <root>/nnunet, and
+# the names nnU-Net gives inside them (thrombseg.baselines.nnunet reads these; nothing here imports it).
+NNUNET_DIR = "nnunet"
+NNUNET_RAW, NNUNET_PREPROCESSED, NNUNET_TRAINED = "raw", "preprocessed", "trained"
+NNUNET_PLANS = "nnUNetPlans"  # nnU-Net's default plans identifier
+NNUNET_FOLD = "all"  # one model on every exported (training) patient: the splits are thrombseg's
+NNUNET_CHECKPOINT = "checkpoint_final.pth"
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,32 @@ class Layout:
 
     def infarct_model(self, pid: str) -> str:
         return f"{self.infarct_dir(pid)}/model.pt"
+
+    # ---------------------------------------------------------------- nnU-Net baseline
+    @staticmethod
+    def nnunet_dataset(dataset_id: int, name: str) -> str:
+        """nnU-Net's dataset folder name ``DatasetXXX_<name>`` (three-digit id)."""
+        return f"Dataset{int(dataset_id):03d}_{name}"
+
+    def nnunet(self, kind: str = "") -> str:
+        """``<root>/nnunet`` or one of nnU-Net's folders under it (``raw`` | ``preprocessed`` | ``trained``)."""
+        return f"{self.root}/{NNUNET_DIR}" + (f"/{kind}" if kind else "")
+
+    def nnunet_raw_json(self, dataset: str) -> str:
+        """The ``dataset.json`` of an exported raw dataset (written last: the export is complete)."""
+        return f"{self.nnunet(NNUNET_RAW)}/{dataset}/dataset.json"
+
+    def nnunet_preprocessed(self, dataset: str) -> str:
+        """nnU-Net's plans and preprocessed data of one dataset."""
+        return f"{self.nnunet(NNUNET_PREPROCESSED)}/{dataset}"
+
+    def nnunet_model_dir(self, dataset: str, trainer: str, configuration: str) -> str:
+        """nnU-Net's trained model folder ``<trainer>__<plans>__<configuration>`` (what its predictor loads)."""
+        return f"{self.nnunet(NNUNET_TRAINED)}/{dataset}/{trainer}__{NNUNET_PLANS}__{configuration}"
+
+    def nnunet_checkpoint(self, dataset: str, trainer: str, configuration: str) -> str:
+        """The final checkpoint of fold ``all``; a ``subjects.json`` beside it records its patients."""
+        return f"{self.nnunet_model_dir(dataset, trainer, configuration)}/fold_{NNUNET_FOLD}/{NNUNET_CHECKPOINT}"
 
     # ---------------------------------------------------------------- cohort-level outputs
     @property

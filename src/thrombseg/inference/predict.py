@@ -3,11 +3,16 @@
 The thrombus model sees only the sequences of the subset (others are marked absent, exactly as
 at training time under modality dropout); the infarct model sees the subset's DWI/ADC/FLAIR. The
 infarct prediction guides post-processing (keep the thrombus component nearest the infarct).
+
+The thrombus model is a thrombseg network (:class:`LoadedModel`) or any other model given as a
+:class:`ProbabilityModel` (the nnU-Net baseline: ``thrombseg.baselines.nnunet.workflow``), whose
+probability maps then go through the same post-processing, metrics and tables.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +40,20 @@ class LoadedModel(NamedTuple):
 
     network: torch.nn.Module
     spec: ModelSpec
+
+
+class ProbabilityModel(NamedTuple):
+    """A thrombus model from outside thrombseg: its channels, and a function giving a case's thrombus
+    probability (float, ``case.shape``) from the sequences of a subset only (``keep``)."""
+
+    modalities: tuple[str, ...]
+    probability: Callable[[Case, tuple[str, ...]], np.ndarray]
+    source: str = ""  # the file it was loaded from (recorded by the tuning)
+
+
+def model_modalities(model: LoadedModel | ProbabilityModel) -> list[str]:
+    """The channels (sequences) a thrombus model takes."""
+    return list(model.modalities if isinstance(model, ProbabilityModel) else model.spec.modalities)
 
 
 def inference_settings(section: dict | None, tuned: str | Path | None = None, **overrides) -> InferenceConfig:
@@ -67,13 +86,32 @@ def load_checked(path, device, what: str = "thrombus") -> LoadedModel:
         raise InferenceError(f"{p}: not a readable thrombseg {what} model ({type(exc).__name__}: {exc})") from None
 
 
-def predict_probabilities(model: LoadedModel, case: Case, keep: tuple[str, ...], icfg: InferenceConfig, device):
+def load_thrombus(model: str | Path | ProbabilityModel, device) -> LoadedModel | ProbabilityModel:
+    """A :class:`ProbabilityModel` as given, else the thrombseg model of a file (:func:`load_checked`)."""
+    return model if isinstance(model, ProbabilityModel) else load_checked(model, device, "thrombus")
+
+
+def model_source(model: str | Path | ProbabilityModel | None) -> str | None:
+    """The file a thrombus model came from, as text (None for none)."""
+    if model is None:
+        return None
+    return model.source if isinstance(model, ProbabilityModel) else str(model)
+
+
+def predict_probabilities(model: LoadedModel | ProbabilityModel, case: Case, keep: tuple[str, ...],
+                          icfg: InferenceConfig, device):
     """Probability map (x, y, z) from the sequences in ``keep`` only."""
     drop = tuple(s for s in case.images if s not in keep)
-    arrays, available = case.inputs(model.spec.modalities, drop=drop)
+    arrays, available = case.inputs(model_modalities(model), drop=drop)
     if not available.any():
         raise InferenceError(f"{case.subject}: none of the sequences {sorted(keep)} is known to the model "
-                             f"(it knows {model.spec.modalities})")
+                             f"(it knows {model_modalities(model)})")
+    if isinstance(model, ProbabilityModel):
+        prob = np.asarray(model.probability(case, tuple(keep)), np.float32)
+        if prob.shape != tuple(case.shape):
+            raise InferenceError(f"{case.subject}: the thrombus model returned shape {prob.shape}, "
+                                 f"the case is {tuple(case.shape)}")
+        return prob
     return predict_volume(model.network, arrays, available, stack=model.spec.stack, overlap=icfg.overlap,
                           batch_size=icfg.batch_size, device=device, tta_flip=icfg.tta_flip)
 
@@ -84,7 +122,7 @@ def predict_case(case: Case, thrombus: LoadedModel, infarct: LoadedModel | None 
     """Predict one case with the sequences ``keep`` (default: all it has).
 
     Args:
-        thrombus: the thrombus model.
+        thrombus: the thrombus model (:class:`LoadedModel` or :class:`ProbabilityModel`).
         infarct: the infarct model, or None (post-processing then keeps the most confident component).
 
     Returns:
@@ -101,10 +139,13 @@ def predict_case(case: Case, thrombus: LoadedModel, infarct: LoadedModel | None 
     return {"prob": prob, "raw": prob >= icfg.threshold, "mask": mask, "infarct": infarct_mask, "info": info}
 
 
-def predict_subject(harmonized_dir: str | Path, subject: str, center: str, thrombus_model: str | Path,
-                    infarct_model: str | Path | None, out_dir: str | Path, experiment: str = "",
-                    icfg: InferenceConfig | None = None) -> pd.DataFrame:
+def predict_subject(harmonized_dir: str | Path, subject: str, center: str,
+                    thrombus_model: str | Path | ProbabilityModel, infarct_model: str | Path | None,
+                    out_dir: str | Path, experiment: str = "", icfg: InferenceConfig | None = None) -> pd.DataFrame:
     """Predict one harmonized patient with every sequence subset; write masks and a metrics table.
+
+    ``thrombus_model``: a thrombseg ``model.pt``, or a :class:`ProbabilityModel` (another model's maps
+    get the same post-processing, metrics and files).
 
     Writes into ``out_dir``: ``<subject>_thrombus_prob.nii.gz``, ``<subject>_thrombus_mask.nii.gz``,
     ``<subject>_infarct_mask.nii.gz`` (all sequences, on the harmonized grid) and
@@ -116,12 +157,12 @@ def predict_subject(harmonized_dir: str | Path, subject: str, center: str, throm
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     case = load_case(Path(harmonized_dir) / subject, subject, center)
-    thrombus = load_checked(thrombus_model, device, "thrombus")
+    thrombus = load_thrombus(thrombus_model, device)
     infarct = load_checked(infarct_model, device, "infarct") if infarct_model else None
-    sequences = case_sequences(case, thrombus.spec.modalities)
+    sequences = case_sequences(case, model_modalities(thrombus))
     if not sequences:
         raise InferenceError(f"{subject}: none of its sequences {sorted(case.images)} is known to the model "
-                             f"{thrombus_model} (it knows {thrombus.spec.modalities})")
+                             f"{model_source(thrombus_model)} (it knows {model_modalities(thrombus)})")
     rows = []
     for keep in sequence_subsets(sequences, icfg.subsets):
         result = predict_case(case, thrombus, infarct, icfg, keep, device)

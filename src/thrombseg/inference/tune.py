@@ -53,12 +53,12 @@ def candidates(icfg: InferenceConfig, grid: dict) -> list[dict]:
 def raw_maps(cases, thrombus, infarct, icfg: InferenceConfig | None = None, device="cpu") -> list[tuple]:
     """Predict each case once, with all its sequences and post-processing off, exactly as rule
     predict's full-set row: ``[(case, thrombus probability, infarct mask or None)]``."""
-    from .predict import predict_case
+    from .predict import model_modalities, predict_case
 
     raw_cfg = dataclasses.replace(icfg or InferenceConfig(), postprocess=False)
     maps = []
     for case in cases:
-        result = predict_case(case, thrombus, infarct, raw_cfg, tuple(case_sequences(case, thrombus.spec.modalities)),
+        result = predict_case(case, thrombus, infarct, raw_cfg, tuple(case_sequences(case, model_modalities(thrombus))),
                               device)
         maps.append((case, result["prob"], result["infarct"]))
     return maps
@@ -79,7 +79,8 @@ def tune_postprocessing(cases, thrombus, infarct, icfg: InferenceConfig | None =
 
     Args:
         cases: validation cases (harmonized, with a thrombus label).
-        thrombus, infarct: the models (``predict.LoadedModel``); infarct may be None.
+        thrombus, infarct: the models (``predict.LoadedModel``; the thrombus model may also be a
+            ``predict.ProbabilityModel``); infarct may be None.
         icfg: the configured InferenceConfig (the tie-breaker).
         grid: ``{setting: [values]}``; default :data:`thrombseg.plan.DEFAULT_TUNE_GRID`.
 
@@ -110,22 +111,24 @@ def write_tuning(result: dict, path: str | Path) -> Path:
     return write_text(json.dumps(result, indent=1), path)
 
 
-def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus_model: str | Path,
+def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus_model,
                   infarct_model: str | Path | None, out_json: str | Path, section: dict | None = None) -> dict:
     """Tune on harmonized patients ``{subject: center}`` and write ``out_json``.
+
+    ``thrombus_model``: a thrombseg ``model.pt`` or a ``predict.ProbabilityModel`` (nnU-Net baseline).
 
     ``section`` is the workflow's ``inference:`` section; its ``tune:`` grid (default
     :data:`thrombseg.plan.DEFAULT_TUNE_GRID`) lists the candidates.
     """
-    from .predict import inference_device, inference_settings, load_checked
+    from .predict import inference_device, inference_settings, load_checked, load_thrombus, model_source
 
     grid = tune_grid(section)
     icfg = inference_settings(section)
     device = inference_device(icfg.device)
-    thrombus = load_checked(thrombus_model, device, "thrombus")
+    thrombus = load_thrombus(thrombus_model, device)
     infarct = load_checked(infarct_model, device, "infarct") if infarct_model else None
     cases = [load_case(Path(harmonized_dir) / s, s, c) for s, c in subjects.items()]
     result = tune_postprocessing(cases, thrombus, infarct, icfg, grid, device)
-    result |= {"thrombus_model": str(thrombus_model), "infarct_model": str(infarct_model) if infarct_model else None}
+    result |= {"thrombus_model": model_source(thrombus_model), "infarct_model": str(infarct_model) if infarct_model else None}
     write_tuning(result, out_json)
     return result

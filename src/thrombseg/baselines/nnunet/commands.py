@@ -12,12 +12,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ...core.layout import NNUNET_FOLD as FOLD_ALL  # one model on every training patient: thrombseg's splits
+from ...plan import NNUNET_BUDGET_TRAINER as BUDGET_TRAINER
+from ...plan import NNUNET_CONFIGURATIONS as CONFIGURATIONS
+from ...plan import NNUNET_DEFAULT_CONFIGURATION as DEFAULT_CONFIGURATION  # 2d fits the CPU demo's minutes
+from ...plan import NNUNET_GMD_TRAINER as GMD_TRAINER
 from .environment import PLAN_N_PROC_DA, TRAIN_N_PROC_DA, nnunet_env
 
-DEFAULT_CONFIGURATION = "2d"  # 3d_fullres is selectable; 2d fits the CPU demo's minutes
-CONFIGURATIONS = ("2d", "3d_fullres")
-FOLD_ALL = "all"  # one model on every training patient: the splits are thrombseg's, not nnU-Net's 5 folds
-BUDGET_TRAINER, GMD_TRAINER = "nnUNetTrainerBudget", "nnUNetTrainerBudgetGMD"
+__all__ = ["BUDGET_TRAINER", "CONFIGURATIONS", "DEFAULT_CONFIGURATION", "FOLD_ALL", "GMD_TRAINER", "TRAIN_MODULE",
+           "executable", "plan_and_preprocess", "plan_and_preprocess_command", "run", "train", "train_command"]
 TRAIN_MODULE = "thrombseg.baselines.nnunet.train"
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...core.case import Case, load_case
 from ...core.io import write_array_nifti, write_json
+from ...core.layout import Layout
 from ...core.sequences import DEFAULT_MODALITIES
 
 FILL_VALUE = 0.0  # an absent sequence (module docstring)
@@ -39,7 +40,7 @@ def dataset_name(dataset_id: int, name: str) -> str:
     """nnU-Net's folder name ``DatasetXXX_<name>``."""
     if not 1 <= int(dataset_id) <= MAX_DATASET_ID:
         raise ValueError(f"nnU-Net dataset ids have three digits (1..{MAX_DATASET_ID}), got {dataset_id}")
-    return f"Dataset{int(dataset_id):03d}_{name}"
+    return Layout.nnunet_dataset(dataset_id, name)
 
 
 def channel_file(folder: str | Path, case_id: str, index: int) -> Path:

@@ -14,8 +14,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-NNUNET_DIR = "nnunet"  # results/nnunet/{raw,preprocessed,trained}
-RAW, PREPROCESSED, TRAINED = "raw", "preprocessed", "trained"
+from ...core.layout import NNUNET_DIR, Layout  # results/nnunet/{raw,preprocessed,trained}
+from ...core.layout import NNUNET_PREPROCESSED as PREPROCESSED
+from ...core.layout import NNUNET_RAW as RAW
+from ...core.layout import NNUNET_TRAINED as TRAINED
+
+__all__ = ["DROPOUT_VAR", "EPOCHS_VAR", "ITERS_VAR", "NNUNET_DIR", "PREPROCESSED", "RAW", "SEED_VAR", "TRAINED",
+           "VAL_ITERS_VAR", "nnunet_dirs", "nnunet_env", "nnunet_environ", "nnunet_variables", "patched_environ"]
 # nnU-Net's augmentation workers. Training: 0 augments in the training process itself (a CPU run has no
 # cores to spare for worker processes). Planning: at least 1, as nnU-Net's planner sets torch's
 # thread count to this number (0 raises).
@@ -26,9 +31,10 @@ DROPOUT_VAR, SEED_VAR = "THROMBSEG_NNUNET_DROPOUT", "THROMBSEG_NNUNET_SEED"
 
 
 def nnunet_dirs(results_root: str | Path) -> dict[str, Path]:
-    """nnU-Net's three folders under ``<results_root>/nnunet``."""
-    base = Path(results_root) / NNUNET_DIR
-    return {"nnUNet_raw": base / RAW, "nnUNet_preprocessed": base / PREPROCESSED, "nnUNet_results": base / TRAINED}
+    """nnU-Net's three folders under ``<results_root>/nnunet`` (``core.layout.Layout.nnunet``)."""
+    lay = Layout(str(results_root))
+    return {"nnUNet_raw": Path(lay.nnunet(RAW)), "nnUNet_preprocessed": Path(lay.nnunet(PREPROCESSED)),
+            "nnUNet_results": Path(lay.nnunet(TRAINED))}
 
 
 def nnunet_variables(results_root: str | Path, budget: Mapping[str, object] | None = None,

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from ...core.case import Case
+from ...core.layout import NNUNET_CHECKPOINT as CHECKPOINT
+from ...core.layout import NNUNET_FOLD
 from .dataset import TARGET, write_test_inputs
 from .lookup import findable_trainers
 
-CHECKPOINT = "checkpoint_final.pth"
-DEFAULT_FOLDS = ("all",)  # the baseline trains one model on all training patients (fold "all")
+DEFAULT_FOLDS = (NNUNET_FOLD,)  # the baseline trains one model on all training patients (fold "all")
 
 
 def to_grid(volume: np.ndarray) -> np.ndarray:
