@@ -239,6 +239,19 @@ def test_budget_trainer_reads_its_budget_from_the_job(planned):
         _trainer(trainers.nnUNetTrainerBudget, planned, {environment.EPOCHS_VAR: 0})
 
 
+def test_no_final_validation_on_fold_all(planned, monkeypatch):
+    """Fold `all` would validate on its own training patients: skipped (minutes per patient on a CPU)."""
+    ran = []
+    monkeypatch.setattr(nnUNetTrainer, "perform_actual_validation", lambda self, npz=False: ran.append(self.fold))
+    res, plans, ds = planned
+    for fold in ("all", 0):
+        with environment.nnunet_environ(res, {}):
+            t = trainers.nnUNetTrainerBudget({**plans, "continue_training": False}, "2d", fold, ds, torch.device("cpu"))
+        t.print_to_log_file = lambda *a, **k: None
+        t.perform_actual_validation(False)
+    assert ran == [0]
+
+
 def test_gmd_hook_changes_only_dropped_channels(planned, monkeypatch):
     seen = []
     monkeypatch.setattr(nnUNetTrainer, "train_step", lambda self, batch: seen.append(batch["data"]) or {})

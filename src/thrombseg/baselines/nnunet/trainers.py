@@ -39,8 +39,8 @@ def _budget(name: str, default: int) -> int:
 
 class nnUNetTrainerBudget(nnUNetTrainer):  # nnU-Net's class naming: -tr finds a trainer by its name
     """nnU-Net's trainer with epochs, iterations per epoch and validation iterations from the job's
-    environment (unset variables keep nnU-Net's own values: 1000 / 250 / 50), and a checkpoint every
-    :data:`SAVE_EVERY` epochs."""
+    environment (unset variables keep nnU-Net's own values: 1000 / 250 / 50), a checkpoint every
+    :data:`SAVE_EVERY` epochs, and no final validation on fold ``all``."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = NNUNET_DEFAULT_DEVICE):
@@ -49,6 +49,16 @@ class nnUNetTrainerBudget(nnUNetTrainer):  # nnU-Net's class naming: -tr finds a
         self.num_iterations_per_epoch = _budget(ITERS_VAR, self.num_iterations_per_epoch)
         self.num_val_iterations_per_epoch = _budget(VAL_ITERS_VAR, self.num_val_iterations_per_epoch)
         self.save_every = SAVE_EVERY
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation, except on fold ``all``: there nnU-Net would predict the training
+        patients themselves (fold ``all`` validates on them), which tells nothing and selects nothing
+        (the final checkpoint is the model) but costs minutes per patient on a CPU. thrombseg tunes the
+        post-processing on its validation patients and evaluates on its test patients instead."""
+        if str(self.fold) == "all":
+            self.print_to_log_file("final validation skipped: fold 'all' would validate on its training patients")
+            return None
+        return super().perform_actual_validation(save_probabilities)
 
 
 class nnUNetTrainerBudgetGMD(nnUNetTrainerBudget):
