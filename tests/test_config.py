@@ -155,6 +155,10 @@ def test_preprocess_section_alone_is_checked_as_that_section(tmp_path):
     (None, ["--config", "centres=[ctrB]"], "config: unknown key 'centres' (did you mean 'centers'?)"),
     ({"training": {"defaults": {"epochs": -5}}}, [], "config: training.defaults.epochs must be an integer >= 1, got -5"),
     ({"inference": {"threshold": 7}}, [], "config: inference.threshold must be a number in (0, 1], got 7"),
+    ({"training": {"experiments": {"a": {"model": "nnunet", "protocol": "multicentric", "dataset_id": 7},
+                                   "b": {"model": "nnunet", "protocol": "multicentric", "dataset_id": 7}}}}, [],
+     "experiments 'a' and 'b' get the same nnU-Net dataset id 7: give one of them another "
+     "training.experiments.<name>.dataset_id"),
 ])
 def test_snakemake_dry_run_stops_with_the_line(tmp_path, over, args, expected):
     files = [str(REPO / "config" / "config.yaml")]
@@ -194,6 +198,11 @@ def test_train_unknown_experiment_is_one_line(tmp_path, capsys):
     rc, err = _cli(capsys, "train", tmp_path / "d", tmp_path / "s.tsv", tmp_path / "out", "--config", conf,
                    "--experiment", "f")
     assert rc == 2 and err == [f"thrombseg train: error: {conf}: experiment 'f' not in training.experiments (e)"]
+    assert not (tmp_path / "out").exists()
+    conf.write_text(yaml.safe_dump({"training": {"experiments": {"nn": {"model": "nnunet", "protocol": "multicentric"}}}}))
+    rc, err = _cli(capsys, "train", tmp_path / "d", tmp_path / "s.tsv", tmp_path / "out", "--config", conf,
+                   "--experiment", "nn")
+    assert rc == 2 and len(err) == 1 and "is an nnU-Net baseline (model: nnunet)" in err[0], err
     assert not (tmp_path / "out").exists()
 
 

@@ -23,7 +23,7 @@ from ..config import ConfigError, load_config
 from ..core.case import Case, load_case
 from ..core.fs import add_overwrite_option, check_output_file
 from ..core.sequences import TARGETS
-from ..plan import deep_merge, experiment_settings
+from ..plan import deep_merge, experiment_settings, is_nnunet
 from ..sheet import read_sheet
 from .config import TrainConfig
 from .splits import PROTOCOLS, assign_splits, write_splits
@@ -67,6 +67,9 @@ def _cmd_train(a) -> int:
     if a.experiment and a.experiment not in (training.get("experiments") or {}):
         raise ConfigError([f"{a.config}: experiment {a.experiment!r} not in training.experiments "
                            f"({', '.join(sorted(training.get('experiments') or {})) or 'none'})"])
+    if a.experiment and is_nnunet(training["experiments"][a.experiment]):
+        raise ConfigError([f"{a.config}: experiment {a.experiment!r} is an nnU-Net baseline (model: nnunet): "
+                           "the workflow trains it (rule nnunet_train), not thrombseg train"])
     configure_logging()
     if a.experiment:
         cfg, _ = experiment_settings(training, a.experiment, a.target)
