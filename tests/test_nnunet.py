@@ -286,8 +286,9 @@ def test_nnunet_end_to_end_on_a_tiny_cohort(cohort, tmp_path):
     patient with DWI withheld, on the harmonized grid; the GMD trainer trains one epoch in nnU-Net's
     own loop and resumes (--c) for a second.
 
-    Run time: about 2 min 25 s on 2 busy CPU cores (planning and preprocessing ~60 s, each training
-    call ~27 s, mostly process start and nnU-Net's final validation; one epoch of 2 iterations 0.2 s).
+    Run time: about 2 min on 2 busy CPU cores (115 s measured; planning and preprocessing ~60 s, each
+    training call mostly process start, as fold ``all`` skips nnU-Net's final validation; one epoch of
+    2 iterations 0.2 s).
     """
     t0 = time.time()
     res = tmp_path / "results"
