@@ -26,7 +26,8 @@ read back from ``--out``, so a rerun with one more arm costs that arm.
 
 Run time on 2 CPU cores (AMD EPYC): ``--subsets full`` on the demo model, 48 patients, 220 s per arm
 including their harmonization (measured, one run alone on the machine); the default (leave-one-out, 6
-subsets) about 6 times that per arm, estimated; ``--quick`` (8 patients, all sequences) 43 s for one
+subsets) 24 min for one UpAttLLSTM arm, measured beside a training job on the same cores (AttLLSTM
+about 2 min per patient there); ``--quick`` (8 patients, all sequences) 43 s for one
 arm, measured. The unseen cohort's preprocessing, once: 50 minutes on one core beside other jobs.
 """
 

@@ -1,7 +1,5 @@
 """Rule nnunet_tune_postprocess: post-processing settings of an nnU-Net experiment chosen on its
 protocol's validation patients, exactly as rule tune_postprocess does for a thrombseg network."""
-import logging
-
 import torch
 
 import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
@@ -17,12 +15,9 @@ def step(sm):
     torch.set_num_threads(sm.threads)
     icfg = inference_settings(sm.params.cfg)
     thrombus = probability_model(sm.input.thrombus, inference_device(icfg.device), use_mirroring=icfg.tta_flip)
-    r = tune_subjects(sm.params.harmonized_root, dict(sm.params.subjects), thrombus, sm.input.infarct,
-                      sm.output[0], sm.params.cfg)
-    log = logging.getLogger("thrombseg.inference")
-    for row in r["candidates"]:
-        log.info("candidate %s", row)
-    log.info("chosen on %d validation patients %s: %s", len(r["subjects"]), r["subjects"], r["chosen"])
+    # tune_subjects logs every candidate and the choice
+    tune_subjects(sm.params.harmonized_root, dict(sm.params.subjects), thrombus, sm.input.infarct,
+                  sm.output[0], sm.params.cfg)
 
 
 run_step(snakemake, step, errors=(CheckpointError, InferenceError))  # noqa: F821

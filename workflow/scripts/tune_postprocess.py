@@ -1,6 +1,4 @@
 """Rule tune_postprocess: post-processing settings chosen on validation patients (thrombseg.inference.tune)."""
-import logging
-
 import torch
 
 import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
@@ -12,12 +10,9 @@ from thrombseg.smk import run_step
 
 def step(sm):
     torch.set_num_threads(sm.threads)
-    r = tune_subjects(sm.params.harmonized_root, dict(sm.params.subjects), sm.input.thrombus, sm.input.infarct,
-                      sm.output[0], sm.params.cfg)
-    log = logging.getLogger("thrombseg.inference")
-    for row in r["candidates"]:
-        log.info("candidate %s", row)
-    log.info("chosen on %d validation patients %s: %s", len(r["subjects"]), r["subjects"], r["chosen"])
+    # tune_subjects logs every candidate and the choice
+    tune_subjects(sm.params.harmonized_root, dict(sm.params.subjects), sm.input.thrombus, sm.input.infarct,
+                  sm.output[0], sm.params.cfg)
 
 
 run_step(snakemake, step, errors=(CheckpointError, InferenceError))  # noqa: F821

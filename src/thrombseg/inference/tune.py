@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from ..plan import DEFAULT_TUNE_GRID, tune_grid
 from .postprocess import case_midline, postprocess_case
 from .sequences import case_sequences
 from .settings import InferenceConfig, InferenceError
+
+log = logging.getLogger("thrombseg.inference")
 
 __all__ = ["TUNABLE", "candidates", "raw_maps", "score_maps", "tune_postprocessing",
            "tune_subjects", "write_tuning"]
@@ -131,4 +134,7 @@ def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus
     result = tune_postprocessing(cases, thrombus, infarct, icfg, grid, device)
     result |= {"thrombus_model": model_source(thrombus_model), "infarct_model": str(infarct_model) if infarct_model else None}
     write_tuning(result, out_json)
+    for row in result["candidates"]:
+        log.info("candidate %s", row)
+    log.info("chosen on %d validation patients %s: %s", len(result["subjects"]), result["subjects"], result["chosen"])
     return result
