@@ -65,9 +65,9 @@ def _args(argv):
 
 def arms(args) -> list[tuple[str, str]]:
     """(arm name, experiment whose files it uses), the reference first."""
-    from thrombseg.core.layout import Layout
+    from thrombseg.inference.cli import trained_experiments
 
-    trained = Layout(args.results).trained_experiments()
+    trained = trained_experiments(args.results)
     names = args.experiments or trained
     missing = [e for e in names if e not in trained]
     if missing or not names:
@@ -107,6 +107,8 @@ def arm_files(args, experiment: str, arm: str, work: Path) -> dict:
 
     found = results_files(args.results, experiment)
     if arm.endswith(TRAIN_WINDOWS):
+        if found["kind"] != "thrombseg":
+            stop(f"--train-windows {experiment}: an nnU-Net baseline has no Logic-LSTM windows")
         blob = load_checkpoint(found["model"])
         target = work / arm / "model.pt"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -139,9 +141,24 @@ def _arm_key(files: dict, folder: Path, icfg) -> str:
     return h.hexdigest()
 
 
+def thrombus_model(files: dict, icfg):
+    """What ``predict_subject`` takes: a thrombseg ``model.pt``, or an nnU-Net checkpoint as a
+    probability function (its own mirroring follows ``tta_flip``, as in rule nnunet_predict)."""
+    if files["kind"] != "nnunet":
+        return files["model"]
+    import torch
+
+    from thrombseg.baselines.nnunet.workflow import probability_model
+
+    return probability_model(files["model"], torch.device("cpu"), use_mirroring=icfg.tta_flip)
+
+
 def predict_arm(args, arm: str, files: dict, patients, folder: Path, work: Path):
-    """Per-subject metric rows of one arm (every patient, every subset); a patient predicted earlier
-    with the same files and settings (its ``key.txt``) is read back, so adding an arm costs one arm."""
+    """Per-subject metric rows of one arm (every patient, every subset) and its seconds per patient; a
+    patient predicted earlier with the same files and settings (its ``key.txt``) is read back with
+    the seconds it took then, so adding an arm costs one arm."""
+    import time
+
     import pandas as pd
 
     from thrombseg.core.io import write_text
@@ -150,17 +167,25 @@ def predict_arm(args, arm: str, files: dict, patients, folder: Path, work: Path)
     subsets = "full" if args.quick else args.subsets
     icfg = inference_settings(files["inference"], files["postprocess"], subsets=subsets, device="cpu")
     key = _arm_key(files, folder, icfg)
-    rows = []
+    model = None
+    rows, seconds = [], []
     for r in patients.itertuples():
         out = work / "predictions" / arm / r.subject
         done = out / "key.txt"
-        if done.is_file() and done.read_text() == key:
+        if done.is_file() and done.read_text() == key and (out / "seconds.txt").is_file():
             rows.append(pd.read_csv(out / f"{r.subject}_metrics.tsv", sep="\t", keep_default_na=False,
                                     na_values=[""]).assign(experiment=arm))
+            seconds.append(float((out / "seconds.txt").read_text()))
             continue
-        rows.append(predict_subject(folder, r.subject, r.center, files["model"], files["infarct_model"], out, arm, icfg))
+        model = model or thrombus_model(files, icfg)  # loaded once, outside the timing
+        t0 = time.perf_counter()
+        rows.append(predict_subject(folder, r.subject, r.center, model, files["infarct_model"], out, arm, icfg))
+        seconds.append(time.perf_counter() - t0)
+        write_text(f"{seconds[-1]:.2f}", out / "seconds.txt")
         write_text(key, done)
-    return pd.concat(rows, ignore_index=True)
+    timing = pd.DataFrame({"experiment": arm, "subject": patients["subject"].to_list(), "seconds": seconds,
+                           "n_subsets": [len(t) for t in rows]})
+    return pd.concat(rows, ignore_index=True), timing
 
 
 def paired_tables(df, names: list[str], n_boot: int):
@@ -192,18 +217,26 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     header()
     work = args.out / "work"
-    frames = []
+    frames, timings = [], []
     for arm, experiment in chosen:
         files = arm_files(args, experiment, arm, work)
         folder = harmonized(args, patients, files, work)
-        frames.append(predict_arm(args, arm, files, patients, folder, work))
+        rows, timing = predict_arm(args, arm, files, patients, folder, work)
+        frames.append(rows)
+        timings.append(timing)
         print(f"{arm}: {len(patients)} patients predicted", file=sys.stderr, flush=True)
     df = pd.concat(frames, ignore_index=True)
     write_tsv(df, args.out / "per_subject.tsv")
+    timing = pd.concat(timings, ignore_index=True)
+    write_tsv(timing, args.out / "seconds.tsv")
     names = [a for a, _ in chosen]
     means = df.groupby("experiment", sort=False)[["dice", "detected", "n_fp_components"]].mean().loc[names]
+    per_patient = timing.groupby("experiment", sort=False)["seconds"].mean().loc[names]
+    means["s_per_patient"] = per_patient
+    means["s_per_subset"] = (timing["seconds"] / timing["n_subsets"]).groupby(timing["experiment"], sort=False).mean()
     print(f"Unseen patients: {len(patients)} of {shown(args.cohort)} ({patients['center'].nunique()} centers), "
-          f"subsets: {'full' if args.quick else args.subsets}; means per arm over all rows:")
+          f"subsets: {'full' if args.quick else args.subsets}, {args.threads} threads; means per arm over all rows, "
+          "and seconds per patient (every subset; infarct model and post-processing included) and per subset:")
     print(means.to_string(float_format=lambda v: f"{v:.3f}"))
     table = paired_tables(df, names, args.n_boot)
     if len(table):

@@ -64,13 +64,13 @@ def build_stand_in(res: Path, config: Path) -> None:
 
     from thrombseg.core.layout import Layout
     from thrombseg.models.checkpoint import build_network, export, save_checkpoint
-    from thrombseg.plan import experiment_settings
+    from thrombseg.plan import experiment_settings, first_thrombseg_experiment
     from thrombseg.synth import generate_cohort
     from thrombseg.training.config import TrainConfig
 
     conf = yaml.safe_load(config.read_text())
     training = conf["training"]
-    exp = sorted(training["experiments"])[0]
+    exp = first_thrombseg_experiment(training)
     protocol = training["experiments"][exp]["protocol"]
     sheet = generate_cohort(res / "synthetic", n_per_center=1, seed=0, size="demo", n_jobs=2)
     subjects = pd.read_csv(sheet, sep="\t", dtype=str)

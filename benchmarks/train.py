@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 import thrombseg  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 from thrombseg.core.case import Case
 from thrombseg.models.checkpoint import build_network, resolve_device
-from thrombseg.plan import experiment_settings
+from thrombseg.plan import experiment_settings, first_thrombseg_experiment
 from thrombseg.training.cli import split_cases
 from thrombseg.training.config import TrainConfig
 from thrombseg.training.data import StackDataset
@@ -120,7 +120,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     header(itk_threads="not used")
     training = yaml.safe_load(Path(a.config).read_text())["training"]
-    exp = sorted(training["experiments"])[0]
+    exp = first_thrombseg_experiment(training)
     cfg = TrainConfig.from_dict(experiment_settings(training, exp, "thrombus")[0] | {"device": a.device})
     device = resolve_device(cfg.device)
     cases, source = _cases(cfg.modalities, a.results)

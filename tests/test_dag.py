@@ -32,6 +32,8 @@ TINY = {
         "defaults": {"epochs": 1, "batch_size": 2, "stack": 4, "crop": [32, 32], "repeats": 1,
                      "val_every": 1, "val_max_cases": 1, "model_kwargs": {"widths": [4, 8, 16, 32]}},
         "infarct": {"model": "unet25d", "model_kwargs": {"widths": [4, 8]}, "epochs": 1},
+        # the demo's nnU-Net baseline plans demo-size patches: tests/test_dag_nnunet.py runs it on a tiny budget
+        "experiments": {"nnunet_2d": {"enabled": False}},
     },
     "inference": {"subsets": "leave-one-out"},
     "evaluation": {"n_boot": 100},

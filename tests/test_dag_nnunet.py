@@ -1,5 +1,5 @@
-"""The nnU-Net baseline inside the DAG: an experiment with ``model: nnunet`` on the tiny synthetic
-sheet cohort of test_dag.py runs export -> nnU-Net plan/preprocess -> training (1 epoch of 2
+"""The nnU-Net baseline inside the DAG: config/config.yaml's ``nnunet_2d`` (switched off by test_dag's
+tiny config, back on here with a budget of 2 iterations) on the tiny synthetic sheet cohort of test_dag.py runs export -> nnU-Net plan/preprocess -> training (1 epoch of 2
 iterations) -> post-processing tuning on the validation patients -> prediction of every test
 patient with each sequence subset -> thrombseg's metrics, and the leakage audit covers its model.
 
@@ -27,9 +27,8 @@ from test_dag import tiny_cohort
 pytest.importorskip("nnunetv2")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-EXPERIMENT = "nnunet_tiny"
-NNUNET = {"training": {"experiments": {EXPERIMENT: {
-    "model": "nnunet", "protocol": "multicentric", "epochs": 1, "iterations": 2, "val_iterations": 1}}}}
+EXPERIMENT = "nnunet_2d"  # config/config.yaml's baseline, on a tiny budget
+NNUNET = {"training": {"experiments": {EXPERIMENT: {"enabled": True, "epochs": 1, "iterations": 2, "val_iterations": 1}}}}
 
 
 def test_nnunet_experiment_runs_through_the_dag_to_metrics_and_audit(tmp_path):

@@ -12,6 +12,7 @@ from thrombseg.plan import (
     cohort_table,
     experiment_labels,
     experiment_settings,
+    first_thrombseg_experiment,
     nnunet_dataset_id,
     nnunet_settings,
     parse_protocol,
@@ -216,6 +217,21 @@ def test_plan_keeps_nnunet_experiments_off_thrombsegs_trainer():
     assert checkpoint in plan.frozen_files()
     labels = experiment_labels(_config(nn=NN, g=NN | {"dropout": {"schedule": "linear"}})["training"])
     assert labels == {"nn": "nn (nnU-Net 2d, no dropout)", "g": "g (nnU-Net 2d, gradual dropout, linear)"}
+
+
+def test_a_switched_off_experiment_is_out_of_the_run():
+    """``enabled: false`` (what an overlay can do to an experiment of config/config.yaml) removes it from
+    the run, its labels and the first-experiment choice; its other keys are not training options."""
+    config = _config(nn=NN | {"enabled": False}, gmd={"protocol": "multicentric", "enabled": True},
+                     off={"protocol": "multicentric", "enabled": False})
+    plan = _plan(config)
+    assert plan.experiments == ["gmd"] and plan.nnunet_experiments == [] and plan.thrombseg_experiments == ["gmd"]
+    assert list(experiment_labels(config["training"])) == ["gmd"]
+    assert first_thrombseg_experiment(_config(nn=NN, b={"protocol": "multicentric"}, a={"protocol": "multicentric"})
+                                      ["training"]) == "b"  # config order, nnU-Net skipped
+    options, extra = experiment_settings(config["training"], "gmd")
+    assert "enabled" not in options and extra["enabled"] is True
+    assert nnunet_settings(_config(nn=NN | {"enabled": True})["training"], "nn")["configuration"] == "2d"
 
 
 # ------------------------------------------------------------------ layout

@@ -373,3 +373,38 @@ def test_results_folder_lookup(patient, tmp_path):
         results_files(r)
     shutil.rmtree(r / "harmonization/multicentric")
     assert results_files(r)["landmarks"] == r / "harmonization/monocentric-A/landmarks.json"
+
+
+def test_results_folder_lookup_of_an_nnunet_experiment(patient, tmp_path, capsys):
+    """An nnU-Net baseline's files resolve to its final checkpoint (benchmarks/compare.py predicts with
+    it); ``thrombseg predict --results`` refuses it in one line, and the default stays the thrombseg model."""
+    import shutil
+
+    import yaml
+
+    from thrombseg.inference.cli import trained_experiments
+    from thrombseg.plan import nnunet_settings
+
+    r = tmp_path / "results"
+    (r / "models/exp1/thrombus").mkdir(parents=True)
+    shutil.copy(patient["model"], r / "models/exp1/thrombus/model.pt")
+    training = {"experiments": {"exp1": {"protocol": "multicentric"},
+                                "nn": {"model": "nnunet", "protocol": "multicentric", "epochs": 1}}}
+    (r / "provenance").mkdir()
+    (r / "provenance/config.yaml").write_text(yaml.safe_dump({"training": training}))
+    assert trained_experiments(r) == ["exp1"]  # nnU-Net not trained yet
+    with pytest.raises(UserError, match="thrombus model of experiment 'nn' not found"):
+        results_files(r, "nn")
+    s = nnunet_settings(training, "nn")
+    checkpoint = (r / "nnunet/trained" / f"Dataset{s['dataset_id']:03d}_nn" /
+                  "nnUNetTrainerBudget__nnUNetPlans__2d/fold_all/checkpoint_final.pth")
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    assert trained_experiments(r) == ["exp1", "nn"]
+    found = results_files(r, "nn")
+    assert found["kind"] == "nnunet" and found["model"] == checkpoint
+    assert results_files(r)["experiment"] == "exp1" and results_files(r)["kind"] == "thrombseg"
+    out = tmp_path / "out"
+    code = main(["predict", str(out), "--results", str(r), "--experiment", "nn", "--swi", patient["files"]["swi"]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is an nnU-Net baseline" in err[0] and not out.exists()

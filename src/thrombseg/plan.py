@@ -18,7 +18,9 @@ import pandas as pd
 from .core.layout import Layout
 from .core.sequences import current_target
 
-EXPERIMENT_ONLY = ("protocol", "protocol_center")  # experiment keys that are not training options
+# experiment keys that are not training options; ``enabled: false`` keeps an experiment out of the run
+# (an overlay cannot delete a key of config/config.yaml, but it can switch the experiment off)
+EXPERIMENT_ONLY = ("protocol", "protocol_center", "enabled")
 
 # ------------------------------------------------------------------ nnU-Net v2 baseline experiments
 # An experiment with ``model: nnunet`` trains nnU-Net v2 (thrombseg.baselines.nnunet) on its protocol's
@@ -31,7 +33,7 @@ NNUNET_DEFAULT_CONFIGURATION = "2d"  # 3d_fullres is selectable; 2d fits the CPU
 NNUNET_BUDGET_TRAINER, NNUNET_GMD_TRAINER = "nnUNetTrainerBudget", "nnUNetTrainerBudgetGMD"
 # budget keys (absent: nnU-Net's own 1000 epochs x 250 iterations, 50 validation iterations)
 NNUNET_BUDGET = ("epochs", "iterations", "val_iterations", "seed")
-NNUNET_KEYS = ("model", "protocol", "configuration", "dataset_id", "dropout", *NNUNET_BUDGET)
+NNUNET_KEYS = ("model", "protocol", "configuration", "dataset_id", "dropout", "enabled", *NNUNET_BUDGET)
 # Default dataset ids: NNUNET_ID_BASE + crc32(name) mod NNUNET_ID_SPAN, the same whatever other
 # experiments a config holds (an id derived from an experiment's position would shift when one is added,
 # and nnU-Net refuses an id that two dataset folders share). ``dataset_id`` sets one explicitly.
@@ -62,6 +64,20 @@ def deep_merge(base: dict, over: dict) -> dict:
     for k, v in (over or {}).items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
+
+
+def enabled_experiments(training: dict) -> list[str]:
+    """The experiments the run trains and evaluates, sorted: all but those with ``enabled: false``."""
+    return sorted(e for e, exp in (training.get("experiments") or {}).items() if (exp or {}).get("enabled", True))
+
+
+def first_thrombseg_experiment(training: dict) -> str:
+    """The first enabled experiment (config order) that trains a thrombseg network, not nnU-Net."""
+    exps = training.get("experiments") or {}
+    names = [e for e in exps if e in enabled_experiments(training) and not is_nnunet(exps[e])]
+    if not names:
+        raise ValueError("no enabled thrombseg experiment in training.experiments")
+    return names[0]
 
 
 def is_nnunet(exp: dict | None) -> bool:
@@ -140,6 +156,8 @@ def experiment_labels(training: dict | None) -> dict[str, str]:
     out = {}
     for name, exp in (training.get("experiments") or {}).items():
         exp = exp or {}
+        if not exp.get("enabled", True):
+            continue
         if is_nnunet(exp):
             schedule = nnunet_dropout_schedule(exp)
             configuration = exp.get("configuration", NNUNET_DEFAULT_CONFIGURATION)
@@ -203,7 +221,7 @@ class Plan:
         self.cohort_center = dict(zip(cohort["subject"], cohort["center"]))
         self.centers_filter = [str(c) for c in config.get("centers") or []]
         self.training = config["training"]
-        self.experiments = sorted(self.training["experiments"])
+        self.experiments = enabled_experiments(self.training)
         self.selection = "centers-" + "-".join(sorted(self.centers_filter)) if self.centers_filter else ""
         self.layout = Layout(config["results"], self.selection)
         self._exists = exists

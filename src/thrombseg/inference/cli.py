@@ -8,14 +8,15 @@
         [--subsets all|leave-one-out|full] [--experiment E] [--config config.yaml] [--postprocess P.json]
     thrombseg tune-postprocess HARMONIZED_DIR SPLITS MODEL OUT_JSON [--infarct-model M.pt] [--config config.yaml]
 
-``--results DIR`` takes the files of a finished workflow run: ``DIR/models/<experiment>/thrombus/model.pt``,
+``--results DIR`` takes the files of a finished workflow run (a thrombseg experiment's; nnU-Net baselines
+predict through the workflow): ``DIR/models/<experiment>/thrombus/model.pt``,
 the infarct model of the experiment's protocol, the landmarks of that protocol (``DIR/harmonization/<protocol>/landmarks.json``), the exact
 preprocessing/inference settings of that run and the post-processing settings chosen on its validation
 patients (``postprocess.json`` beside the model); explicit options override each of them.
 Bad input exits with code 2 and one line naming the file or sequence.
 
 The commands import their pipelines (torch, ANTs, pandas) when they run, so that ``thrombseg --help``
-stays fast; this module itself reads only the torch-free base layer and the config reader.
+stays fast; this module itself reads only the torch-free base layer, the config reader and the plan.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..core.errors import UserError, positive_int
 from ..core.fs import add_overwrite_option, check_output_file
 from ..core.layout import HARMONIZATION_DIR, INFARCT_DIR, Layout
 from ..core.sequences import SEQUENCES
+from ..plan import is_nnunet, nnunet_settings
 
 SUMMARY_KEYS = ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_components", "infarct_volume_mm3",
                 "device", "timings_s")
@@ -36,9 +38,13 @@ SUMMARY_KEYS = ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_
 def results_files(results, experiment: str | None = None) -> dict:
     """The model, infarct model, landmarks and settings of a workflow results folder.
 
+    Without ``experiment``: the only thrombseg model there. An nnU-Net baseline experiment (``model:
+    nnunet`` in the run's config) gives its final checkpoint as ``model`` and ``kind`` ``nnunet``.
+
     Returns:
-        dict with ``model``, ``infarct_model`` (or None), ``landmarks``, ``preprocess`` (dict or None),
-        ``inference`` (dict), ``experiment``, ``postprocess`` (the tuned settings' file, or None).
+        dict with ``model``, ``kind`` (``thrombseg`` | ``nnunet``), ``infarct_model`` (or None),
+        ``landmarks``, ``preprocess`` (dict or None), ``inference`` (dict), ``experiment``,
+        ``postprocess`` (the tuned settings' file, or None).
     """
     if not Path(results).is_dir():
         raise UserError(f"{Path(results)}: results folder not found")
@@ -50,15 +56,37 @@ def results_files(results, experiment: str | None = None) -> dict:
         if len(trained) != 1:
             raise UserError(f"{layout.models()}: give --experiment, one of {trained or 'none trained yet'}")
         experiment = trained[0]
-    model = Path(layout.thrombus_model(experiment))
+    nnunet = nnunet_checkpoint(layout, conf, experiment)
+    model = Path(nnunet or layout.thrombus_model(experiment))
     if not model.is_file():
-        raise UserError(f"{model}: thrombus model of experiment {experiment!r} not found (trained: {trained})")
+        raise UserError(f"{model}: thrombus model of experiment {experiment!r} not found "
+                        f"(trained: {trained_experiments(results)})")
     tuned = Path(layout.tuned_postprocess(experiment))  # settings chosen on the validation patients
     protocol = _protocol(conf, experiment)
-    return {"model": model, "infarct_model": _infarct_model(layout, protocol),
+    return {"model": model, "kind": "nnunet" if nnunet else "thrombseg",
+            "infarct_model": _infarct_model(layout, protocol),
             "landmarks": _landmarks(layout, protocol), "preprocess": _preprocess_used(layout, conf),
             "inference": conf.get("inference") or {}, "experiment": experiment,
             "postprocess": tuned if tuned.is_file() else None}
+
+
+def nnunet_checkpoint(layout: Layout, conf: dict, experiment: str) -> str | None:
+    """The final nnU-Net checkpoint of an nnU-Net experiment of the run's config (None for another)."""
+    training = conf.get("training") or {}
+    if not is_nnunet((training.get("experiments") or {}).get(experiment)):
+        return None
+    s = nnunet_settings(training, experiment)
+    return layout.nnunet_checkpoint(Layout.nnunet_dataset(s["dataset_id"], experiment), s["trainer"], s["configuration"])
+
+
+def trained_experiments(results) -> list[str]:
+    """The experiments of a results folder with a trained thrombus model: thrombseg's and nnU-Net's."""
+    layout = Layout(results)
+    provenance = Path(layout.provenance_config())
+    conf = read_yaml(provenance) if provenance.is_file() else {}
+    nnunet = [e for e in ((conf.get("training") or {}).get("experiments") or {})
+              if (f := nnunet_checkpoint(layout, conf, e)) and Path(f).is_file()]
+    return sorted({*layout.trained_experiments(), *nnunet})
 
 
 def _protocol(conf: dict, experiment: str) -> str | None:
@@ -124,6 +152,10 @@ def _cmd_predict(args) -> int:
 
     images = {s: getattr(args, s) for s in SEQUENCES if getattr(args, s)}
     found = results_files(args.results, args.experiment) if args.results else {}
+    if found.get("kind") == "nnunet" and not args.model:
+        raise UserError(f"{found['model']}: experiment {found['experiment']!r} is an nnU-Net baseline; "
+                        "thrombseg predict runs thrombseg models (the workflow's rule nnunet_predict and "
+                        "benchmarks/compare.py predict with nnU-Net)")
     model = args.model or found.get("model")
     landmarks = args.landmarks or found.get("landmarks")
     if not model or not landmarks:
