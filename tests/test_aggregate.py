@@ -161,3 +161,126 @@ def test_write_tables_atomic_roundtrip(tmp_path):
     # Rewriting replaces files in place.
     A.write_tables(df.iloc[:10], out, n_boot=10)
     assert len(pd.read_csv(paths["per_subject"], sep="\t")) == 10
+
+
+# ---------------------------------------------------------------- patient-level outcomes
+SHAPE = (12, 12, 12)
+SP = (1.0, 1.0, 1.0)
+
+
+def _box(*corners):
+    """A mask holding the given boxes ((lo, hi) per box, voxel corners)."""
+    m = np.zeros(SHAPE, bool)
+    for lo, hi in corners:
+        m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    return m
+
+
+THROMBUS = ((2, 2, 2), (4, 4, 4))
+FAR = ((8, 8, 8), (10, 10, 10))
+FAR2 = ((0, 9, 0), (1, 10, 1))
+# subject: (truth boxes, predicted boxes, presence probability)
+COHORT = {
+    "p1": ([THROMBUS], [THROMBUS], 0.9),          # detected
+    "p2": ([THROMBUS], [THROMBUS, FAR], 0.8),     # detected, one false-positive component
+    "p3": ([THROMBUS], [FAR], 0.4),               # something predicted, but elsewhere: present, not detected
+    "p4": ([THROMBUS], [], 0.3),                  # missed: predicted "no thrombus"
+    "n1": ([], [FAR, FAR2], 0.6),                 # negative patient, two planted false positives
+    "n2": ([], [], 0.1),                          # negative patient, rightly "no thrombus"
+}
+
+
+def _cohort(with_prob=True, center=lambda s: "c1"):
+    from thrombseg.evaluation.metrics import evaluate_case
+
+    rows = []
+    for sub, (truth, pred, prob) in COHORT.items():
+        row = evaluate_case(_box(*pred), _box(*truth), SP, presence_prob=prob if with_prob else None)
+        rows.append({"subject": sub, "center": center(sub), "experiment": "e", "sequence_set": "all", **row})
+    return pd.DataFrame(rows)
+
+
+def test_patient_level_known_answers():
+    out = A.summarize(_cohort(with_prob=False), ["experiment"], n_boot=500).set_index("metric")
+    assert out.loc["patient_sensitivity", "mean"] == pytest.approx(0.75) and out.loc["patient_sensitivity", "n"] == 4
+    assert out.loc["patient_specificity", "mean"] == pytest.approx(0.5) and out.loc["patient_specificity", "n"] == 2
+    assert out.loc["n_fp_components_per_negative", "mean"] == pytest.approx((2 + 0) / 2)
+    assert out.loc["n_fp_components", "mean"] == pytest.approx((0 + 1 + 1 + 0 + 2 + 0) / 6)  # per patient
+    assert out.loc["detection_rate", "mean"] == pytest.approx(2 / 4)  # p3's prediction misses the thrombus
+    # no probability: AUC of the binary answer = (sensitivity + specificity) / 2
+    assert out.loc["presence_auc", "mean"] == pytest.approx((0.75 + 0.5) / 2)
+    assert out.loc["presence_auc", "n"] == 6 and np.isnan(out.loc["presence_auc", "median"])
+    for m in ("patient_sensitivity", "patient_specificity", "n_fp_components_per_negative", "presence_auc"):
+        row = out.loc[m]
+        assert row["ci_low"] <= row["mean"] <= row["ci_high"], m
+    # with a probability: 6 of the 8 (thrombus, no thrombus) pairs are ranked right
+    prob = A.summarize(_cohort(), ["experiment"], [A.PRESENCE_AUC, "presence_prob"], n_boot=200).set_index("metric")
+    assert prob.loc["presence_auc", "mean"] == pytest.approx(6 / 8)
+    from sklearn.metrics import roc_auc_score
+
+    assert prob.loc["presence_auc", "mean"] == pytest.approx(
+        roc_auc_score([1, 1, 1, 1, 0, 0], [0.9, 0.8, 0.4, 0.3, 0.6, 0.1]))
+
+
+def test_auc_interval_uses_the_means_resamples():
+    from sklearn.metrics import roc_auc_score
+
+    df = _cohort()
+    seed, n_boot = 5, 300
+    got = A.summarize(df, ["experiment"], [A.PRESENCE_AUC], n_boot=n_boot, seed=seed).iloc[0]
+    draws = A._cluster_draws(len(df), n_boot, seed)  # one row per subject: clusters in table order
+    y = df["truth_present"].astype(int).to_numpy()
+    aucs = [roc_auc_score(y, df["presence_prob"], sample_weight=w) for w in draws
+            if (w[y == 1].sum() > 0) and (w[y == 0].sum() > 0)]
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    assert (got["ci_low"], got["ci_high"]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+
+
+def test_bootstrap_auc_equals_weighted_roc_auc_score(monkeypatch):
+    from sklearn.metrics import roc_auc_score
+
+    monkeypatch.setattr(A, "_AUC_CHUNK", 7)  # several blocks of positive rows
+    rng = np.random.default_rng(0)
+    truth = (rng.uniform(size=40) < 0.6).astype(float)
+    score = np.round(rng.uniform(size=40), 1)  # ties on purpose
+    codes = np.repeat(np.arange(20), 2)  # two rows per patient
+    draws = A._cluster_draws(20, 50, 1)
+    got = A._bootstrap_auc(truth, score, codes, draws)
+    for b, w in enumerate(draws):
+        rw = w[codes]
+        if rw[truth == 1].sum() and rw[truth == 0].sum():
+            assert got[b] == pytest.approx(roc_auc_score(truth, score, sample_weight=rw), abs=1e-12)
+        else:
+            assert np.isnan(got[b])
+
+
+def test_group_without_negatives_gives_nan_specificity():
+    df = _cohort(center=lambda s: "neg_and_pos" if s in ("p1", "n1", "n2") else "pos_only")
+    pc = A.aggregate_tables(df, n_boot=100)["per_center"].set_index(["center", "metric"])
+    assert pc.loc[("pos_only", "patient_sensitivity"), "mean"] == pytest.approx(2 / 3)  # p2, p3 of p2-p4
+    for m in ("patient_specificity", "n_fp_components_per_negative", "presence_auc"):
+        row = pc.loc[("pos_only", m)]
+        assert row["n"] == (3 if m == "presence_auc" else 0)
+        assert np.isnan(row[["mean", "ci_low", "ci_high"]].astype(float)).all(), m
+    assert pc.loc[("neg_and_pos", "patient_specificity"), "mean"] == pytest.approx(0.5)
+
+
+def test_presence_outcomes_from_older_tables_and_tsv_roundtrip(tmp_path):
+    df = _cohort()
+    new = A.summarize(df, ["experiment"], n_boot=100, seed=2).set_index("metric")
+    old = A.summarize(df.drop(columns=["truth_present", "pred_present"]), ["experiment"], n_boot=100, seed=2)
+    old = old.set_index("metric")
+    for m in (*A.PATIENT_METRICS, A.PRESENCE_AUC):
+        pd.testing.assert_series_equal(new.loc[m], old.loc[m])
+    # read back from TSV (bools as text) the numbers are the same
+    paths = A.write_tables(df, tmp_path, n_boot=100, seed=2)
+    back = A.summarize(pd.read_csv(paths["per_subject"], sep="\t"), ["experiment"], n_boot=100, seed=2)
+    pd.testing.assert_frame_equal(back.set_index("metric").loc[list(new.index)], new)
+
+
+def test_tables_without_presence_columns_are_unchanged():
+    df = _table()
+    assert "patient_sensitivity" not in set(A.aggregate_tables(df, n_boot=50)["per_experiment"]["metric"])
+    assert A.default_metrics(df) == A.metric_columns(df)
+    with pytest.raises(ValueError, match="presence_auc"):
+        A.summarize(df, ["experiment"], [A.PRESENCE_AUC])

@@ -241,3 +241,32 @@ def test_validation_errors():
         M.thrombus_metrics(a, a, (1, 0, 1))
     with pytest.raises(ValueError, match="3-D"):
         M.dice(np.zeros((4, 4)), np.zeros((4, 4)))
+
+
+def test_patient_presence_columns():
+    t = _cube((2, 2, 2), (4, 4, 3))
+    p = _cube((6, 6, 5), (7, 7, 6)) | _cube((0, 0, 0), (1, 1, 1))
+    z = np.zeros(SHAPE, bool)
+    cases = {"hit": (t, t), "missed": (z, t), "negative, fp": (p, z), "negative, empty": (z, z)}
+    want = {"hit": (True, True), "missed": (True, False), "negative, fp": (False, True),
+            "negative, empty": (False, False)}
+    for name, (pred, truth) in cases.items():
+        r = M.evaluate_case(pred, truth, SP)
+        assert (r["truth_present"], r["pred_present"]) == want[name], name
+        assert r["truth_present"] is not r["truth_empty"] and r["pred_present"] is not r["pred_empty"]
+        assert math.isnan(r["presence_prob"])  # no probability given: NaN, behaviour otherwise unchanged
+    r = M.evaluate_case(p, z, SP)
+    assert math.isnan(r["detected"]) and r["n_fp_components"] == 2  # negative patient: FP counted
+
+
+def test_presence_prob_argument():
+    t = _cube((2, 2, 2), (4, 4, 3))
+    assert M.evaluate_case(t, t, SP, presence_prob=0.25)["presence_prob"] == 0.25
+    assert M.evaluate_case(t, t, SP, presence_prob=np.float32(1.0))["presence_prob"] == 1.0
+    without = M.evaluate_case(t, t, SP)
+    with_p = M.evaluate_case(t, t, SP, presence_prob=0.0)
+    assert {k: v for k, v in with_p.items() if k != "presence_prob"} == \
+        {k: v for k, v in without.items() if k != "presence_prob"}
+    for bad in (1.5, -0.1, math.nan, "high"):
+        with pytest.raises(ValueError, match="presence_prob"):
+            M.evaluate_case(t, t, SP, presence_prob=bad)

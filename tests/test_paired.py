@@ -60,3 +60,23 @@ def test_nan_detection_rows_are_left_out_and_missing_experiment_is_named():
     assert (a_only, b_only) == (1, 0) and p == 1.0
     with pytest.raises(ValueError, match="'C'"):
         compare(_table([0.1], [0.2], [1.0], [1.0]), "A", "C")
+
+
+def test_specificity_uses_the_same_exact_test_on_negative_patients():
+    # 10 negative patients: A answers "no thrombus" for 8, B for 2 of those 8 -> 6 discordant for A;
+    # 4 positive patients (both predict present) have no specificity and are left out.
+    rows = []
+    for i in range(14):
+        negative = i < 10
+        for exp, right in (("A", i < 8), ("B", i < 2)):
+            rows.append({"subject": f"p{i}", "center": "c", "experiment": exp, "sequence_set": "all",
+                         "truth_present": not negative, "pred_present": (not right) if negative else True,
+                         "n_fp_components": 0 if (negative and right) else 1})
+    res = compare(pd.DataFrame(rows), "A", "B", ("patient_specificity", "pred_present"), n_boot=300)
+    spec = res.set_index("metric").loc["patient_specificity"]
+    assert (spec.a_only, spec.b_only, spec.test) == (6, 0, "exact McNemar")
+    assert spec.p_value == pytest.approx(2 * 0.5**6) and spec.n_rows == 10
+    assert spec.mean_a == pytest.approx(0.8) and spec.mean_b == pytest.approx(0.2)
+    assert spec.difference == pytest.approx(0.6)
+    present = res.set_index("metric").loc["pred_present"]  # all 14: B predicts present more often
+    assert (present.a_only, present.b_only) == (0, 6)

@@ -302,3 +302,74 @@ def test_paired_ablation_rows_pair_the_same_patients(tmp_path):
     assert (det.loc[0, "a_only"], det.loc[0, "b_only"], det.loc[0, "p_value"]) == (0, 0, 1.0)
     png, _ = figures.plot_dropout_ablation(ps, tmp_path / "ablation", {"gmd": "gmd", "none": "none"}, n_boot=50)
     _png_ok(png)
+
+
+# ------------------------------------------------------------- thrombus-negative patients
+def _presence_rows(with_prob: bool = True) -> pd.DataFrame:
+    """One center, full set only: 6 patients with a thrombus and 4 without; probabilities chosen per bin."""
+    probs = [0.05, 0.15, 0.12, 0.55, 0.95, 1.0, 0.9, 0.3, 0.08, 0.6]
+    present = [False, False, True, True, True, True, True, True, False, False]
+    rows = []
+    for i, (p, t) in enumerate(zip(probs, present)):
+        pred = p >= 0.5
+        rows.append({"subject": f"s{i}", "center": "ctrA", "experiment": "e", "sequence_set": "dwi+swi",
+                     "n_sequences": 2, "dice": 0.5 if t and pred else 0.0, "detected": float(pred) if t else np.nan,
+                     "n_fp_components": int(pred and not t), "truth_present": t, "pred_present": pred,
+                     "presence_prob": p if with_prob else np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_calibration_bins_known_answer():
+    d = _presence_rows()
+    cb = figures.calibration_bins(d["presence_prob"], d["truth_present"], n_bins=10).set_index("bin")
+    assert list(cb.index) == [0, 1, 3, 5, 6, 9]  # 1.0 falls in the last bin
+    assert cb.loc[0, "n"] == 2 and cb.loc[0, "observed"] == 0.0 and cb.loc[0, "mean_prob"] == pytest.approx(0.065)
+    assert cb.loc[1, "n"] == 2 and cb.loc[1, "observed"] == 0.5 and cb.loc[1, "mean_prob"] == pytest.approx(0.135)
+    assert cb.loc[9, "n"] == 3 and cb.loc[9, "observed"] == 1.0 and cb.loc[9, "mean_prob"] == pytest.approx(2.85 / 3)
+    assert cb.loc[6, "observed"] == 0.0 and cb["n"].sum() == len(d)
+    assert (cb["ci_low"] <= cb["observed"]).all() and (cb["observed"] <= cb["ci_high"]).all()
+    assert (cb.loc[5, "low"], cb.loc[5, "high"]) == (pytest.approx(0.5), pytest.approx(0.6))
+    two = figures.calibration_bins(d["presence_prob"], d["truth_present"], n_bins=2)
+    assert list(two["n"]) == [5, 5] and list(two["observed"]) == [pytest.approx(0.4), pytest.approx(0.8)]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        figures.calibration_bins([1.2], [1])
+
+
+def test_calibration_figure_and_its_skip_note(tmp_path):
+    _png_ok(figures.plot_presence_calibration(_presence_rows(), tmp_path / "cal")[0])
+    # as rule figures calls it: the per-subject TSV's path and the output's .png path
+    _presence_rows().to_csv(tmp_path / "per_subject.tsv", sep="\t", index=False)
+    png, _ = figures.plot_presence_calibration(str(tmp_path / "per_subject.tsv"), str(tmp_path / "rule.png"),
+                                               {"e": "e (label)"})
+    assert png == tmp_path / "rule.png"
+    _png_ok(png)
+    # no probability anywhere: a figure that says so, not a crash
+    png, _ = figures.plot_presence_calibration(_presence_rows(with_prob=False), tmp_path / "none")
+    _png_ok(png, min_bytes=2000)
+    png, _ = figures.plot_presence_calibration(_presence_rows().drop(columns="presence_prob"), tmp_path / "absent")
+    _png_ok(png, min_bytes=2000)
+    assert "nothing to calibrate" in figures.NO_PRESENCE_PROB_NOTE
+
+
+def test_tables_show_patient_level_columns_with_negatives(tmp_path):
+    ps = _presence_rows()
+    pc = tables.per_center_table(ps, n_boot=200)
+    row = pc[pc["center"] == tables.ALL_CENTERS].iloc[0]
+    assert row["patient_sensitivity_mean"] == pytest.approx(4 / 6)  # probabilities >= 0.5 among thrombi
+    assert row["patient_specificity_mean"] == pytest.approx(3 / 4)
+    assert row["n_fp_components_per_negative_mean"] == pytest.approx(1 / 4)
+    from sklearn.metrics import roc_auc_score
+
+    assert row["presence_auc_mean"] == pytest.approx(roc_auc_score(ps["truth_present"], ps["presence_prob"]))
+    shown = tables.format_table(pc, ["experiment", "center"], ["Experiment", "Center"])
+    assert {"Sensitivity [95 % CI]", "Specificity [95 % CI]", "FP components / negative [95 % CI]",
+            "Presence AUC [95 % CI]"} <= set(shown.columns)
+    # thrombus-positive patients only: specificity, FP per negative and AUC are NaN and not shown
+    pos = tables.per_center_table(ps[ps["truth_present"]], n_boot=50)
+    assert pos[["patient_specificity_mean", "presence_auc_mean"]].isna().all().all()
+    cols = set(tables.format_table(pos, ["experiment", "center"], ["Experiment", "Center"]).columns)
+    assert "Sensitivity [95 % CI]" in cols and "Specificity [95 % CI]" not in cols and "Presence AUC [95 % CI]" not in cols
+    # the evaluation stage's per_sequence_set.tsv carries them into the per-sequence-set table
+    paths = write_metric_tables(ps, tmp_path / "m", n_boot=100)
+    pss = tables.per_sequence_set_table(paths["per_sequence_set"])
+    assert pss.iloc[0]["patient_specificity_mean"] == pytest.approx(3 / 4)

@@ -20,6 +20,8 @@ rule figures:
         missing_sequences_pdf=f"{FIGURES}/{{experiment}}/missing_sequences.pdf",
         size_vs_detection=_fig("size_vs_detection", "size_vs_detection"),
         size_vs_detection_pdf=f"{FIGURES}/{{experiment}}/size_vs_detection.pdf",
+        presence_calibration=_fig("presence_calibration", "presence_calibration"),
+        presence_calibration_pdf=f"{FIGURES}/{{experiment}}/presence_calibration.pdf",
         # One PNG + PDF per center (best / median / worst patient): a subcategory per center.
         overlays=report(
             directory(f"{FIGURES}/{{experiment}}/overlays"),

@@ -19,6 +19,11 @@ Definitions
         the 95th percentile (linear interpolation) of the pooled directed
         distances pred→truth and truth→pred, in mm with anisotropic spacing.
     volume_error_mm3: vol(P) − vol(T); abs_volume_error_mm3: its absolute value.
+    truth_present / pred_present: the patient-level outcome (T, P non-empty); a
+        thrombus-negative patient (empty T) is a valid label, and an empty P is the
+        answer "no thrombus".
+    presence_prob: the predicted probability that the patient has a thrombus, when
+        the prediction gives one (``evaluate_case``); NaN otherwise.
 
 Empty-case rules (each is tested)
     * both empty: dice 1, hd95 0, lesion_f1 1 (ISLES'22 ``empty_value``),
@@ -31,6 +36,8 @@ Empty-case rules (each is tested)
     * truth empty, prediction non-empty: dice 0, detected NaN, every predicted
       component is a false positive (counted, with its volume), lesion_f1 0,
       hd95 = the same penalty with ``hd95_penalized`` True.
+    * truth_present, pred_present are never NaN (patient-level sensitivity and
+      specificity are aggregated from them, see ``aggregate``).
     * infarct_dice is NaN when no infarct pair is given (column kept so every
       row of a table has the same columns).
 """
@@ -55,9 +62,11 @@ __all__ = [
     "lesion_f1",
     "thrombus_metrics",
     "evaluate_case",
+    "check_presence_prob",
 ]
 
 _CONNECTIVITIES = (6, 18, 26)
+NO_PRESENCE_PROB = math.nan  # presence_prob of a prediction that gives no probability
 
 
 def as_binary(mask, name: str = "mask") -> np.ndarray:
@@ -246,6 +255,8 @@ def thrombus_metrics(
         ),
         "truth_empty": truth_empty,
         "pred_empty": n_p == 0,
+        "truth_present": not truth_empty,
+        "pred_present": n_p > 0,
         "volume_pred_mm3": vol_p,
         "volume_true_mm3": vol_t,
         "volume_error_mm3": vol_p - vol_t,
@@ -274,8 +285,9 @@ def evaluate_case(
     *,
     min_overlap_voxels: int = 1,
     connectivity: int = 26,
+    presence_prob: float | None = None,
 ) -> dict:
-    """Thrombus metrics plus ``infarct_dice`` for one patient (one TSV row).
+    """Thrombus metrics plus ``infarct_dice`` and ``presence_prob`` for one patient (one TSV row).
 
     Args:
         pred_thrombus: predicted thrombus mask.
@@ -285,10 +297,12 @@ def evaluate_case(
         true_infarct: reference infarct mask, or None (both or neither).
         min_overlap_voxels: overlap needed for ``detected_min_overlap``.
         connectivity: 6, 18 or 26.
+        presence_prob: the prediction's probability that the patient has a
+            thrombus, in [0, 1]; None when the prediction gives none.
 
     Returns:
-        Flat dict: :func:`thrombus_metrics` keys and ``infarct_dice`` (NaN when
-        no infarct pair is given).
+        Flat dict: :func:`thrombus_metrics` keys, ``infarct_dice`` (NaN when
+        no infarct pair is given) and ``presence_prob`` (NaN when None).
     """
     row = thrombus_metrics(
         pred_thrombus,
@@ -308,4 +322,18 @@ def evaluate_case(
                 f"shape mismatch: infarct {pi.shape} vs thrombus {np.shape(pred_thrombus)}"
             )
         row["infarct_dice"] = dice(pi, ti)
+    row["presence_prob"] = check_presence_prob(presence_prob)
     return row
+
+
+def check_presence_prob(value) -> float:
+    """``value`` as a float in [0, 1]; NaN for None (no probability given)."""
+    if value is None:
+        return NO_PRESENCE_PROB
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"presence_prob must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= v <= 1.0:  # NaN fails this too: "no probability" is None, not NaN
+        raise ValueError(f"presence_prob must be in [0, 1], got {value!r}")
+    return v

@@ -3,10 +3,12 @@
 Both experiments' rows are matched on (center, subject, sequence_set); a row predicted by one
 experiment only is left out (``n_rows`` counts the pairs). For every metric the table gives the mean paired difference with a
 percentile bootstrap interval that resamples patients (a patient's sequence subsets move together),
-and for detection an exact paired test:
+and for each binary outcome (:data:`BINARY_METRICS`: detection, and the patient-level outcomes of
+:func:`thrombseg.evaluation.aggregate.patient_outcomes`, e.g. ``patient_specificity`` on the
+thrombus-negative patients) an exact paired test:
 
 * one row per patient (one sequence set): exact McNemar, a two-sided binomial test on the
-  discordant patients (A detects and B misses, or the reverse);
+  discordant patients (A detects and B misses, or the reverse; likewise A right and B wrong);
 * several rows per patient (pooled sets): exact sign test on each patient's mean difference.
 """
 
@@ -16,16 +18,20 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from .aggregate import summarize
+from .aggregate import patient_outcomes, summarize
 
 KEYS = ["center", "subject", "sequence_set"]
 DEFAULT_METRICS = ("dice", "detected", "n_fp_components")
+# 0/1 per row (NaN where not applicable): compared with the exact paired test of detection_test.
+BINARY_METRICS = ("detected", "detected_min_overlap", "pred_present", "patient_sensitivity", "patient_specificity")
 COLUMNS = ["comparison", "metric", "n_rows", "n_patients", "mean_a", "mean_b", "difference",
            "ci_low", "ci_high", "a_only", "b_only", "p_value", "test"]
 
 
 def paired_rows(df: pd.DataFrame, a: str, b: str, metrics=DEFAULT_METRICS) -> pd.DataFrame:
-    """Rows predicted by both experiments: KEYS, then ``<metric>_a``, ``<metric>_b`` per metric."""
+    """Rows predicted by both experiments: KEYS, then ``<metric>_a``, ``<metric>_b`` per metric
+    (a metric may be a patient-level outcome of :func:`~thrombseg.evaluation.aggregate.patient_outcomes`)."""
+    df = patient_outcomes(df)
     cols = [*KEYS, *metrics]
     left = df.loc[df["experiment"] == a, cols]
     right = df.loc[df["experiment"] == b, cols]
@@ -36,7 +42,8 @@ def paired_rows(df: pd.DataFrame, a: str, b: str, metrics=DEFAULT_METRICS) -> pd
 
 
 def detection_test(hit_a: np.ndarray, hit_b: np.ndarray, patients: np.ndarray) -> tuple[int, int, float, str]:
-    """(A-only count, B-only count, two-sided p, test name) for paired detections (NaN rows dropped)."""
+    """(A-only count, B-only count, two-sided p, test name) for a paired binary outcome such as
+    detection or specificity (1 = the outcome: a hit, a right "no thrombus"; NaN rows dropped)."""
     ok = ~(np.isnan(hit_a) | np.isnan(hit_b))
     hit_a, hit_b, patients = hit_a[ok], hit_b[ok], patients[ok]
     if len(np.unique(patients)) == len(patients):
@@ -51,7 +58,8 @@ def detection_test(hit_a: np.ndarray, hit_b: np.ndarray, patients: np.ndarray) -
 
 def compare(df: pd.DataFrame, a: str, b: str, metrics=DEFAULT_METRICS, *, n_boot: int = 2000,
             seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
-    """One row per metric: means of A and B, mean(A - B) and its interval, detection test."""
+    """One row per metric: means of A and B, mean(A - B) and its interval, the exact paired test
+    for :data:`BINARY_METRICS`."""
     pairs = paired_rows(df, a, b, metrics)
     diffs = pairs[KEYS].assign(experiment=f"{a} - {b}")
     for m in metrics:
@@ -61,7 +69,7 @@ def compare(df: pd.DataFrame, a: str, b: str, metrics=DEFAULT_METRICS, *, n_boot
     rows = []
     for m, s in zip(metrics, summary.itertuples()):
         va, vb = pairs[f"{m}_a"].astype(float), pairs[f"{m}_b"].astype(float)
-        test = (detection_test(va.to_numpy(), vb.to_numpy(), patients) if m == "detected"
+        test = (detection_test(va.to_numpy(), vb.to_numpy(), patients) if m in BINARY_METRICS
                 else (np.nan, np.nan, np.nan, ""))
         rows.append((f"{a} - {b}", m, s.n, s.n_subjects, va.mean(), vb.mean(), s.mean, s.ci_low, s.ci_high, *test))
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -36,7 +36,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from ..core.case import load_case
 from ..core.io import atomic_path
 from ..core.sequences import SEQUENCES, sources
-from ..evaluation.aggregate import summarize
+from ..evaluation.aggregate import presence_flag, summarize
 from ..evaluation.paired import compare_by
 
 log = logging.getLogger("thrombseg.report")
@@ -54,6 +54,8 @@ __all__ = [
     "paired_ablation_rows",
     "plot_dropout_ablation",
     "plot_size_vs_detection",
+    "calibration_bins",
+    "plot_presence_calibration",
     "plot_center_overlays",
     "plot_overlays",
     "make_experiment_figures",
@@ -74,6 +76,10 @@ HEATMAP_METRICS = (
 )
 # Appended to a cross-experiment figure's title when the run has a single experiment (the demo
 # config): the figure then shows that experiment alone, and says so.
+CALIBRATION_BINS = 10  # equal-width presence-probability bins of the reliability plot
+NO_PRESENCE_PROB_NOTE = ("no presence probability in this run: the predictions give no per-patient\n"
+                         "probability that a thrombus is present (column presence_prob empty or absent),\n"
+                         "so there is nothing to calibrate")
 SINGLE_EXPERIMENT_NOTE = ("only one experiment in this run ({label}): nothing to compare;\n"
                           "add experiments (e.g. dropout none / fixed, README \"Paper configuration\")")
 
@@ -549,6 +555,80 @@ def plot_size_vs_detection(per_subject, out, labels: Mapping[str, str] | None = 
     handles, labs = ax.get_legend_handles_labels()
     ax.legend(handles, labs, title="Experiment (bar: rate per bin;\nerror bar: 95 % Wilson CI;\n"
               "text: detected / patients)", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, out)
+
+
+# ------------------------------------------------------------------------------ calibration
+def calibration_bins(prob, present, n_bins: int = CALIBRATION_BINS) -> pd.DataFrame:
+    """Reliability table: one row per equal-width bin of [0, 1] holding at least one patient.
+
+    Columns: bin (index), low, high, n, mean_prob (mean predicted probability), observed (fraction
+    with a thrombus), ci_low / ci_high (95 % Wilson interval of ``observed``). Bins are [low, high),
+    the last one closed, so a probability of 1 falls in it. Rows with a NaN are left out.
+    """
+    p, y = np.asarray(prob, float), np.asarray(present, float)
+    ok = ~(np.isnan(p) | np.isnan(y))
+    p, y = p[ok], y[ok]
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("presence probabilities must lie in [0, 1]")
+    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    rows = []
+    for b in np.unique(idx):
+        sel = idx == b
+        k, n = int(y[sel].sum()), int(sel.sum())
+        rows.append((int(b), b / n_bins, (b + 1) / n_bins, n, float(p[sel].mean()), k / n, *_wilson(k, n)))
+    return pd.DataFrame(rows, columns=["bin", "low", "high", "n", "mean_prob", "observed", "ci_low", "ci_high"])
+
+
+def plot_presence_calibration(per_subject, out, labels: Mapping[str, str] | None = None, *,
+                              n_bins: int = CALIBRATION_BINS) -> tuple[Path, Path]:
+    """Reliability plot of the per-patient thrombus-presence probability (full sequence set).
+
+    Top: observed frequency of a thrombus vs mean predicted probability in each of ``n_bins``
+    equal-width bins (:func:`calibration_bins`; 95 % Wilson interval, n above each point), the
+    diagonal = perfect calibration. Bottom: patients per bin. Without ``presence_prob`` values the
+    figure says so instead (:data:`NO_PRESENCE_PROB_NOTE`).
+    """
+    df = full_set_rows(read_table(per_subject))
+    title = "Calibration of the thrombus-presence probability (all available sequences)"
+    prob = pd.to_numeric(df["presence_prob"], errors="coerce") if "presence_prob" in df else None
+    if prob is None or prob.notna().sum() == 0:
+        return _empty_figure(out, title, NO_PRESENCE_PROB_NOTE)
+    present = presence_flag(df, "truth")
+    if present is None:
+        raise ValueError(f"per-subject table lacks truth_present (or truth_empty); has {list(df.columns)}")
+    df = df.assign(presence_prob=prob, present=present)
+    exps, lab = _experiments(df, labels)
+    cols = palette(len(exps))
+    fig = Figure(figsize=(6.5, 6.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfect calibration")
+    width = 1.0 / n_bins / max(len(exps), 1)
+    for i, e in enumerate(exps):
+        de = df[df["experiment"].astype(str) == e]
+        cb = calibration_bins(de["presence_prob"], de["present"], n_bins)
+        if cb.empty:
+            continue
+        err = np.clip([cb["observed"] - cb["ci_low"], cb["ci_high"] - cb["observed"]], 0, None)
+        top.errorbar(cb["mean_prob"], cb["observed"], yerr=err, fmt="o-", color=cols[i], ecolor=cols[i],
+                     elinewidth=1.0, capsize=3, ms=5, alpha=0.9, label=f"{lab[e]} (n={int(cb['n'].sum())})")
+        for x, y, n in zip(cb["mean_prob"], cb["observed"], cb["n"]):
+            # one label row per experiment, so that the counts of two experiments do not overprint
+            top.annotate(f"{n}", (x, y), textcoords="offset points", xytext=(5, -11 - 9 * i), fontsize=7,
+                         color=cols[i], fontweight="bold")
+        bottom.bar(cb["low"] + (i + 0.5) * width, cb["n"], width=width * 0.9, color=cols[i], edgecolor="0.2",
+                   linewidth=0.5)
+    for x in np.linspace(0, 1, n_bins + 1):
+        bottom.axvline(x, color="0.85", lw=0.6, zorder=0)
+    top.set_xlim(-0.02, 1.02)
+    top.set_ylim(-0.05, 1.05)
+    top.set_ylabel("Observed frequency of a thrombus\n(fraction of patients; 95 % Wilson CI)")
+    top.set_title(title, fontsize=10)
+    top.grid(alpha=0.3)
+    top.legend(title="Experiment (numbers: patients per bin)", loc="upper left", fontsize=8, title_fontsize=8)
+    bottom.set_xlabel(f"Predicted thrombus-presence probability (mean per bin; {n_bins} equal-width bins)")
+    bottom.set_ylabel("Patients\n(count)")
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
     return _save(fig, out)
 
 

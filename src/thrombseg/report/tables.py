@@ -3,13 +3,18 @@
 * ``per_center``: one row per (experiment, center) plus an "all centers" row per experiment, over
   each patient's full sequence set (the row with the most sequences): n patients, Dice mean
   [95 % CI], detection rate [95 % CI] (patients with a thrombus only), false-positive components
-  per patient (mean [95 % CI]). Intervals are :func:`thrombseg.evaluation.aggregate.summarize`'s
-  percentile bootstrap with patients as the resampling unit.
+  per patient (mean [95 % CI]); with thrombus-negative patients or a presence probability also
+  patient-level sensitivity, specificity, FP components per negative patient and the presence
+  AUC (:mod:`thrombseg.evaluation.aggregate`). Intervals are
+  :func:`thrombseg.evaluation.aggregate.summarize`'s percentile bootstrap with patients as the
+  resampling unit.
 * ``per_sequence_set``: one row per (experiment, sequence set), read from the evaluation stage's
   ``per_sequence_set.tsv`` (same statistics), largest sets first.
 
 The TSV keeps full-precision numbers (``*_mean``, ``*_ci_low``, ``*_ci_high``); Markdown and LaTeX
-show ``mean [low, high]`` rounded to ``digits``.
+show ``mean [low, high]`` rounded to ``digits``. The patient-level columns (:data:`PATIENT_LEVEL`)
+are shown only where some row has a value (a cohort without negative patients has no specificity);
+the TSV always has them (NaN).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.io import write_text
-from ..evaluation.aggregate import summarize
+from ..evaluation.aggregate import default_metrics, summarize
 from .figures import concat_tables, full_set_rows
 
 __all__ = [
@@ -40,7 +45,13 @@ METRICS = (
     ("dice", "dice", "Dice mean [95 % CI]", 2),
     ("detected", "detection_rate", "Detection rate [95 % CI]", 2),
     ("n_fp_components", "n_fp_components", "FP components [95 % CI]", 2),
+    ("patient_sensitivity", "patient_sensitivity", "Sensitivity [95 % CI]", 2),
+    ("patient_specificity", "patient_specificity", "Specificity [95 % CI]", 2),
+    ("n_fp_components_per_negative", "n_fp_components_per_negative", "FP components / negative [95 % CI]", 2),
+    ("presence_auc", "presence_auc", "Presence AUC [95 % CI]", 2),
 )
+# Display columns shown only when they hold a value (the first three are always shown).
+PATIENT_LEVEL = ("patient_sensitivity", "patient_specificity", "n_fp_components_per_negative", "presence_auc")
 
 
 def _wide(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -60,7 +71,8 @@ def per_center_table(per_subject, *, n_boot: int = 2000, seed: int = 0) -> pd.Da
     df = full_set_rows(concat_tables(per_subject))
     df["center"] = df["center"].astype(str)
     df["experiment"] = df["experiment"].astype(str)
-    metrics = [m for m, _, _, _ in METRICS if m in df.columns]
+    known = default_metrics(df)
+    metrics = [m for m, _, _, _ in METRICS if m in known]
     by_center = summarize(df, ["experiment", "center"], metrics, n_boot=n_boot, seed=seed)
     pooled = summarize(df, ["experiment"], metrics, n_boot=n_boot, seed=seed)
     pooled.insert(1, "center", ALL_CENTERS)
@@ -99,7 +111,8 @@ def format_table(numeric: pd.DataFrame, keys: list[str], key_titles: list[str]) 
     out = pd.DataFrame({t: numeric[k].astype(str) for k, t in zip(keys, key_titles)})
     out["n"] = numeric["n"].astype(int).astype(str)
     for _, agg, title, digits in METRICS:
-        if f"{agg}_mean" in numeric:
+        shown = f"{agg}_mean" in numeric and (agg not in PATIENT_LEVEL or numeric[f"{agg}_mean"].notna().any())
+        if shown:
             out[title] = [_fmt_ci(m, lo, hi, digits) for m, lo, hi in
                           zip(numeric[f"{agg}_mean"], numeric[f"{agg}_ci_low"], numeric[f"{agg}_ci_high"])]
     return out.reset_index(drop=True)
@@ -172,6 +185,13 @@ def write_table(numeric: pd.DataFrame, display: pd.DataFrame, out, *, caption: s
     return paths
 
 
+_PATIENT_LEVEL_CAPTION = (
+    ". Where shown: sensitivity = patients with any predicted thrombus among those with one; specificity = "
+    "patients with an empty prediction among those without one; FP components / negative = per patient "
+    "without a thrombus; presence AUC = ROC AUC of the predicted presence probability (of the binary "
+    "presence answer when no probability is given) against the true presence.")
+
+
 def write_tables(per_subject: Iterable, per_sequence_set: Iterable, out_dir, *, n_boot: int = 2000,
                  seed: int = 0) -> dict[str, dict[str, Path]]:
     """Both tables into ``out_dir``: ``per_center.{tsv,md,tex}``, ``per_sequence_set.{tsv,md,tex}``."""
@@ -184,14 +204,14 @@ def write_tables(per_subject: Iterable, per_sequence_set: Iterable, out_dir, *, 
             caption="Thrombus segmentation per center and experiment with all available sequences: "
                     "n test patients; means with 95 % bootstrap confidence intervals (patients resampled); "
                     "detection rate over patients with a thrombus; FP components = false-positive "
-                    "connected components per patient.",
+                    "connected components per patient" + _PATIENT_LEVEL_CAPTION,
             label="tab:per-center"),
         "per_sequence_set": write_table(
             ps, format_table(ps, ["experiment", "sequence_set"], ["Experiment", "Sequences"]),
             out_dir / "per_sequence_set",
             caption="Thrombus segmentation per set of sequences given to the model (missing-sequence "
                     "robustness): n test patients that have the set; means with 95 % bootstrap confidence "
-                    "intervals.",
+                    "intervals" + _PATIENT_LEVEL_CAPTION,
             label="tab:per-sequence-set"),
     }
 
