@@ -42,7 +42,12 @@ def test_shipped_configs_validate():
 
 def test_nnunet_experiments_are_their_own_kind():
     """`model: nnunet` picks the nnU-Net experiment schema; other experiments keep the training options."""
-    assert set(PAPER["training"]["experiments"]["nnunet_2d"]) == {"model", "protocol"}  # nnU-Net's own defaults
+    from thrombseg.plan import nnunet_settings
+
+    # the paper's nnU-Net keeps nnU-Net's own budget, over the demo's CPU cap of the same experiment
+    paper = _with(PAPER)["training"]
+    assert BASE["training"]["experiments"]["nnunet_2d"]["epochs"] and nnunet_settings(paper, "nnunet_2d")["budget"] == {}
+    assert nnunet_settings(paper, "nnunet_2d_gmd")["budget"] == {}
     cfg = _with({"training": {"experiments": {"nn": {"model": "nnunet", "protocol": "multicentric",
                                                      "configuration": "3d_fullres", "dataset_id": 7, "epochs": 2,
                                                      "iterations": 3, "val_iterations": 1, "seed": 4,
