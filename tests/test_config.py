@@ -299,7 +299,7 @@ def test_schema_defaults_equal_the_functions_they_feed():
 
     props = schema()["properties"]
     cohort = inspect.signature(generate_cohort).parameters
-    for key in ("n_per_center", "seed", "size"):
+    for key in ("n_per_center", "seed", "size", "negative_share"):
         assert props["synthetic"]["properties"][key]["default"] == cohort[key].default, key
     assert props["evaluation"]["properties"]["n_boot"]["default"] == inspect.signature(write_tables).parameters[
         "n_boot"].default

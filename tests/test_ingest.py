@@ -84,6 +84,21 @@ def test_sheet_of_an_earlier_version_validates_and_ingests(tmp_path):
     assert np.asarray(nib.load(tmp_path / "p1" / "p1_infarct.nii.gz").dataobj).sum() == mask.sum()
 
 
+def test_an_all_zero_thrombus_mask_validates_and_ingests(tmp_path):
+    """A thrombus-negative patient: its empty thrombus mask is a valid label, not a broken file."""
+    write_nifti(tmp_path / "swi.nii.gz", np.random.default_rng(0).random((8, 8, 6)).astype(np.float32))
+    write_nifti(tmp_path / "thr.nii.gz", np.zeros((8, 8, 6), np.uint8))
+    sheet = tmp_path / "subjects.tsv"
+    pd.DataFrame([_row(subject="p1", center="c", swi="swi.nii.gz", thrombus_mask="thr.nii.gz",
+                       thrombus_present="false")]).to_csv(sheet, sep="\t", index=False)
+    assert validate_sheet(sheet, check_images=True)["thrombus_present"].tolist() == ["false"]
+    assert main(["ingest", str(sheet), "p1", str(tmp_path / "p1")]) == 0
+    side = json.loads((tmp_path / "p1" / "p1_ingest.json").read_text())
+    assert side["labels"]["thrombus"]["n_voxels"] == 0 and side["labels"]["thrombus"]["volume_mm3"] == 0
+    out = nib.load(tmp_path / "p1" / "p1_thrombus.nii.gz")
+    assert out.shape == (8, 8, 6) and not np.asarray(out.dataobj).any()
+
+
 def test_real_isles22_case_via_cli(tmp_path, real_data):
     case = real_data / "isles22" / "sub-strokecase0001"
     sheet = tmp_path / "subjects.tsv"

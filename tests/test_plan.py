@@ -259,3 +259,17 @@ def test_layout_paths():
     assert lay.nnunet_preprocessed(ds) == "res/nnunet/preprocessed/Dataset007_nn"
     assert lay.nnunet_checkpoint(ds, "T", "2d") == "res/nnunet/trained/Dataset007_nn/T__nnUNetPlans__2d/fold_all/" \
                                                    "checkpoint_final.pth"
+
+
+def test_the_synthetic_cohorts_thrombus_presence_reaches_the_splits():
+    """The workflow's cohort table carries the planned presence; every center's negatives get held out."""
+    from thrombseg.synth import subject_ids, thrombus_presence
+
+    assert list(cohort_table({"a1": "ctrA"}).columns) == ["subject", "center", "split"]
+    present = thrombus_presence(n_per_center=12, negative_share=0.25)
+    assert list(present) == list(subject_ids(n_per_center=12)) and sum(not p for p in present.values()) == 12
+    cohort = cohort_table(subject_ids(n_per_center=12), present=list(present.values()))
+    splits = _plan(cohort=cohort).splits_of("multicentric")
+    negatives = splits[splits.subject.map(lambda s: not present[s])]
+    for center, group in negatives.groupby("center"):
+        assert sorted(group.split) == ["test", "train", "val"], center

@@ -144,3 +144,15 @@ def test_sheet_from_bids(tmp_path):
     assert r1.thrombus_mask.endswith("label-thrombus_mask.nii.gz") and r1.t2star == ""
     assert r2.t2star and r2.flair and r2.t1 and r2.infarct_mask.endswith("_msk.nii.gz")
     assert not r1.swi.startswith("/")  # written relative to the sheet
+
+
+def test_thrombus_presence_column_takes_true_false_or_nothing(tmp_path):
+    from thrombseg.core.sequences import PRESENCE_VALUES
+    from thrombseg.sheet import load_schema
+
+    assert tuple(load_schema("subjects")["properties"]["thrombus_present"]["enum"]) == PRESENCE_VALUES
+    rows = [_good_case(tmp_path, "s1") | {"thrombus_present": "true"}, _good_case(tmp_path, "s2"),
+            _good_case(tmp_path, "s3") | {"thrombus_present": "maybe"}]
+    with pytest.raises(SheetError) as err:
+        validate_sheet(_write_sheet(tmp_path / "subjects.tsv", rows))
+    assert len(err.value.problems) == 1 and "'maybe'" in str(err.value) and "thrombus_present" in str(err.value)

@@ -20,10 +20,19 @@ from scipy import ndimage as ndi
 import thrombseg.synth.cohort as cohort_mod
 from thrombseg.core.fs import OutputError
 from thrombseg.core.sequences import LABELS, SEQUENCES
-from thrombseg.synth import DEFAULT_CENTERS, SHEET_COLUMNS, PatientTransform, generate_cohort, sequence_spacing
-from thrombseg.synth.atlas import get_atlas
+from thrombseg.synth import (
+    DEFAULT_CENTERS,
+    SHEET_COLUMNS,
+    PatientTransform,
+    generate_cohort,
+    sequence_spacing,
+    thrombus_presence,
+)
+from thrombseg.synth.atlas import MCA_DEEP, RIGHT_OFFSET, get_atlas
 from thrombseg.synth.centers import CONFIG_KEY, validate_centers
 from thrombseg.synth.io import make_image, save_nifti, write_json
+from thrombseg.synth.pathology import NEGATIVE_KINDS, RECANALISED, Streams, draw_pathology
+from thrombseg.synth.vessels import SLOW
 
 TINY_CENTER = {
     "name": "tiny", "field_strength": 3.0, "susceptibility": "swi",
@@ -33,6 +42,10 @@ TINY_CENTER = {
                   "adc": {"scale": 1e6, "dtype": "float32"}},
     "noise": 0.03, "bias": 0.2, "intensity_scale": 1000.0, "dtype": "int16",
 }
+# The demo cohort's plan (4 centers x 8, seed 0) as versions without thrombus-negative patients drew it.
+DEMO_PLAN_SITES = ("BA M1 M1 M2 M1 PCA M2 M1 M2 ACA M1 ICA M2 M2 M1 M2 M1 M1 M1 M1 ICA M1 M1 M2 M2 ACA ICA M1 M1 M1 "
+                   "M2 M1").split()
+DEMO_PLAN_LOW_CONTRAST = [4, 12, 14, 21, 28]
 
 
 @pytest.fixture(scope="module")
@@ -333,3 +346,94 @@ def test_truth_json_rounds_floats_and_nifti_bytes_do_not_depend_on_time(tmp_path
     monkeypatch.setattr(time, "time", lambda: 1.0e9)  # gzip would stamp the current time otherwise
     assert save_nifti(img, tmp_path / "b.nii.gz").read_bytes() == first
     assert nib.load(tmp_path / "b.nii.gz").get_data_dtype() == np.int16
+
+
+# ---------------------------------------------------------------------------------------------------
+# thrombus-negative patients
+def test_no_negatives_leave_the_plan_as_it_was(tmp_path):
+    """Share 0 (the default) draws the sites and low-contrast clots of earlier versions."""
+    centers = validate_centers(DEFAULT_CENTERS)
+    for share in ({}, {"negative_share": 0.0}):
+        tasks = cohort_mod.plan_cohort(centers, 8, 0, "demo", tmp_path, **share)
+        assert [t.site for t in tasks] == DEMO_PLAN_SITES
+        assert [k for k, t in enumerate(tasks) if t.low_contrast] == DEMO_PLAN_LOW_CONTRAST
+        assert not any(t.negative_kind for t in tasks)
+    assert all(thrombus_presence(n_per_center=8).values())
+
+
+def test_negatives_planned_in_exact_shares_per_center(tmp_path):
+    centers = validate_centers(DEFAULT_CENTERS)
+    tasks = cohort_mod.plan_cohort(centers, 8, 0, "demo", tmp_path, negative_share=0.25)
+    kinds = [t.negative_kind for t in tasks]
+    for c in centers:  # 2 of 8 per center
+        assert sum(bool(t.negative_kind) for t in tasks if t.center["name"] == c["name"]) == 2
+    counts = pd.Series([k for k in kinds if k]).value_counts()
+    assert set(counts.index) == set(NEGATIVE_KINDS) and counts.sum() == 8 and counts.min() >= 2
+    for t in tasks:  # a site where a clot is or was; low contrast only for a clot
+        assert bool(t.site) == (t.negative_kind in ("", RECANALISED))
+        assert not (t.low_contrast and t.negative_kind)
+    presence = thrombus_presence(n_per_center=8, negative_share=0.25)
+    assert presence == {t.subject: not t.negative_kind for t in tasks}
+    # a center's own share wins over the cohort's
+    own = [{**centers[0], "negative_share": 0.5}, *centers[1:]]
+    tasks = cohort_mod.plan_cohort(validate_centers(own), 8, 0, "demo", tmp_path, negative_share=0.25)
+    assert [sum(bool(t.negative_kind) for t in tasks if t.center_index == i) for i in range(4)] == [4, 2, 2, 2]
+    with pytest.raises(ValueError, match="negative_share"):
+        generate_cohort(tmp_path / "x", n_per_center=1, negative_share=1.5)
+    with pytest.raises(ValueError, match="negative_share"):
+        validate_centers([{**TINY_CENTER, "negative_share": -0.1}])
+
+
+def test_a_recanalised_patient_has_normal_flow_and_no_clot():
+    """Its clot is placed (its territory infarcts) but not drawn, and no artery is slow."""
+    atlas = get_atlas()
+    present = draw_pathology(atlas, "M1", Streams.spawn(5, 0, 0))
+    gone = draw_pathology(atlas, "M1", Streams.spawn(5, 0, 0), RECANALISED)
+    assert present.vessels.clot is not None and (present.vessels.cloud.kind == SLOW).any()
+    assert gone.vessels.clot is None and not (gone.vessels.cloud.kind == SLOW).any()
+    assert gone.vessels.thrombus.vessel == present.vessels.thrombus.vessel
+    assert gone.infarct.territory_codes == present.infarct.territory_codes
+    with pytest.raises(ValueError, match="negative_kind"):
+        draw_pathology(atlas, "M1", Streams.spawn(5, 0, 0), "healed")
+    with pytest.raises(ValueError, match="occlusion site"):
+        draw_pathology(atlas, "M1", Streams.spawn(5, 0, 0), "lacunar")
+
+
+def test_negatives_have_empty_thrombus_masks_and_validate_and_ingest(tmp_path):
+    """3 of 4 patients negative, one of each kind: empty thrombus masks, said so in every table."""
+    from thrombseg.ingest import ingest_from_sheet
+    from thrombseg.sheet import validate_sheet
+
+    sheet = generate_cohort(tmp_path / "c", n_per_center=4, centers=[TINY_CENTER], seed=11, negative_share=0.75)
+    root = sheet.parent
+    df = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)
+    assert list(df.columns) == SHEET_COLUMNS and (df.thrombus_present == "false").sum() == 3
+    parts = pd.read_csv(root / "participants.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert parts.thrombus_present.tolist() == df.thrombus_present.tolist()
+    assert sorted(parts.negative_kind) == sorted(["", *NEGATIVE_KINDS])
+    atlas = get_atlas()
+    for _, row in df.iterrows():
+        t = _truth(root, row.subject)
+        kind = t["negative_kind"]
+        assert t["thrombus_present"] == (row.thrombus_present == "true") == (kind == "")
+        thr = np.asarray(nib.load(root / row.thrombus_mask).dataobj)
+        inf = nib.load(root / row.infarct_mask)
+        inf_ml = float(np.asarray(inf.dataobj).sum() * np.prod(inf.header.get_zooms()) / 1000)
+        assert thr.any() == (kind == "") and thr.dtype == np.uint8
+        assert (t["thrombus_volume_mm3"] == 0) == (kind != "")
+        if kind == "no_stroke":
+            assert inf_ml == 0 and t["artery_segment"] is None and t["infarct_n_pieces"] == 0
+        elif kind == "lacunar":  # a small deep infarct, no occlusion
+            assert 0.05 < inf_ml < 2.0 and t["infarct_n_pieces"] == 1 and t["artery_segment"] is None
+            lab = atlas.sample("territory", _mask_mni(inf, PatientTransform.from_dict(t["world_to_mni"])), order=0)
+            assert np.isin(lab, [MCA_DEEP, MCA_DEEP + RIGHT_OFFSET]).mean() > 0.8
+        elif kind == "recanalised":  # the occlusion's infarct, its clot gone
+            assert inf_ml > 1.0 and t["artery_segment"] and not t["hyperintense_vessel_sign"]
+        assert not (kind and t["low_contrast"])
+    assert (root / "qc" / "montage_tiny.png").is_file()
+    # an empty thrombus mask is a valid label: the sheet validates with its images, and it ingests
+    validate_sheet(sheet, check_images=True)
+    negative = df.loc[df.thrombus_present == "false", "subject"].iloc[0]
+    side = ingest_from_sheet(sheet, negative, tmp_path / "ingest")
+    assert side["labels"]["thrombus"]["n_voxels"] == 0
+    assert not np.asarray(nib.load(tmp_path / "ingest" / f"{negative}_thrombus.nii.gz").dataobj).any()

@@ -104,6 +104,48 @@ def test_adding_a_center_keeps_the_other_centers_splits():
         assert len(merged) == 16 and (merged.split_before == merged.split_after).all(), protocol
 
 
+def _negative_sheet(n_per_center: int = 12, n_negative: int = 3, present: str = "false") -> pd.DataFrame:
+    """3 centers; the first ``n_negative`` patients of each have ``thrombus_present`` = ``present``."""
+    rows = [{"subject": f"{c}{i:02d}", "center": c, "split": "",
+             "thrombus_present": present if i < n_negative else "true"} for c in "ABC" for i in range(n_per_center)]
+    return pd.DataFrame(rows)
+
+
+def test_splits_spread_each_centers_negatives_over_every_split():
+    sheet = _negative_sheet()
+    plain = assign_splits(sheet.drop(columns="thrombus_present"), "multicentric", seed=0)
+    strat = assign_splits(sheet, "multicentric", seed=0)
+    assert strat.equals(assign_splits(sheet, "multicentric", seed=0))
+    negatives = set(sheet.loc[sheet.thrombus_present == "false", "subject"])
+    for c in "ABC":
+        neg = strat[(strat.center == c) & strat.subject.isin(negatives)]
+        assert sorted(neg.split) == ["test", "train", "val"], c
+        # the center's split sizes do not depend on the presence column
+        assert (strat.loc[strat.center == c, "split"].value_counts()
+                .equals(plain.loc[plain.center == c, "split"].value_counts())), c
+    loco = assign_splits(sheet, "leave-center-out", seed=0, center="C")
+    for c in "AB":
+        assert {"train", "val"} <= set(loco.loc[loco.center == c].loc[lambda d: d.subject.isin(negatives), "split"])
+    mono = assign_splits(sheet, "monocentric", seed=0, center="B")
+    assert set(mono.loc[mono.subject.isin(negatives), "split"]) == {"train", "val", "test"}
+    # bools (the workflow's synthetic cohort) read like sheet cells
+    as_bools = sheet.assign(thrombus_present=sheet.thrombus_present == "true")
+    assert assign_splits(as_bools, "multicentric", seed=0).equals(strat)
+
+
+def test_splits_without_negatives_are_those_without_the_column():
+    sheet = _negative_sheet(n_per_center=8)
+    plain = sheet.drop(columns="thrombus_present")
+    for present in ("true", ""):  # all present, or not stated
+        stated = _negative_sheet(n_per_center=8, present=present)
+        for protocol, center in (("multicentric", None), ("monocentric", "B"), ("leave-center-out", "C")):
+            assert assign_splits(stated, protocol, seed=2, center=center).equals(
+                assign_splits(plain, protocol, seed=2, center=center)), (present, protocol)
+    # too few negatives for every split: they still land somewhere, center sizes unchanged
+    few = assign_splits(_negative_sheet(n_per_center=8, n_negative=2), "multicentric", seed=0)
+    assert few["split"].value_counts().equals(assign_splits(plain, "multicentric", seed=0)["split"].value_counts())
+
+
 def test_stack_pairs_positive_then_target_free(tmp_path):
     cases = [load_case(make_case(tmp_path, f"c{i}", i, with_flair=i % 2 == 0)) for i in range(3)]
     ds = StackDataset(cases, ["swi", "dwi", "flair"], stack=4, crop=(24, 24))

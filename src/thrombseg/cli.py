@@ -44,7 +44,8 @@ def _cmd_sheet_from_bids(args) -> int:
 
 def _cmd_synth(args) -> int:
     sheet = generate_cohort(args.outdir, n_per_center=args.n_per_center, seed=args.seed,
-                            size=args.size, n_jobs=args.jobs, overwrite=args.overwrite)
+                            size=args.size, n_jobs=args.jobs, overwrite=args.overwrite,
+                            negative_share=args.negative_share)
     print(f"wrote synthetic cohort; sample sheet: {sheet}")
     return 0
 
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", choices=["demo", "paper"], default="demo")
     s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--negative-share", type=float, default=0.0,
+                   help="share of each center's patients without a thrombus (realistic: 0.2-0.3)")
     add_overwrite_option(s)
     s.set_defaults(func=_cmd_synth)
 

@@ -16,7 +16,7 @@ from functools import cached_property
 import pandas as pd
 
 from .core.layout import Layout
-from .core.sequences import current_target
+from .core.sequences import PRESENCE_COLUMN, current_target
 
 # experiment keys that are not training options; ``enabled: false`` keeps an experiment out of the run
 # (an overlay cannot delete a key of config/config.yaml, but it can switch the experiment off)
@@ -196,10 +196,15 @@ def parse_protocol(pid: str) -> tuple[str, str | None]:
     raise ValueError(f"unknown protocol {pid!r}; expected one of {PROTOCOLS}")
 
 
-def cohort_table(center_of: dict[str, str], splits: list[str] | None = None) -> pd.DataFrame:
-    """``subject, center, split`` of the whole cohort (``split`` empty when the sheet gives none)."""
-    return pd.DataFrame({"subject": list(center_of), "center": list(center_of.values()),
-                         "split": list(splits) if splits is not None else [""] * len(center_of)})
+def cohort_table(center_of: dict[str, str], splits: list[str] | None = None,
+                 present: list | None = None) -> pd.DataFrame:
+    """``subject, center, split`` of the whole cohort (``split`` empty when the sheet gives none), and
+    ``thrombus_present`` when ``present`` (sheet cells or bools) is given: the splits stratify by it."""
+    table = pd.DataFrame({"subject": list(center_of), "center": list(center_of.values()),
+                          "split": list(splits) if splits is not None else [""] * len(center_of)})
+    if present is not None:
+        table[PRESENCE_COLUMN] = list(present)
+    return table
 
 
 # ---------------------------------------------------------------------------- one run's plan

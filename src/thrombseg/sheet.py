@@ -1,7 +1,8 @@
 """The cohort contract: the sample sheet, its validation, and BIDS import.
 
 A sheet is a TSV with one row per patient: ``subject``, ``center``, ``split``, one column per
-sequence (any may be empty) and the two label columns. Relative paths resolve against the sheet's
+sequence (any may be empty), the two label columns and an optional ``thrombus_present`` (``false``: a
+thrombus-negative patient, whose thrombus mask may be all zeros). Relative paths resolve against the sheet's
 folder. :func:`validate_sheet` collects *every* problem of a sheet and raises one
 :class:`SheetError` listing them all (row, column, file, problem), so a user fixes a sheet in one
 round instead of one traceback at a time.
@@ -25,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from .core.io import write_table
-from .core.sequences import LABEL_GRID, LABELS, OLD_LABELS, SEQUENCES
+from .core.sequences import LABEL_GRID, LABELS, OLD_LABELS, PRESENCE_COLUMN, SEQUENCES
 
-COLUMNS: tuple[str, ...] = ("subject", "center", "split", *SEQUENCES, *LABELS)
+COLUMNS: tuple[str, ...] = ("subject", "center", "split", *SEQUENCES, *LABELS, PRESENCE_COLUMN)
 
 GRID_ATOL_MM = 1e-3  # affine tolerance when comparing a mask's grid to its image's grid
 

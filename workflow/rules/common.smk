@@ -13,7 +13,7 @@ from thrombseg.config import ConfigError, validate_config
 from thrombseg.plan import Plan, cohort_table, experiment_labels, experiment_settings, train_resources
 from thrombseg.sheet import SheetError, validate_sheet
 from thrombseg.smk import use_this_python
-from thrombseg.synth import subject_ids
+from thrombseg.synth import subject_ids, thrombus_presence
 from thrombseg.training.splits import assign_splits
 
 # Jobs inherit OMP_WAIT_POLICY=PASSIVE from importing thrombseg (see thrombseg/__init__.py).
@@ -31,15 +31,19 @@ except ConfigError as exc:
 
 def _cohort():
     """Every patient of the cohort (subject, center, sheet split), whatever the `centers` filter."""
-    if config["cohort"] == "synthetic":  # ids are fixed: known before the cohort is generated
-        return cohort_table(subject_ids(n_per_center=config["synthetic"]["n_per_center"]))
+    if config["cohort"] == "synthetic":  # ids and thrombus presence are fixed: known before the cohort is generated
+        synth = config["synthetic"]
+        present = thrombus_presence(n_per_center=synth["n_per_center"], seed=synth["seed"],
+                                    negative_share=synth["negative_share"])
+        return cohort_table(subject_ids(n_per_center=synth["n_per_center"]), present=list(present.values()))
     try:
         # Structure and file existence at parse time (fast); voxel-level checks run in a rule.
         centers = [str(c) for c in config.get("centers") or []]
         sheet = validate_sheet(config["samples"], centers=centers or None, check_images=False)
     except SheetError as exc:
         raise WorkflowError(str(exc)) from None
-    return cohort_table(dict(zip(sheet["subject"], sheet["center"])), sheet["split"].tolist())
+    return cohort_table(dict(zip(sheet["subject"], sheet["center"])), sheet["split"].tolist(),
+                        sheet["thrombus_present"].tolist())
 
 
 PLAN = Plan(config, _cohort(), assign_splits)

@@ -15,6 +15,7 @@ rule synth:
         n_per_center=config["synthetic"]["n_per_center"],
         seed=config["synthetic"]["seed"],
         size=config["synthetic"]["size"],
+        negative_share=config["synthetic"]["negative_share"],
     threads: 2
     log:
         f"{LOGS}/synth.log",

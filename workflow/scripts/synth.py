@@ -22,7 +22,7 @@ def step(sm):
     adopt_unmanifested_cohort(out)
     # overwrite: Snakemake owns this folder (a previous cohort, never a user's files)
     generate_cohort(out, n_per_center=sm.params.n_per_center, seed=sm.params.seed, size=sm.params.size,
-                    n_jobs=sm.threads, overwrite=True)
+                    n_jobs=sm.threads, overwrite=True, negative_share=sm.params.negative_share)
 
 
 run_step(snakemake, step)  # noqa: F821

@@ -6,6 +6,21 @@ SEQUENCES: tuple[str, ...] = ("swi", "phase", "t2star", "dwi", "adc", "flair", "
 LABELS: tuple[str, ...] = ("thrombus_mask", "infarct_mask")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
+# Optional sheet column: is there a thrombus to find? "false" marks a thrombus-negative patient (its
+# thrombus mask, when given, is empty); an empty cell says nothing, and counts as present (older sheets).
+PRESENCE_COLUMN = "thrombus_present"
+PRESENCE_VALUES: tuple[str, ...] = ("", "true", "false")
+
+
+def presence_value(present: bool) -> str:
+    """The sheet cell of a thrombus presence: ``true`` or ``false``."""
+    return "true" if present else "false"
+
+
+def thrombus_absent(value) -> bool:
+    """Whether a presence cell (sheet string or bool) says there is no thrombus; empty/unknown: False."""
+    return str(value).strip().lower() == "false"
+
 # The image each label is drawn on, in order of preference: annotators draw the thrombus on the
 # susceptibility image and the infarct on DWI.
 LABEL_GRID: dict[str, tuple[str, ...]] = {

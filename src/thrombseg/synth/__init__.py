@@ -3,7 +3,8 @@
 Built from the MNI152 2009 T1 template and GM/WM maps that ship inside the nilearn wheel (loaded
 offline). Each patient gets a random affine + smooth non-linear deformation, a skull/scalp shell,
 arteries (ICA, M1, M2, ACA, PCA, basilar, cortical branches) and veins as tubes, 0-5 microbleeds,
-one occlusive thrombus and an infarct downstream in the occluded artery's territory. Each center has
+one occlusive thrombus and an infarct downstream in the occluded artery's territory; with
+``negative_share`` > 0 some patients have no thrombus (recanalised, lacunar, no stroke). Each center has
 its own protocol (sequences, voxel sizes, orientation, obliquity, storage, noise, bias, scale).
 
     from thrombseg.synth import generate_cohort, DEFAULT_CENTERS
@@ -22,8 +23,8 @@ Modules, bottom up: ``atlas`` (MNI anatomy), ``transform`` (per-patient warp), `
 end to end), ``cohort`` (all of them, the BIDS tree), ``io`` and ``montage`` (files, QC).
 """
 from .centers import DEFAULT_CENTERS, acquisition_grid, sequence_spacing, validate_centers
-from .cohort import SHEET_COLUMNS, generate_cohort, subject_id, subject_ids
+from .cohort import SHEET_COLUMNS, generate_cohort, subject_id, subject_ids, thrombus_presence
 from .transform import PatientTransform
 
-__all__ = ["generate_cohort", "subject_id", "subject_ids", "DEFAULT_CENTERS", "SHEET_COLUMNS", "PatientTransform", "validate_centers",
-           "sequence_spacing", "acquisition_grid"]
+__all__ = ["generate_cohort", "subject_id", "subject_ids", "thrombus_presence", "DEFAULT_CENTERS", "SHEET_COLUMNS",
+           "PatientTransform", "validate_centers", "sequence_spacing", "acquisition_grid"]

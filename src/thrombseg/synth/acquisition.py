@@ -136,7 +136,7 @@ class Session:
         """Vessels and microbleeds, and the clot, as partial-volume fractions on the grid."""
         transform = self.pathology.transform
         return (R.vessel_overlay(grid, transform, coords, self.pathology.vessels.cloud),
-                R.thrombus_pv(grid, transform, self.pathology.vessels.thrombus, coords))
+                R.thrombus_pv(grid, transform, self.pathology.vessels.clot, coords))
 
 
 @dataclass
@@ -285,8 +285,9 @@ def _write_susceptibility_masks(session: Session, grid: R.Grid, anatomy: R.Anato
     brain = (anatomy.extra["brain"] >= 0.5).astype(np.uint8)
     writer.truth_files["brain_mask"] = writer.mask(brain, grid.affine, writer.truth_path("desc-brain_mask.nii.gz"))
     centroid = _centroid_world(mask, grid)
-    if centroid is None:  # an empty mask: the centre of the clot's centre-line stands in
-        centroid = session.pathology.transform.mni_to_world(vessels.thrombus.pts.mean(0)[None])[0]
+    if centroid is None:  # an empty mask: the clot's centre-line (where it is or was), else the head centre
+        point = vessels.thrombus.pts.mean(0) if vessels.thrombus is not None else HEAD_CENTRE_MNI
+        centroid = session.pathology.transform.mni_to_world(point[None])[0]
     return ThrombusMark(centroid, float(mask.sum() * np.prod(grid.spacing)),
                         canonical_slice(mask, grid.affine, centroid)[0])
 

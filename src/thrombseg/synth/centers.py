@@ -27,7 +27,9 @@ A center is a plain dict (JSON/YAML friendly)::
      "bias": 0.2,                        # bias-field strength (log amplitude)
      "intensity_scale": 1000.0,          # overall stored intensity scale (x0.5..1 = white matter),
                                          # jittered per patient (log-normal, sd 0.15)
-     "dtype": "int16"}                   # storage of magnitude images: int16 | float32
+     "dtype": "int16",                   # storage of magnitude images: int16 | float32
+     "negative_share": 0.25}             # optional: share of its patients without a thrombus
+                                         # (default: generate_cohort's negative_share)
 """
 from __future__ import annotations
 
@@ -189,6 +191,10 @@ def _fill_center_defaults(c: dict, name: str) -> None:
     c.setdefault("dtype", "int16")
     if c["dtype"] not in ("int16", "float32"):
         raise ValueError(f"center {name}: dtype must be int16 or float32")
+    if "negative_share" in c:  # not filled in when absent: the cohort's share applies
+        c["negative_share"] = float(c["negative_share"])
+        if not 0.0 <= c["negative_share"] <= 1.0:
+            raise ValueError(f"center {name}: negative_share must be in [0, 1]")
 
 
 def sequence_spacing(center: dict, seq: str, size: str) -> tuple[float, float, float]:

@@ -6,10 +6,14 @@ from scipy import ndimage as ndi
 
 from .atlas import ACA, MCA_DEEP, MCA_INF, MCA_SUP, PCA, POSTERIOR_FOSSA, RIGHT_OFFSET, TERRITORY_NAMES, Atlas
 
+LACUNAR = "lacunar"  # a small deep infarct of a perforating artery, with no clot to see: a site and a class here
+
 
 def territories_for(site: str, vessel: str, hemisphere: str, rng: np.random.Generator) -> list[int]:
-    """Territory codes an occlusion at ``site`` (in ``vessel``) may infarct."""
+    """Territory codes an occlusion at ``site`` (in ``vessel``) may infarct; a lacune: the deep MCA territory."""
     off = RIGHT_OFFSET if hemisphere == "R" else 0
+    if site == LACUNAR:  # lenticulostriate perforators: basal ganglia, internal capsule, corona radiata
+        return [MCA_DEEP + off]
     if site in ("ICA", "M1"):
         codes = [MCA_DEEP, MCA_SUP, MCA_INF]
         if site == "ICA" and rng.random() < 0.3:
@@ -41,8 +45,9 @@ def territory_label(codes: list[int]) -> str:
 
 
 # infarct volume (world mL) per occlusion class: (median, log-sd, min, max); real cohort means 32 mL
-# proximal, 5 mL distal
-INFARCT_VOLUME_ML = {"proximal": (22.0, 0.75, 3.0, 58.0), "distal": (3.5, 0.8, 1.8, 30.0)}
+# proximal, 5 mL distal. Lacunes are 3-15 mm across; under ~6 mm (0.15 mL) they vanish on the 2 mm field.
+INFARCT_VOLUME_ML = {"proximal": (22.0, 0.75, 3.0, 58.0), "distal": (3.5, 0.8, 1.8, 30.0),
+                     LACUNAR: (0.35, 0.5, 0.15, 1.5)}
 
 
 def draw_volume(rng: np.random.Generator, klass: str, volumes: dict[str, tuple]) -> float:
@@ -74,7 +79,9 @@ def make_infarct(atlas: Atlas, rng: np.random.Generator, codes: list[int], volum
     noise = ndi.gaussian_filter(rng.standard_normal(al.shape).astype(np.float32), 2.5)
     noise /= noise.std() + 1e-6
     n_vox_total = volume_ml_world * 1000.0 * jacobian / 8.0
-    if site in ("ICA", "M1", "BA"):
+    if site == LACUNAR:  # one perforating artery, one lacune
+        n_pieces = 1
+    elif site in ("ICA", "M1", "BA"):
         n_pieces = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.3, 0.25, 0.15]))
     else:
         n_pieces = int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))

@@ -73,8 +73,10 @@ def write_montage(center: str, results: list[dict], path: Path) -> Path:
             if i == 0:
                 ax.set_title("zoom (arrow: mask)" if col == "zoom" else seq, color="white", fontsize=8)
             if j == 0:
-                ax.set_ylabel(f"{t['subject']}\n{t['vessel']} {t['thrombus_volume_mm3']:.0f}mm³"
-                              + ("\nlow-contrast" if t["low_contrast"] else ""), color="white", fontsize=6)
+                clot = (f"{t['vessel']} {t['thrombus_volume_mm3']:.0f}mm³" if t["thrombus_present"]
+                        else f"no clot: {t['negative_kind']}")
+                ax.set_ylabel(f"{t['subject']}\n{clot}" + ("\nlow-contrast" if t["low_contrast"] else ""),
+                              color="white", fontsize=6)
     height = 1.9 * n + 0.4
     fig.text(0.5, 0.002, f"synthetic center {center}: susceptibility at the thrombus, diffusion/FLAIR at the "
              "infarct (neurological orientation: left on the left)", color="white", fontsize=7, ha="center",

@@ -2,6 +2,9 @@
 
 Each part of a patient draws from its own random stream (:class:`Streams`), so that a change to one
 part (say, one more vessel) leaves the draws of the others (the infarct, the noise) as they were.
+
+A thrombus-negative patient (:data:`NEGATIVE_KINDS`) keeps every vessel, vein and microbleed; only the
+clot (and, without a stroke, the infarct) is left out.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import numpy as np
 
 from .atlas import Atlas
 from .centers import SEQUENCE_KEYS
-from .lesions import draw_volume, make_infarct, target_volume_ml, territories_for
+from .lesions import LACUNAR, draw_volume, make_infarct, target_volume_ml, territories_for
 from .render import Shell
 from .transform import PatientTransform
 from .vessels import (
@@ -32,6 +35,12 @@ LOSABLE_SERIES = ("dwi", "phase", "flair")  # a center's "missing" probabilities
 # world clot volume (mm^3) per occlusion class: (median, log-sd, min, max); real cohort means 232 mm^3
 # proximal, 77 mm^3 distal
 CLOT_VOLUME_MM3 = {"proximal": (175.0, 0.65, 40.0, 600.0), "distal": (60.0, 0.6, 20.0, 250.0)}
+HYPERINTENSE_VESSEL_P = {"proximal": 0.5, "distal": 0.3}  # P(FLAIR sign) per occlusion class; no clot: none
+# Thrombus-negative patients: the infarct of an occlusion that has since reopened; a lacune (no clot to
+# see); no stroke at all (a mimic). The shares are an assumption of this generator, not measured.
+RECANALISED, NO_STROKE = "recanalised", "no_stroke"
+NEGATIVE_KINDS = (RECANALISED, LACUNAR, NO_STROKE)
+NEGATIVE_KIND_SHARES = {RECANALISED: 0.4, LACUNAR: 0.3, NO_STROKE: 0.3}
 
 
 @dataclass
@@ -60,10 +69,16 @@ class Vasculature:
     """Arteries and veins as one point cloud, with the thrombus and microbleeds placed in it."""
 
     hemisphere: str           # L | R as drawn (the thrombus says "midline" for the basilar artery)
-    thrombus: Thrombus
-    clot_volume_mm3: float    # world volume drawn for the clot
+    thrombus: Thrombus | None  # where the clot sits, or sat (recanalised); None: no large-vessel occlusion
+    clot_volume_mm3: float    # world volume drawn for the clot (0: no clot)
     microbleeds: list         # (centre MNI mm, radius mm)
     cloud: VesselCloud
+    clot_present: bool = True  # False for a negative patient: no clot is drawn, flow is normal
+
+    @property
+    def clot(self) -> Thrombus | None:
+        """The clot the images show, None for a negative patient."""
+        return self.thrombus if self.clot_present else None
 
 
 @dataclass
@@ -110,35 +125,57 @@ def _draw_shell(rng: np.random.Generator) -> Shell:
                  scalp=float(rng.uniform(4.0, 7.0)))
 
 
-def _draw_vasculature(atlas: Atlas, site: str, jacobian: float, rng: Streams) -> Vasculature:
-    """Arterial tree, a thrombus at ``site`` (flow stops past it), veins and microbleeds."""
-    klass = OCCLUSION_SITES[site][2]
+def _draw_vasculature(atlas: Atlas, site: str, jacobian: float, rng: Streams, negative_kind: str = "") -> Vasculature:
+    """Arterial tree, a thrombus at ``site`` (flow stops past it), veins and microbleeds.
+
+    Recanalised: the clot is placed (its territory infarcts) but not drawn and flow is normal.
+    Lacunar, no stroke (``site`` empty): no large-vessel occlusion at all.
+    """
     hemisphere = str(rng.clot.choice(["L", "R"]))
     arteries = build_arteries(atlas, rng.vessel)
-    clot_volume = draw_volume(rng.clot, klass, CLOT_VOLUME_MM3)
-    thrombus = place_thrombus(arteries, site, hemisphere, rng.clot, clot_volume * jacobian)
-    flow_status(arteries, thrombus)
+    thrombus, clot_volume = None, 0.0
+    if site:
+        clot_volume = draw_volume(rng.clot, OCCLUSION_SITES[site][2], CLOT_VOLUME_MM3)
+        thrombus = place_thrombus(arteries, site, hemisphere, rng.clot, clot_volume * jacobian)
+        if not negative_kind:
+            flow_status(arteries, thrombus)
     veins = build_veins(atlas, rng.vessel)
     n_microbleeds = int(rng.lesion.choice(len(MICROBLEED_COUNT_P), p=MICROBLEED_COUNT_P))
-    microbleeds = sample_microbleeds(atlas, rng.lesion, thrombus.pts, n_microbleeds)
-    return Vasculature(hemisphere, thrombus, clot_volume, microbleeds, to_cloud(arteries, veins, microbleeds))
+    avoid = thrombus.pts if thrombus is not None else np.zeros((0, 3))
+    microbleeds = sample_microbleeds(atlas, rng.lesion, avoid, n_microbleeds)
+    return Vasculature(hemisphere, thrombus, 0.0 if negative_kind else clot_volume, microbleeds,
+                       to_cloud(arteries, veins, microbleeds), clot_present=not negative_kind)
 
 
 def _draw_infarct(atlas: Atlas, site: str, vessels: Vasculature, jacobian: float,
-                  rng: np.random.Generator) -> Infarct:
-    """An infarct of a drawn volume in the territories the occluded artery feeds."""
-    codes = territories_for(site, vessels.thrombus.vessel, vessels.hemisphere, rng)
-    target = target_volume_ml(vessels.thrombus.klass, rng)
+                  rng: np.random.Generator, negative_kind: str = "") -> Infarct:
+    """An infarct of a drawn volume in the territories the occluded artery feeds (a lacune: deep MCA)."""
+    if negative_kind == NO_STROKE:
+        return Infarct([], 0.0, np.zeros(atlas.territory.shape, np.float32), 0)
+    if negative_kind == LACUNAR:
+        site, vessel, klass = LACUNAR, "", LACUNAR
+    else:
+        vessel, klass = vessels.thrombus.vessel, vessels.thrombus.klass
+    codes = territories_for(site, vessel, vessels.hemisphere, rng)
+    target = target_volume_ml(klass, rng)
     field, pieces_drawn = make_infarct(atlas, rng, codes, target, jacobian, site)
     return Infarct(codes, target, field, pieces_drawn)
 
 
-def draw_pathology(atlas: Atlas, site: str, rng: Streams) -> Pathology:
-    """Pose and warp, then vessels and thrombus, then the infarct downstream."""
+def draw_pathology(atlas: Atlas, site: str, rng: Streams, negative_kind: str = "") -> Pathology:
+    """Pose and warp, then vessels and thrombus, then the infarct downstream.
+
+    ``site``: the occlusion site (also of a recanalised patient), empty for a lacune or no stroke;
+    ``negative_kind``: one of :data:`NEGATIVE_KINDS`, empty for a patient with a thrombus.
+    """
+    if negative_kind and negative_kind not in NEGATIVE_KINDS:
+        raise ValueError(f"negative_kind must be one of {NEGATIVE_KINDS}, not {negative_kind!r}")
+    if bool(site) != (negative_kind in ("", RECANALISED)):
+        raise ValueError(f"an occlusion site goes with a clot or a recanalised one, not {negative_kind!r} (site {site!r})")
     transform = PatientTransform.random(rng.pose)
     jacobian = transform.jacobian_det  # MNI volume per world volume
-    vessels = _draw_vasculature(atlas, site, jacobian, rng)
-    infarct = _draw_infarct(atlas, site, vessels, jacobian, rng.lesion)
+    vessels = _draw_vasculature(atlas, site, jacobian, rng, negative_kind)
+    infarct = _draw_infarct(atlas, site, vessels, jacobian, rng.lesion, negative_kind)
     return Pathology(transform, _draw_shell(rng.pose), vessels, infarct)
 
 
@@ -154,13 +191,16 @@ def _lost_series(missing: dict, present: list[str], u: float) -> list[str]:
     return lost
 
 
-def draw_protocol(center: dict, klass: str, rng: np.random.Generator) -> Protocol:
-    """Which series exist, contrast and scanner draws (the keyword order below is the draw order)."""
+def draw_protocol(center: dict, klass: str | None, rng: np.random.Generator) -> Protocol:
+    """Which series exist, contrast and scanner draws (the keyword order below is the draw order).
+
+    ``klass``: the class of the clot the images show; None without one (no slow flow, no FLAIR sign).
+    """
     configured = [s for s in SEQUENCE_KEYS if s in center["sequences"]]
     lost = _lost_series(center.get("missing", {}), configured, rng.random())
     return Protocol(
         present=[s for s in configured if s not in lost], lost=lost,
-        hyperintense_vessel=bool(rng.random() < (0.5 if klass == "proximal" else 0.3)),
+        hyperintense_vessel=bool(rng.random() < HYPERINTENSE_VESSEL_P.get(klass, 0.0)),
         clot_adc=float(rng.uniform(0.45, 0.9)),
         infarct_t2_factor=float(rng.uniform(1.05, 1.2)),
         infarct_adc_ratio=float(rng.uniform(0.5, 0.7)),

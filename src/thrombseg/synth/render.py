@@ -187,9 +187,11 @@ def vessel_overlay(grid: Grid, tf: PatientTransform, coords: np.ndarray, cloud: 
     return Overlay(flat, best[flat], kind[flat])
 
 
-def thrombus_pv(grid: Grid, tf: PatientTransform, thr: Thrombus, coords: np.ndarray,
+def thrombus_pv(grid: Grid, tf: PatientTransform, thr: Thrombus | None, coords: np.ndarray,
                 sub_mm: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Partial volume of the clot on a grid by supersampling: (flat indices, fraction)."""
+    """Partial volume of the clot on a grid by supersampling: (flat indices, fraction); none without a clot."""
+    if thr is None:
+        return np.zeros(0, int), np.zeros(0, np.float32)
     rmax = float(thr.radius.max())
     cand = _candidates(grid, tf, thr.pts, rmax + 2.0)
     flat = np.flatnonzero(cand)

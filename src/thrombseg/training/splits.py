@@ -7,6 +7,9 @@ Protocols:
 
 A split already written in the sample sheet wins over the protocol's assignment (except for the
 held-out center of leave-center-out, which is test by definition).
+
+With a ``thrombus_present`` column, each center's thrombus-negative patients are spread over the
+splits like a stratum of their own, and the center's split sizes stay those without the column.
 """
 
 from __future__ import annotations
@@ -18,20 +21,45 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import write_table
+from ..core.sequences import PRESENCE_COLUMN, thrombus_absent
 
 PROTOCOLS = ("monocentric", "multicentric", "leave-center-out")
 
 
-def _split_group(ids: list[str], rng: np.random.Generator, val_frac: float, test_frac: float) -> dict[str, str]:
-    ids = sorted(ids)
-    order = rng.permutation(len(ids))
-    n = len(ids)
+def _split_sizes(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
+    """(test, val) sizes of a group of ``n``: at least one each once the group is large enough."""
     n_test = max(1, round(n * test_frac)) if n >= 3 and test_frac > 0 else 0
     n_val = max(1, round(n * val_frac)) if n - n_test >= 2 and val_frac > 0 else 0
-    out = {}
-    for rank, k in enumerate(order):
-        out[ids[k]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return out
+    return n_test, n_val
+
+
+def _deal(ids: list[str], order: np.ndarray, n_test: int, n_val: int) -> dict[str, str]:
+    """The first ``n_test`` of ``ids`` in ``order`` to test, the next ``n_val`` to val, the rest to train."""
+    return {ids[k]: "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            for rank, k in enumerate(order)}
+
+
+def _split_group(ids: list[str], rng: np.random.Generator, val_frac: float, test_frac: float,
+                 negatives: set[str] = frozenset()) -> dict[str, str]:
+    """Split one center's patients; its thrombus-negative ``negatives`` as a stratum of their own.
+
+    The negatives get the sizes a group of their own would get (capped by the center's), the others
+    the rest of the center's sizes, so the center's test/val/train sizes do not depend on them.
+    """
+    ids = sorted(ids)
+    n_test, n_val = _split_sizes(len(ids), val_frac, test_frac)
+    neg = [s for s in ids if s in negatives]
+    if not neg:  # the draws of a sheet without negatives, as before strata existed
+        return _deal(ids, rng.permutation(len(ids)), n_test, n_val)
+    pos = [s for s in ids if s not in negatives]
+    neg_test, neg_val = _split_sizes(len(neg), val_frac, test_frac)
+    neg_test, neg_val = min(neg_test, n_test), min(neg_val, n_val)
+    excess = len(neg) - neg_test - neg_val - (len(ids) - n_test - n_val)  # negatives beyond the train places
+    if excess > 0:  # too few others to fill the held-out places: negatives take them
+        more_test = min(excess, n_test - neg_test)
+        neg_test, neg_val = neg_test + more_test, neg_val + excess - more_test
+    out = _deal(pos, rng.permutation(len(pos)), n_test - neg_test, n_val - neg_val)
+    return out | _deal(neg, rng.permutation(len(neg)), neg_test, neg_val)
 
 
 def assign_splits(
@@ -45,7 +73,8 @@ def assign_splits(
     """Return ``subject, center, split`` for every subject the protocol uses.
 
     Args:
-        sheet: the sample sheet (needs ``subject``, ``center``; ``split`` optional).
+        sheet: the sample sheet (needs ``subject``, ``center``; ``split`` and ``thrombus_present``
+            optional; with the latter, each center's negatives are spread over the splits).
         protocol: one of :data:`PROTOCOLS`.
         seed: the same seed gives the same splits.
         center: the center of ``monocentric`` / the held-out center of ``leave-center-out``
@@ -57,6 +86,8 @@ def assign_splits(
     df = sheet[["subject", "center"]].copy()
     given = sheet["split"] if "split" in sheet.columns else pd.Series([""] * len(sheet), index=sheet.index)
     sizes = df.groupby("center").size()
+    negatives = (set(sheet.loc[sheet[PRESENCE_COLUMN].map(thrombus_absent), "subject"])
+                 if PRESENCE_COLUMN in sheet.columns else set())
     if center is None and protocol != "multicentric":
         center = sorted(sizes.index, key=lambda c: (-sizes[c], c))[0]
     if center is not None and center not in sizes.index:
@@ -70,16 +101,16 @@ def assign_splits(
     split: dict[str, str] = {}
     if protocol == "monocentric":
         df = df[df["center"] == center]
-        split = _split_group(list(df["subject"]), rng(center), val_frac, test_frac)
+        split = _split_group(list(df["subject"]), rng(center), val_frac, test_frac, negatives)
     elif protocol == "multicentric":
         for c in sorted(sizes.index):
-            split |= _split_group(list(df.loc[df["center"] == c, "subject"]), rng(c), val_frac, test_frac)
+            split |= _split_group(list(df.loc[df["center"] == c, "subject"]), rng(c), val_frac, test_frac, negatives)
     else:
         held = df["center"] == center
         split = {s: "test" for s in df.loc[held, "subject"]}
         for c in sorted(set(sizes.index) - {center}):
             split |= _split_group(list(df.loc[df["center"] == c, "subject"]), rng(c),
-                                  val_frac / (1 - test_frac), 0.0)
+                                  val_frac / (1 - test_frac), 0.0, negatives)
     # The sheet's split wins, except that a held-out center is test by definition.
     forced = set(df.loc[df["center"] == center, "subject"]) if protocol == "leave-center-out" else set()
     df["split"] = [split[s] if s in forced else (given.get(i) or split[s]) for i, s in zip(df.index, df["subject"])]
