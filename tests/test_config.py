@@ -278,7 +278,7 @@ def test_inference_and_training_defaults_live_in_code_and_the_schema_types_each(
 
     from thrombseg.config import schema
     from thrombseg.inference.settings import InferenceConfig
-    from thrombseg.training.config import AugmentConfig, DropoutConfig, TrainConfig
+    from thrombseg.training.config import AugmentConfig, DropoutConfig, HardNegativeConfig, TrainConfig
 
     root = schema()
     names = [f.name for f in dataclasses.fields(InferenceConfig)]
@@ -288,6 +288,7 @@ def test_inference_and_training_defaults_live_in_code_and_the_schema_types_each(
     assert set(train) == {f.name for f in dataclasses.fields(TrainConfig)} - {"target"}  # target: set by the workflow
     assert set(train["dropout"]) == {f.name for f in dataclasses.fields(DropoutConfig)}
     assert set(train["augment"]) == {f.name for f in dataclasses.fields(AugmentConfig)}
+    assert set(train["hard_negatives"]) == {f.name for f in dataclasses.fields(HardNegativeConfig)}
 
 
 def test_schema_defaults_equal_the_functions_they_feed():

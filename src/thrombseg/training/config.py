@@ -1,4 +1,4 @@
-"""What a training run depends on: the run, modality-dropout and augmentation settings.
+"""What a training run depends on: the run, modality-dropout, augmentation and hard-negative settings.
 
 Every field is a key of the workflow config's ``training:`` section; a checkpoint stores the whole
 :class:`TrainConfig`, and a run resumes only from a checkpoint made with the same settings
@@ -16,6 +16,8 @@ from .modality_dropout import GROUPINGS, PRESETS, SCHEDULES, check_schedule
 
 # What does not change the trained weights: a run may resume on another device or loader.
 RESUME_IGNORES = ("device", "num_workers")
+# Settings added since runs were saved whose defaults train exactly as before: absent = default.
+ADDED_AS_BEFORE = ("hard_negatives",)
 SELECTIONS = ("full_strength", "best", "last")
 VAL_SUBSETS = ("full", "leave-one-out")
 
@@ -86,6 +88,37 @@ class DropoutConfig:
 
 
 @dataclass
+class HardNegativeConfig:
+    """Hard-negative mining (training.hard_negatives): negative stacks on the model's own false positives.
+
+    From each mining round on (every ``every`` epochs, or with ``every: null`` at the start of each
+    dropout stage after the first), the current model predicts every training patient; the
+    components of its probability map at or above ``threshold`` that miss the target are that
+    patient's false positives, of which the ``max_per_case`` most confident are kept. A share
+    ``share`` of the patient's negative stacks (those ``fg_oversample`` leaves negative) is then
+    centred on one of them instead of drawn as ``negatives`` says. Off (``enabled: false``): the
+    run is the one it was before this option existed.
+    """
+
+    enabled: bool = False
+    share: float = 0.5
+    every: int | None = None  # epochs between rounds; null: at each new dropout stage
+    threshold: float = 0.5
+    max_per_case: int = 8
+
+    def __post_init__(self) -> None:
+        where = "training.hard_negatives"
+        if not 0.0 <= float(self.share) <= 1.0:
+            raise ValueError(f"{where}.share must lie in [0, 1], got {self.share}")
+        if self.every is not None and int(self.every) < 1:
+            raise ValueError(f"{where}.every must be null or an integer >= 1, got {self.every}")
+        if not 0.0 < float(self.threshold) <= 1.0:
+            raise ValueError(f"{where}.threshold must lie in (0, 1], got {self.threshold}")
+        if int(self.max_per_case) < 1:
+            raise ValueError(f"{where}.max_per_case must be >= 1, got {self.max_per_case}")
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run depends on (stored in each checkpoint)."""
 
@@ -122,6 +155,7 @@ class TrainConfig:
     # (full_strength), the best of all (best), or the last (last); see trainer.selectable
     selection: str = "full_strength"
     threshold: float = 0.5
+    hard_negatives: HardNegativeConfig = field(default_factory=HardNegativeConfig)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -135,6 +169,8 @@ class TrainConfig:
             d["dropout"] = DropoutConfig.from_dict(d["dropout"])
         if isinstance(d.get("augment"), dict):
             d["augment"] = AugmentConfig(**d["augment"])
+        if isinstance(d.get("hard_negatives"), dict):
+            d["hard_negatives"] = HardNegativeConfig(**d["hard_negatives"])
         if d.get("crop") is not None and not isinstance(d["crop"], (list, tuple)):
             d["crop"] = (int(d["crop"]), int(d["crop"]))
         cfg = cls(**d)
@@ -155,12 +191,16 @@ def changed_settings(saved: dict | None, cfg: TrainConfig) -> list[str]:
     """Options that differ between a checkpoint's recorded settings and ``cfg`` (none recorded: []).
 
     A setting that a newer thrombseg added counts as changed too, so such a run starts over rather
-    than mix two versions' training.
+    than mix two versions' training; except those of :data:`ADDED_AS_BEFORE` left at their
+    defaults, which train exactly as the older version did.
     """
     if not saved:
         return []
     now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as in the stored copy
     then = json.loads(json.dumps(saved, default=str))
+    defaults = json.loads(json.dumps(TrainConfig().to_dict()))
+    for key in ADDED_AS_BEFORE:
+        then.setdefault(key, defaults[key])
     if "target" in then:  # a run of an earlier version that called the infarct "lesion" resumes
         then["target"] = current_target(then["target"])
     return sorted(k for k in now.keys() | then.keys()

@@ -4,6 +4,9 @@ A *case* (:class:`thrombseg.core.case.Case`) is one patient's harmonized arrays 
 ``.npy``, axes x, y, z on the reference grid). A *stack* is ``s`` neighbouring axial slices, laid
 out (M, S, H, W) for the network. Each patient yields a stack that contains the target and a
 target-free stack of neighbouring slices (the MIDL 2024 recipe against extreme class imbalance).
+With hard negatives (:meth:`StackDataset.set_hard_negatives`), a share of a patient's negative
+stacks is centred on one of the model's own false positives in that patient instead; such a stack
+keeps its true labels, so one next to the target may show part of it.
 
 Every random draw of an item comes from a generator seeded by (seed, epoch, index), so an epoch is
 reproducible whatever the worker count or order, which is what makes resume bit-exact.
@@ -34,13 +37,20 @@ class StackDataset(Dataset):
         seed: base seed.
         negatives: in-plane position of the target-free stack: ``"brain"`` anywhere in the brain
             (what a whole-slice 256x256 crop sees), ``"near"`` around the target.
+        hard_share: share of the negative stacks of a patient with hard-negative centres
+            (:meth:`set_hard_negatives`) that are centred on one of them; 0: none.
     """
 
     def __init__(self, cases, modalities, target="thrombus", stack=12, crop=(128, 128),
-                 fg_oversample=0.0, augment: AugmentConfig | None = None, seed=0, negatives="brain"):
+                 fg_oversample=0.0, augment: AugmentConfig | None = None, seed=0, negatives="brain",
+                 hard_share=0.0):
         if negatives not in ("brain", "near"):
             raise ValueError(f"negatives must be 'brain' or 'near', got {negatives!r}")
+        if not 0.0 <= float(hard_share) <= 1.0:
+            raise ValueError(f"hard_share must lie in [0, 1], got {hard_share}")
         self.negatives = negatives
+        self.hard_share = float(hard_share)
+        self.hard_centres: dict[str, np.ndarray] = {}
         self.cases = list(cases)
         self.modalities = list(modalities)
         self.target = target
@@ -77,10 +87,43 @@ class StackDataset(Dataset):
         self.epoch = int(epoch)
         self.site_strength = float(site_strength)
 
+    def set_hard_negatives(self, centres: dict[str, np.ndarray]) -> None:
+        """Each patient's (subject's) hard-negative centres, voxel (x, y, z) rows; replaces earlier ones."""
+        self.hard_centres = {k: np.asarray(v, np.int64).reshape(-1, 3) for k, v in centres.items()}
+
     def __len__(self) -> int:
         return 2 * len(self.cases)
 
-    def _window(self, rng, case_i: int, positive: bool):
+    def origin(self, i: int) -> tuple[str, tuple[int, int, int]]:
+        """Item ``i``'s kind (``positive``, ``negative`` or ``hard``) and stack corner (x0, y0, z0)."""
+        _, kind, corner = self._draw(np.random.default_rng([self.seed, self.epoch, i]), i)
+        return kind, corner
+
+    def _draw(self, rng, i: int) -> tuple[int, str, tuple[int, int, int]]:
+        """(case index, kind, corner) of item ``i``: the first draws of its generator, in a fixed order."""
+        case_i, positive = i // 2, (i % 2 == 0) or rng.random() < self.fg_oversample
+        centre = None if positive else self._hard_centre(rng, case_i)
+        kind = "positive" if positive else "negative" if centre is None else "hard"
+        return case_i, kind, self._window(rng, case_i, positive, centre)
+
+    def _hard_centre(self, rng, case_i: int):
+        """A mined false-positive centre for a negative slot, or None; draws nothing where none are mined."""
+        centres = self.hard_centres.get(self.cases[case_i].subject)
+        if self.hard_share <= 0 or centres is None or len(centres) == 0:
+            return None  # no draw: without hard negatives every item's stream is what it always was
+        if rng.random() >= self.hard_share:
+            return None
+        return centres[int(rng.integers(len(centres)))]
+
+    def _around(self, rng, lo, hi, ctr, Z: int):
+        """A stack's first slice and in-plane centre holding the z range [lo, hi] around ``ctr``, jittered."""
+        s, (h, w) = self.stack, self.crop
+        z_lo, z_hi = max(0, hi[2] - s + 1), min(lo[2], max(0, Z - s))
+        z0 = int(rng.integers(min(z_lo, z_hi), max(z_lo, z_hi) + 1))
+        cx, cy = ctr[0] + rng.uniform(-h / 4, h / 4), ctr[1] + rng.uniform(-w / 4, w / 4)
+        return z0, cx, cy
+
+    def _window(self, rng, case_i: int, positive: bool, hard_centre=None):
         case = self.cases[case_i]
         X, Y, Z = case.shape
         s, (h, w) = self.stack, self.crop
@@ -88,9 +131,9 @@ class StackDataset(Dataset):
         if fg is not None:
             lo, hi, ctr = fg
         if positive and fg is not None:
-            z_lo, z_hi = max(0, hi[2] - s + 1), min(lo[2], max(0, Z - s))
-            z0 = int(rng.integers(min(z_lo, z_hi), max(z_lo, z_hi) + 1))
-            cx, cy = ctr[0] + rng.uniform(-h / 4, h / 4), ctr[1] + rng.uniform(-w / 4, w / 4)
+            z0, cx, cy = self._around(rng, lo, hi, ctr, Z)
+        elif hard_centre is not None:  # the false positive in the stack, off-centre as a target is
+            z0, cx, cy = self._around(rng, hard_centre, hard_centre, hard_centre, Z)
         else:
             if fg is not None:  # neighbouring thrombus-free slices, above or below the target
                 above = list(range(hi[2] + 1, max(hi[2] + 1, Z - s) + 1))
@@ -120,9 +163,8 @@ class StackDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        case_i, positive = i // 2, (i % 2 == 0) or rng.random() < self.fg_oversample
+        case_i, _, (x0, y0, z0) = self._draw(rng, i)
         case = self.cases[case_i]
-        x0, y0, z0 = self._window(rng, case_i, positive)
         (h, w), s = self.crop, self.stack
         arrays, avail = case.inputs(self.modalities)
         x = np.zeros((len(arrays), s, h, w), np.float32)

@@ -2,13 +2,15 @@
 
 :class:`Trainer` follows the nnU-Net v2 trainer pattern: one run is an object whose steps are small
 methods (``build_network``, ``configure_optimizers``, ``make_dataset``, ``make_loader``,
-``train_step``, ``train_epoch``, ``validate``, ``save_checkpoint``, ``maybe_resume``, ``export``),
-so a trainer variant is a subclass that overrides one of them. :func:`train` runs the default one.
+``mine_hard_negatives``, ``train_step``, ``train_epoch``, ``validate``, ``save_checkpoint``,
+``maybe_resume``, ``export``), so a trainer variant is a subclass that overrides one of them.
+:func:`train` runs the default one.
 
 Resume is exact because every epoch's randomness (sampling, augmentation, dropout, torch ops) is
 re-seeded from (seed, epoch): a run killed after epoch e and resumed from its checkpoint replays
 epoch e+1 exactly as an uninterrupted run would. RNG states are saved anyway (belt and braces,
-and for users who change the seeding).
+and for users who change the seeding). The last mining round's hard-negative centres are saved too:
+they come from weights a resumed run no longer has.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..inference.sliding import predict_volume
 from ..models import checkpoint
 from .config import AugmentConfig, TrainConfig, changed_settings
 from .data import StackDataset
+from .hard_negatives import check_training_only, mine_false_positives, mining_epochs
 from .losses import SegmentationLoss
 from .modality_dropout import GradualModalityDropout, attenuation_at, stage_index
 from .plots import plot_training_curve
@@ -41,6 +44,10 @@ log = logging.getLogger("thrombseg.training")
 
 CHECKPOINT_LAST = "checkpoint_last.pt"  # full state of the last epoch: what a run resumes from
 CHECKPOINT_BEST = "checkpoint_best.pt"  # best weights kept beside it: the workflow may delete model.pt
+MINING_LOG = "hard_negatives.tsv"  # per mining round and patient: false positives found, centres kept
+MINING_LOG_COLUMNS = ("epoch", "subject", "fp_components", "centres_kept")
+# metrics.csv columns of a run with hard negatives (NaN in epochs without a mining round)
+MINING_COLUMNS = ("mined_fp_mean", "mined_fp_max", "mined_centres", "mining_s")
 
 
 def curriculum(epoch: int, cfg: TrainConfig) -> tuple[float, int, float]:
@@ -159,6 +166,10 @@ class Trainer:
         self.dropout = make_dropout(cfg)
         self.dataset = self.make_dataset()
         self.start_epoch, self.best, self.history = 0, float("-inf"), []
+        self.hard_centres: dict[str, list] = {}  # the last mining round's centres, per subject
+        self.mining_log: list[dict] = []
+        if cfg.hard_negatives.enabled:  # fail before the first epoch, not at the first mining round
+            check_training_only(self.train_cases, self.val_cases)
 
     # ---------------------------------------------------------------- what a run is made of
     def build_network(self) -> torch.nn.Module:
@@ -180,8 +191,9 @@ class Trainer:
     def make_dataset(self) -> StackDataset:
         """Positive/negative stack pairs, ``repeats`` of them per training case and epoch."""
         cfg = self.cfg
+        hard_share = cfg.hard_negatives.share if cfg.hard_negatives.enabled else 0.0
         return StackDataset(self.train_cases * cfg.repeats, cfg.modalities, cfg.target, cfg.stack, cfg.crop,
-                            cfg.fg_oversample, cfg.augment, cfg.seed, cfg.negatives)
+                            cfg.fg_oversample, cfg.augment, cfg.seed, cfg.negatives, hard_share)
 
     def make_loader(self, generator: torch.Generator) -> DataLoader:
         """The epoch's shuffled batches; the order comes from ``generator`` alone."""
@@ -191,6 +203,29 @@ class Trainer:
                           persistent_workers=False, drop_last=len(self.dataset) > cfg.batch_size)
 
     # ---------------------------------------------------------------- one epoch
+    def mine_hard_negatives(self, epoch: int) -> dict:
+        """A mining round on the training patients when ``epoch`` starts one; its part of the row.
+
+        Without hard negatives: nothing, and no column. With them: false positives per patient
+        (mean, max), centres kept and seconds taken, NaN in epochs without a round.
+        """
+        if not self.cfg.hard_negatives.enabled:
+            return {}
+        if epoch not in mining_epochs(self.cfg):
+            return dict.fromkeys(MINING_COLUMNS, float("nan"))
+        t0 = time.time()
+        mined = mine_false_positives(self.model, self.train_cases, self.cfg, self.device, self.val_cases)
+        self.hard_centres = {m.subject: m.centres.tolist() for m in mined}
+        self.dataset.set_hard_negatives(self.hard_centres)
+        self.mining_log += [{"epoch": epoch, "subject": m.subject, "fp_components": m.n_false_positives,
+                             "centres_kept": len(m.centres)} for m in mined]
+        counts = [m.n_false_positives for m in mined]
+        seconds = time.time() - t0
+        log.info("epoch %d: hard-negative mining found %s false-positive components per patient (%.1f s)",
+                 epoch + 1, ", ".join(f"{m.subject} {m.n_false_positives}" for m in mined), seconds)
+        return {"mined_fp_mean": float(np.mean(counts)), "mined_fp_max": float(np.max(counts)),
+                "mined_centres": float(sum(len(m.centres) for m in mined)), "mining_s": seconds}
+
     def seed_epoch(self, epoch: int) -> torch.Generator:
         """Re-seed every RNG from (seed, epoch) and return the epoch's generator (what makes resume exact)."""
         epoch_seed = self.cfg.seed * 100_003 + epoch
@@ -247,12 +282,16 @@ class Trainer:
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
                  "stage": row["stage"], "rng": _rng_state(), "best": max(self.best, score),
                  "history": self.history, "config": self.cfg.to_dict()}
+        if self.cfg.hard_negatives.enabled:
+            state["hard_negatives"] = {"centres": self.hard_centres, "log": self.mining_log}
         if score > self.best:
             self.best = score
             checkpoint.save_checkpoint(checkpoint.export(self.model, self.cfg.to_dict(), row),
                                        self.outdir / CHECKPOINT_BEST)
         checkpoint.save_checkpoint(state, self.outdir / CHECKPOINT_LAST)
         write_table(pd.DataFrame(self.history), self.outdir / "metrics.csv")
+        if self.cfg.hard_negatives.enabled:
+            write_table(pd.DataFrame(self.mining_log, columns=list(MINING_LOG_COLUMNS)), self.outdir / MINING_LOG)
 
     def maybe_resume(self, resume: bool = True) -> None:
         """Continue from ``checkpoint_last.pt`` when asked, present and made with the same settings."""
@@ -270,6 +309,9 @@ class Trainer:
         self.scaler.load_state_dict(saved["scaler"])
         _set_rng_state(saved["rng"])
         self.start_epoch, self.best, self.history = saved["epoch"] + 1, saved["best"], saved["history"]
+        if "hard_negatives" in saved:  # the last round's centres: its weights are gone
+            self.hard_centres, self.mining_log = saved["hard_negatives"]["centres"], saved["hard_negatives"]["log"]
+            self.dataset.set_hard_negatives(self.hard_centres)
         log.info("resuming from %s at epoch %d", last, self.start_epoch)
 
     def export(self, row: dict) -> None:
@@ -293,7 +335,8 @@ class Trainer:
         row: dict = self.history[-1] if self.history else {}
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.time()
-            row = self.train_epoch(epoch) | self.validate(epoch)
+            mined = self.mine_hard_negatives(epoch)  # before the epoch: its stacks use the new centres
+            row = self.train_epoch(epoch) | mined | self.validate(epoch)
             row["seconds"] = time.time() - t0
             self.history.append(row)
             self.save_checkpoint(epoch, row)
