@@ -87,7 +87,7 @@ def _validation():
 
 
 def test_score_selection_is_fitted_on_the_validation_candidates(models, tmp_path):
-    from thrombseg.inference.predict import predict_case
+    from thrombseg.inference.predict import predict_case, subset_metrics
 
     r = tune_postprocessing(_validation(), *models, InferenceConfig(min_size_voxels=1), {"selection": "score"})
     chosen, fit = r["chosen"], r["candidate_scoring"]
@@ -99,10 +99,15 @@ def test_score_selection_is_fitted_on_the_validation_candidates(models, tmp_path
     # the tuned file drives prediction: a new patient's thrombus is kept, a new negative patient gets "no thrombus"
     icfg = inference_settings({"min_size_voxels": 1}, write_tuning(r, tmp_path / "pp.json"), device="cpu")
     assert icfg.selection == "score" and icfg.scorer == chosen["scorer"]
-    pos = predict_case(_case("t1", (12, 25, 5), (30, 8, 6), (15, 28, 4)), *models, icfg)
+    t1, t2 = _case("t1", (12, 25, 5), (30, 8, 6), (15, 28, 4)), _negative("t2", (10, 10, 6), (30, 30, 3))
+    pos, neg = predict_case(t1, *models, icfg), predict_case(t2, *models, icfg)
     assert pos["mask"][12, 25, 5] and pos["mask"].sum() == 8 and pos["presence_prob"] >= icfg.presence_threshold
-    neg = predict_case(_negative("t2", (10, 10, 6), (30, 30, 3)), *models, icfg)
     assert neg["mask"].sum() == 0 and neg["presence_prob"] < icfg.presence_threshold
+    # the metrics rows carry the presence probability and the decision (pred_present)
+    rows = subset_metrics(t1, pos), subset_metrics(t2, neg)
+    assert [r["presence_prob"] for r in rows] == [pos["presence_prob"], neg["presence_prob"]]
+    assert (rows[0]["pred_present"], rows[0]["truth_present"], rows[0]["detected"]) == (True, True, 1.0)
+    assert (rows[1]["pred_present"], rows[1]["truth_present"], rows[1]["dice"]) == (False, False, 1.0)
 
 
 def test_without_negative_patients_the_threshold_keeps_every_detection(models):
