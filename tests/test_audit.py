@@ -44,3 +44,15 @@ def test_artefact_without_record_is_a_finding(tmp_path):
     (tmp_path / "m" / "subjects.json").unlink()
     with pytest.raises(LeakageError, match="no readable record"):
         audit_experiment("e", tmp_path / "s.tsv", arts)
+
+
+def test_a_candidate_scorer_fitted_with_a_test_patient_is_caught(tmp_path):
+    arts = _world(tmp_path, ["t1"])
+    tuned = {"subjects": ["v1"], "candidate_scoring": {"subjects": ["v1"]}}
+    (tmp_path / "m" / "postprocess.json").write_text(json.dumps(tuned))
+    table = audit_experiment("e", tmp_path / "s.tsv", arts)
+    assert "candidate scorer (val)" in set(table.role) and (table.test_patients_in_it == "").all()
+    tuned["candidate_scoring"]["subjects"] = ["v1", "x2"]
+    (tmp_path / "m" / "postprocess.json").write_text(json.dumps(tuned))
+    with pytest.raises(LeakageError, match="candidate scorer.*x2"):
+        write_audit([audit_experiment("e", tmp_path / "s.tsv", arts)], tmp_path / "audit.tsv")

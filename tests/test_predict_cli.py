@@ -118,6 +118,7 @@ def test_reference_grid_outputs(predicted):
     assert s["device"] == "cpu" and s["inference"]["min_size_voxels"] == 2
     assert {"ingest", "preprocess", "harmonize", "predict", "native", "total"} <= set(s["timings_s"])
     assert s["thrombus_volume_mm3"] >= 0 and s["thrombus_n_components"] <= 1
+    assert s["thrombus_present"] == (s["thrombus_volume_mm3"] > 0) and s["presence_prob"] is None  # rule selection
     assert not [w for w in s["warnings"] if "Nyul" in w]  # landmarks were fitted for every input
 
 

@@ -70,3 +70,104 @@ def test_candidates_are_checked_and_the_choice_is_applied(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"candidates": []}))
     with pytest.raises(InferenceError, match="bad.json: not a post-processing tuning file"):
         inference_settings({}, tmp_path / "bad.json")
+
+
+# ---------------------------------------------------------------------------- candidate scoring
+def _negative(subject, fp_at, infarct_at):
+    """A thrombus-negative patient: the model's false positive, an infarct, an empty thrombus label."""
+    case = _case(subject, (0, 0, 0), fp_at, infarct_at)
+    case.labels["thrombus"][:] = 0
+    case.images["swi"][:2, :2, :2] = 0  # the "thrombus" _case planted at the corner is gone too
+    return case
+
+
+def _validation():
+    return [_case("v1", (10, 10, 5), (30, 30, 5), (13, 13, 4)), _case("v2", (25, 8, 3), (8, 30, 6), (28, 8, 2)),
+            _case("v3", (8, 20, 4), (28, 18, 6), (11, 23, 3)), _negative("n1", (20, 25, 4), (6, 6, 3))]
+
+
+def test_score_selection_is_fitted_on_the_validation_candidates(models, tmp_path):
+    from thrombseg.inference.predict import predict_case, subset_metrics
+
+    r = tune_postprocessing(_validation(), *models, InferenceConfig(min_size_voxels=1), {"selection": "score"})
+    chosen, fit = r["chosen"], r["candidate_scoring"]
+    assert chosen["selection"] == "score" and chosen["scorer"]["features"] and fit["fitted"]
+    assert fit["subjects"] == r["subjects"] == ["v1", "v2", "v3", "n1"]
+    assert (fit["n_candidates"], fit["n_thrombus_candidates"], fit["n_negative_patients"]) == (7, 3, 1)
+    assert fit["threshold_scores"] == "out-of-fold: 4 folds by patient" and "Youden" in fit["rule"]
+    assert chosen["presence_threshold"] == fit["threshold"]
+    # the tuned file drives prediction: a new patient's thrombus is kept, a new negative patient gets "no thrombus"
+    icfg = inference_settings({"min_size_voxels": 1}, write_tuning(r, tmp_path / "pp.json"), device="cpu")
+    assert icfg.selection == "score" and icfg.scorer == chosen["scorer"]
+    t1, t2 = _case("t1", (12, 25, 5), (30, 8, 6), (15, 28, 4)), _negative("t2", (10, 10, 6), (30, 30, 3))
+    pos, neg = predict_case(t1, *models, icfg), predict_case(t2, *models, icfg)
+    assert pos["mask"][12, 25, 5] and pos["mask"].sum() == 8 and pos["presence_prob"] >= icfg.presence_threshold
+    assert neg["mask"].sum() == 0 and neg["presence_prob"] < icfg.presence_threshold
+    # the metrics rows carry the presence probability and the decision (pred_present)
+    rows = subset_metrics(t1, pos), subset_metrics(t2, neg)
+    assert [r["presence_prob"] for r in rows] == [pos["presence_prob"], neg["presence_prob"]]
+    assert (rows[0]["pred_present"], rows[0]["truth_present"], rows[0]["detected"]) == (True, True, 1.0)
+    assert (rows[1]["pred_present"], rows[1]["truth_present"], rows[1]["dice"]) == (False, False, 1.0)
+
+
+def test_without_negative_patients_the_threshold_keeps_every_detection(models):
+    r = tune_postprocessing(_validation()[:3], *models, InferenceConfig(min_size_voxels=1), {"selection": "score"})
+    assert r["chosen"]["presence_threshold"] == 0.0 and "no thrombus-negative" in r["candidate_scoring"]["rule"]
+
+
+def test_a_scorer_that_cannot_be_fitted_leaves_the_rule(models):
+    # min 20 voxels drops every 8-voxel thrombus: no candidate is a thrombus, nothing to learn from
+    r = tune_postprocessing(_validation(), *models, InferenceConfig(min_size_voxels=20), {"selection": "score"})
+    assert r["chosen"] == {} and not r["candidate_scoring"]["fitted"]
+    assert "0 of 4 validation candidates" in r["candidate_scoring"]["reason"]
+    with pytest.raises(InferenceError, match="tune.selection must be one of"):
+        tune_postprocessing(_validation(), *models, InferenceConfig(), {"selection": "best"})
+
+
+def _write_case(root, case):
+    """A harmonized case folder (what load_case reads)."""
+    folder = root / case.subject
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{case.subject}_swi.npy", case.images["swi"])
+    np.save(folder / f"{case.subject}_label-thrombus.npy", case.labels["thrombus"])
+    (folder / f"{case.subject}_grid.json").write_text(json.dumps({"spacing_mm": list(case.spacing)}))
+
+
+def test_audit_a_test_patient_cannot_influence_the_scorer(tmp_path, monkeypatch):
+    """The scorer and threshold are fitted on the validation ids given to tune_subjects only: a test
+    patient's files are never read, and deleting or changing them leaves postprocess.json byte-identical."""
+    from thrombseg.inference import tune
+    from thrombseg.inference.predict import ProbabilityModel
+    from thrombseg.inference.tune import tune_subjects
+
+    root = tmp_path / "harmonized"
+    validation = _validation()
+    for case in [*validation, _case("test1", (20, 20, 4), (5, 30, 5), (23, 23, 3))]:
+        _write_case(root, case)
+    oracle = ProbabilityModel(("swi",), lambda case, keep: np.asarray(case.images["swi"], np.float32), "oracle")
+    section = {"device": "cpu", "min_size_voxels": 1, "tune": {"selection": "score"}}
+    ids = {c.subject: "c" for c in validation}
+    read = []
+    real_load = tune.load_case
+    monkeypatch.setattr(tune, "load_case", lambda folder, s, c: read.append(s) or real_load(folder, s, c))
+
+    def fitted(name):
+        tune_subjects(root, ids, oracle, None, tmp_path / name, section)
+        return (tmp_path / name).read_bytes()
+
+    before = fitted("a.json")
+    assert json.loads(before)["chosen"]["selection"] == "score" and "test1" not in read
+    assert json.loads(before)["candidate_scoring"]["subjects"] == list(ids)
+    # the test patient's label now marks its false positive, and its map changes: nothing moves
+    lab = np.load(root / "test1" / "test1_label-thrombus.npy")
+    np.save(root / "test1" / "test1_label-thrombus.npy", 1 - lab)
+    np.save(root / "test1" / "test1_swi.npy", np.ones_like(lab, np.float32))
+    assert fitted("b.json") == before
+    for f in (root / "test1").iterdir():
+        f.unlink()
+    (root / "test1").rmdir()
+    assert fitted("c.json") == before and "test1" not in read
+    # the check can fail: the same change to a validation patient changes the scorer
+    v1 = np.load(root / "v1" / "v1_label-thrombus.npy")
+    np.save(root / "v1" / "v1_label-thrombus.npy", (np.load(root / "v1" / "v1_swi.npy") > 0) & (v1 == 0))
+    assert json.loads(fitted("d.json"))["chosen"]["scorer"] != json.loads(before)["chosen"]["scorer"]

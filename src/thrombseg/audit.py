@@ -9,7 +9,9 @@ artefact                    file                                  record
 harmonization landmarks     ``landmarks.json``                    ``fitted_on``
 thrombus / infarct model    ``subjects.json`` beside ``model.pt``  ``train`` (weights), ``val``
                                                                   (checkpoint selection)
-post-processing tuning      ``postprocess.json``                  ``subjects``
+post-processing tuning      ``postprocess.json``                  ``subjects``; the candidate
+                                                                  scorer (``selection: score``):
+                                                                  ``candidate_scoring.subjects``
 ==========================  ====================================  =================================
 
 An artefact without its record is itself a finding: absence of leakage cannot be shown.
@@ -47,7 +49,10 @@ def fitted_patients(kind: str, path: str | Path) -> dict[str, list[str]]:
         return {"weights (train)": list(data.get("train") or []),
                 "checkpoint selection (val)": list(data.get("val") or [])}
     if kind == "tuning":
-        return {"post-processing choice (val)": list(data.get("subjects") or [])}
+        roles = {"post-processing choice (val)": list(data.get("subjects") or [])}
+        if "candidate_scoring" in data:  # the scorer records its own patients: audit them, not the choice's
+            roles["candidate scorer (val)"] = list(data["candidate_scoring"].get("subjects") or [])
+        return roles
     raise ValueError(f"unknown artefact kind {kind!r} (landmarks | model | tuning)")
 
 

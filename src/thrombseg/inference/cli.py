@@ -31,8 +31,8 @@ from ..core.layout import HARMONIZATION_DIR, INFARCT_DIR, Layout
 from ..core.sequences import SEQUENCES
 from ..plan import is_nnunet, nnunet_settings
 
-SUMMARY_KEYS = ("subject", "sequences_used", "thrombus_volume_mm3", "thrombus_n_components", "infarct_volume_mm3",
-                "device", "timings_s")
+SUMMARY_KEYS = ("subject", "sequences_used", "thrombus_present", "presence_prob", "thrombus_volume_mm3",
+                "thrombus_n_components", "infarct_volume_mm3", "device", "timings_s")
 
 
 def results_files(results, experiment: str | None = None) -> dict:

@@ -13,7 +13,8 @@ a half-written folder)::
     <out>/<subject>_thrombus_mask.nii.gz    uint8, post-processed
     <out>/<subject>_infarct_mask.nii.gz     uint8 (with an infarct model and DWI/ADC/FLAIR)
     <out>/native/<subject>_space-<seq>_{thrombus_prob,thrombus_mask,infarct_mask}.nii.gz
-    <out>/<subject>_prediction.json         sequences used, volumes, components, timings, device
+    <out>/<subject>_prediction.json         sequences used, thrombus present or not (and its probability
+                                            with ``selection: score``), volumes, components, timings, device
     <out>/<subject>_qc.png                  preprocessing QC montage (when the config draws it)
 """
 
@@ -218,6 +219,8 @@ def _summary(run: _Run, case: Case, result: dict, meta: dict, arrays: dict, nati
         "sequences_used": case_sequences(case, run.thrombus.spec.modalities),
         "infarct_sequences_used": case_sequences(case, run.infarct.spec.modalities) if infarct is not None else [],
         "reference": meta["reference"], "grid": meta["grid"],
+        "thrombus_present": bool(mask.any()),  # with selection: score, False is the answer "no thrombus"
+        "presence_prob": None if result["presence_prob"] is None else round(float(result["presence_prob"]), 4),
         "thrombus_volume_mm3": round(float(mask.sum() * voxel_mm3), 3),
         "thrombus_n_components": label_components(mask)[1],
         "thrombus_raw_n_components": label_components(np.asarray(result["raw"]))[1],

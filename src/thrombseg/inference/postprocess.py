@@ -22,6 +22,10 @@ Steps, each switchable, applied to ``prob >= threshold``:
    the infarct, on its side. Infarcts within ``same_side_mm`` of the midline
    (brainstem, both anterior cerebral arteries) and cases where no candidate
    is left keep every side.
+   With ``selection="score"`` the step instead scores every candidate with a learned ``scorer``
+   (:mod:`.candidates`) and keeps the best one only if its score reaches ``presence_threshold``,
+   else none: the answer is then "no thrombus". ``info["presence_prob"]`` is the best score (0
+   without a candidate); ``keep_within_mm``, ``proximity_mm`` and ``same_side_mm`` do not apply.
 3. ``regrow``: add every connected region of ``prob >= regrow_threshold``
    touching a kept component, optionally limited to ``regrow_radius_mm``
    around it (thrombus borders are blurred, so the model is unsure there).
@@ -30,27 +34,31 @@ All components use ``connectivity`` (26 by default). Thresholds are inclusive.
 
 :func:`postprocess_case` applies it to a harmonized case with the settings of an
 :class:`~thrombseg.inference.settings.InferenceConfig`; :func:`case_midline` gives it the case's
-mid-sagittal plane.
+mid-sagittal plane, :func:`~thrombseg.inference.candidates.case_frame` its position in the head.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
 from ..core.case import Case
-from ..evaluation.metrics import as_binary, check_spacing, label_components
-from .settings import InferenceConfig
+from ..evaluation.metrics import check_spacing, label_components
+from .candidates import (
+    Components,
+    Frame,
+    check_scorer,
+    checked_mask,
+    checked_prob,
+    component_features,
+    find_components,
+    nearest_distances,
+    score_table,
+    side_offsets,
+)
+from .settings import SELECTIONS, InferenceConfig
 
 __all__ = ["case_midline", "postprocess_case", "postprocess_thrombus"]
-
-
-class _Components(NamedTuple):
-    labels: np.ndarray  # 0 background, 1..n components
-    n: int
-    sizes: np.ndarray  # voxels of components 1..n
 
 
 def postprocess_thrombus(
@@ -59,6 +67,7 @@ def postprocess_thrombus(
     proximity_mm: float | None = None, same_side_mm: float | None = None, midline: tuple[int, float] | None = None,
     regrow_threshold: float = 0.3, regrow_radius_mm: float | None = None, confidence: str = "max",
     remove_small: bool = True, select_component: bool = True, regrow: bool = True, connectivity: int = 26,
+    selection: str = "rule", scorer: dict | None = None, presence_threshold: float = 0.5, frame: Frame | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Turn a thrombus probability map into a cleaned binary mask.
 
@@ -79,54 +88,44 @@ def postprocess_thrombus(
         confidence: ``"max"`` or ``"mean"`` probability, used without infarct.
         remove_small, select_component, regrow: switch each step.
         connectivity: 6, 18 or 26.
+        selection: ``"rule"`` (the rules above) or ``"score"`` (the learned ``scorer``).
+        scorer: the candidate scorer (JSON of :func:`~thrombseg.inference.candidates.fit_scorer`).
+        presence_threshold: ``"score"`` keeps a candidate only with a score >= this.
+        frame: voxel axes and brain centre (:func:`~thrombseg.inference.candidates.case_frame`) for the
+            scorer's position features; None = RAS array axes centred on the array.
 
     Returns:
         ``(mask, info)``: uint8 0/1 mask, and a dict describing each step
-        (component counts, ``selection`` rule used, distances, voxels added).
+        (component counts, ``selection`` rule used, distances, voxels added; with ``"score"``,
+        the scores, ``presence_prob`` and ``thrombus_present``).
     """
-    prob = _checked_prob(prob)
+    prob = checked_prob(prob)
     sp = check_spacing(spacing)
     _check_settings(connectivity, threshold, regrow_threshold if regrow else None, confidence, min_size_voxels,
                     min_volume_mm3, keep_within_mm=keep_within_mm, same_side_mm=same_side_mm,
                     proximity_mm=proximity_mm, regrow_radius_mm=regrow_radius_mm)
-    infarct = None if infarct_mask is None else _checked_infarct(infarct_mask, prob.shape)
+    _check_selection(selection, scorer, presence_threshold)
+    infarct = None if infarct_mask is None else checked_mask(infarct_mask, prob.shape)
 
-    labels, n = label_components(prob >= threshold, connectivity)
-    comps = _Components(labels, n, np.bincount(labels.ravel(), minlength=n + 1)[1:])
-    info: dict = {"n_components_initial": n, "n_removed_small": 0, "selection": "disabled"}
-    keep = np.ones(n, dtype=bool)
-    if remove_small and n:
-        keep = _large_enough(comps.sizes, sp, min_size_voxels, min_volume_mm3)
-        info["n_removed_small"] = int((~keep).sum())
+    comps, keep = find_components(prob, sp, threshold, connectivity, min_size_voxels, min_volume_mm3, remove_small)
+    info: dict = {"n_components_initial": comps.n, "n_removed_small": int((~keep).sum()), "selection": "disabled"}
     info["n_components_after_size"] = int(keep.sum())
-    if select_component:
+    if select_component and selection == "score":
+        keep = _select_by_score(comps, keep, prob, infarct, sp, info, scorer=scorer,
+                                presence_threshold=presence_threshold, midline=midline, frame=frame)
+    elif select_component:
         keep = _select(comps, keep, prob, infarct, sp, info, keep_within_mm=keep_within_mm,
                        proximity_mm=proximity_mm, same_side_mm=same_side_mm, midline=midline, confidence=confidence)
     info["kept_labels"] = [int(i) + 1 for i in np.flatnonzero(keep)]
     info["n_kept"] = len(info["kept_labels"])
 
-    mask = np.isin(labels, np.flatnonzero(keep) + 1) if n else np.zeros(prob.shape, bool)
+    mask = np.isin(comps.labels, np.flatnonzero(keep) + 1) if comps.n else np.zeros(prob.shape, bool)
     info["voxels_before_regrow"] = int(mask.sum())
     if regrow and mask.any():
         mask = _regrow(mask, prob, sp, regrow_threshold, regrow_radius_mm, connectivity)
     info["voxels_added_by_regrow"] = int(mask.sum()) - info["voxels_before_regrow"]
     info["volume_mm3"] = float(mask.sum() * np.prod(sp))
     return mask.astype(np.uint8), info
-
-
-def _checked_prob(prob) -> np.ndarray:
-    """``prob`` as float32 after checking it is a 3-D, finite map in [0, 1]."""
-    prob = np.asarray(prob)
-    if prob.ndim != 3:
-        raise ValueError(f"prob must be 3-D, got shape {prob.shape}")
-    if not np.issubdtype(prob.dtype, np.number) or np.issubdtype(prob.dtype, np.complexfloating):
-        raise ValueError(f"prob must be real numeric, got dtype {prob.dtype}")
-    prob = prob.astype(np.float32, copy=False)
-    if not np.isfinite(prob).all():
-        raise ValueError("prob contains NaN or inf")
-    if prob.size and (prob.min() < 0 or prob.max() > 1):
-        raise ValueError(f"prob must lie in [0, 1], got [{prob.min()}, {prob.max()}]")
-    return prob
 
 
 def _check_settings(connectivity, threshold, regrow_threshold, confidence, min_size_voxels, min_volume_mm3,
@@ -147,22 +146,17 @@ def _check_settings(connectivity, threshold, regrow_threshold, confidence, min_s
             raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def _checked_infarct(infarct_mask, shape) -> np.ndarray:
-    """The infarct mask as bool, on the probability map's grid."""
-    infarct = as_binary(infarct_mask, "infarct_mask")
-    if infarct.shape != shape:
-        raise ValueError(f"shape mismatch: prob {shape} vs infarct_mask {infarct.shape}")
-    return infarct
+def _check_selection(selection: str, scorer, presence_threshold) -> None:
+    """ValueError for an unknown selection, a threshold outside [0, 1], or ``"score"`` without a valid scorer."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    if not 0.0 <= presence_threshold <= 1.0:
+        raise ValueError(f"presence_threshold must be in [0, 1], got {presence_threshold}")
+    if selection == "score":
+        check_scorer(scorer)
 
 
-def _large_enough(sizes: np.ndarray, sp: np.ndarray, min_size_voxels: int, min_volume_mm3) -> np.ndarray:
-    """Step 1: which components reach the minimum size (in mm³ when ``min_volume_mm3`` is given)."""
-    if min_volume_mm3 is not None:
-        return sizes * float(np.prod(sp)) >= min_volume_mm3
-    return sizes >= min_size_voxels
-
-
-def _select(comps: _Components, keep, prob, infarct, sp, info: dict, *, keep_within_mm, proximity_mm,
+def _select(comps: Components, keep, prob, infarct, sp, info: dict, *, keep_within_mm, proximity_mm,
             same_side_mm, midline, confidence) -> np.ndarray:
     """Step 2: the components kept among those step 1 left; ``info`` records the rule used."""
     candidates = np.flatnonzero(keep)  # 0-based: label - 1
@@ -175,7 +169,7 @@ def _select(comps: _Components, keep, prob, infarct, sp, info: dict, *, keep_wit
     return _most_confident(comps, candidates, prob, confidence, info)
 
 
-def _near_infarct(comps: _Components, candidates, prob, infarct, sp, info: dict, *, keep_within_mm, proximity_mm,
+def _near_infarct(comps: Components, candidates, prob, infarct, sp, info: dict, *, keep_within_mm, proximity_mm,
                   same_side_mm, midline) -> np.ndarray:
     """The component nearest the infarct (or best by confidence x proximity), plus those within reach."""
     if same_side_mm is not None and midline is not None:
@@ -184,7 +178,7 @@ def _near_infarct(comps: _Components, candidates, prob, infarct, sp, info: dict,
             info["n_removed_other_side"] = int((~same_side).sum())
             candidates = candidates[same_side]
     centre_mm = np.array(ndimage.center_of_mass(infarct)) * sp
-    dist = _nearest_distances(comps.labels, comps.n, centre_mm, sp)
+    dist = nearest_distances(comps.labels, comps.n, centre_mm, sp)
     if proximity_mm:
         mass = np.asarray(ndimage.sum(prob, comps.labels, candidates + 1), dtype=float)
         score = mass * np.exp(-dist[candidates] / proximity_mm)
@@ -201,7 +195,7 @@ def _near_infarct(comps: _Components, candidates, prob, infarct, sp, info: dict,
     return chosen
 
 
-def _most_confident(comps: _Components, candidates, prob, confidence: str, info: dict) -> np.ndarray:
+def _most_confident(comps: Components, candidates, prob, confidence: str, info: dict) -> np.ndarray:
     """Without an infarct: the component of highest max (or mean) probability, the larger on ties."""
     score_fn = ndimage.maximum if confidence == "max" else ndimage.mean
     scores = np.asarray(score_fn(prob, comps.labels, candidates + 1), dtype=float)
@@ -212,6 +206,21 @@ def _most_confident(comps: _Components, candidates, prob, confidence: str, info:
     info["selection"] = f"most_confident_{confidence}"
     info["scores"] = {int(c) + 1: float(s) for c, s in zip(candidates, scores)}
     return keep
+
+
+def _select_by_score(comps: Components, keep, prob, infarct, sp, info: dict, *, scorer: dict,
+                     presence_threshold: float, midline, frame) -> np.ndarray:
+    """The best-scoring candidate if its score reaches ``presence_threshold``, else none ("no thrombus")."""
+    candidates = np.flatnonzero(keep)
+    scores = score_table(component_features(comps, candidates, prob, sp, infarct, midline, frame), scorer)
+    presence = float(scores.max()) if candidates.size else 0.0
+    chosen = np.zeros(comps.n, dtype=bool)
+    if candidates.size and presence >= presence_threshold:
+        chosen[candidates[np.argmax(scores)]] = True
+    info.update(selection="score", scores={int(c) + 1: float(v) for c, v in zip(candidates, scores)},
+                presence_prob=presence, presence_threshold=float(presence_threshold),
+                thrombus_present=bool(chosen.any()))
+    return chosen
 
 
 def _regrow(mask, prob, sp, regrow_threshold: float, regrow_radius_mm, connectivity: int) -> np.ndarray:
@@ -225,27 +234,12 @@ def _regrow(mask, prob, sp, regrow_threshold: float, regrow_radius_mm, connectiv
     return np.isin(low_labels, touched[touched > 0])
 
 
-def _nearest_distances(labels: np.ndarray, n: int, point_mm: np.ndarray, sp: np.ndarray):
-    """Distance (mm) from ``point_mm`` to the closest voxel of each label 1..n."""
-    idx = np.nonzero(labels)
-    d = np.sqrt(sum(((idx[a] * sp[a]) - point_mm[a]) ** 2 for a in range(3)))
-    lab = labels[idx]
-    out = np.full(n + 1, np.inf)
-    np.minimum.at(out, lab, d)
-    return out[1:]
-
-
 def _same_side(labels, cand, infarct, midline, sp, margin_mm: float) -> np.ndarray:
     """Which candidates (0-based labels) do not lie across the midline from the infarct."""
-    axis, mid = midline
-    if not 0 <= axis < 3:
-        raise ValueError(f"midline axis must be 0, 1 or 2, got {axis}")
-    infarct_off = (ndimage.center_of_mass(infarct)[axis] - mid) * sp[axis]
+    infarct_off, offsets = side_offsets(labels, cand, infarct, midline, sp)
     if abs(infarct_off) <= margin_mm:
         return np.ones(cand.size, bool)
-    coord = np.indices(labels.shape, sparse=True)[axis]
-    comp_off = (np.asarray(ndimage.mean(np.broadcast_to(coord, labels.shape), labels, cand + 1)) - mid) * sp[axis]
-    return np.sign(infarct_off) * comp_off >= -margin_mm
+    return offsets >= -margin_mm
 
 
 def case_midline(case: Case) -> tuple[int, float] | None:
@@ -269,11 +263,12 @@ def case_midline(case: Case) -> tuple[int, float] | None:
     return axis, float((profile * np.arange(n)).sum() / profile.sum())
 
 
-def postprocess_case(prob, infarct_mask, spacing, icfg: InferenceConfig,
-                     midline: tuple[int, float] | None = None) -> tuple[np.ndarray, dict]:
+def postprocess_case(prob, infarct_mask, spacing, icfg: InferenceConfig, midline: tuple[int, float] | None = None,
+                     frame: Frame | None = None) -> tuple[np.ndarray, dict]:
     """Lesion-guided post-processing with the settings of ``icfg`` (or plain thresholding).
 
-    ``midline`` (see :func:`case_midline`) enables ``icfg.same_side_mm``.
+    ``midline`` (see :func:`case_midline`) enables ``icfg.same_side_mm`` and the scorer's side feature;
+    ``frame`` (:func:`~thrombseg.inference.candidates.case_frame`) places candidates in the head for the scorer.
     """
     if not icfg.postprocess:
         return (prob >= icfg.threshold).astype(np.uint8), {}
@@ -281,4 +276,5 @@ def postprocess_case(prob, infarct_mask, spacing, icfg: InferenceConfig,
         prob, spacing, infarct_mask if infarct_mask is not None and infarct_mask.any() else None,
         threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels, min_volume_mm3=icfg.min_volume_mm3,
         keep_within_mm=icfg.keep_within_mm, proximity_mm=icfg.proximity_mm, same_side_mm=icfg.same_side_mm,
-        midline=midline, regrow_threshold=icfg.regrow_threshold)
+        midline=midline, regrow_threshold=icfg.regrow_threshold, selection=icfg.selection, scorer=icfg.scorer,
+        presence_threshold=icfg.presence_threshold, frame=frame)

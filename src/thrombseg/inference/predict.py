@@ -25,6 +25,7 @@ from ..core.fs import check_id
 from ..core.io import write_array_nifti, write_table
 from ..evaluation.metrics import evaluate_case
 from ..models.checkpoint import CheckpointError, ModelSpec, load_model, resolve_device
+from .candidates import case_frame, check_scorer
 from .postprocess import case_midline, postprocess_case
 from .sequences import case_sequences, sequence_subsets, subset_name
 from .settings import InferenceConfig, InferenceError, read_tuned
@@ -62,7 +63,10 @@ def inference_settings(section: dict | None, tuned: str | Path | None = None, **
     settings = {k: v for k, v in (section or {}).items() if k != "tune"}
     if tuned is not None:
         settings |= read_tuned(tuned)
-    return InferenceConfig.from_dict(settings | overrides)
+    icfg = InferenceConfig.from_dict(settings | overrides)
+    if icfg.scorer is not None:
+        check_scorer(icfg.scorer)  # a damaged postprocess.json fails here, before any model runs
+    return icfg
 
 
 def inference_device(name: str) -> torch.device:
@@ -127,7 +131,8 @@ def predict_case(case: Case, thrombus: LoadedModel, infarct: LoadedModel | None 
 
     Returns:
         dict with ``prob``, ``raw`` (thresholded), ``mask`` (post-processed), ``infarct`` (or None),
-        ``info`` (post-processing details).
+        ``info`` (post-processing details), ``presence_prob`` (the probability that the patient has a
+        thrombus, with ``selection: score``; None otherwise).
     """
     icfg = icfg or InferenceConfig()
     keep = tuple(keep or case.images)
@@ -135,8 +140,9 @@ def predict_case(case: Case, thrombus: LoadedModel, infarct: LoadedModel | None 
     infarct_mask = None
     if infarct is not None and any(s in keep for s in infarct.spec.modalities):
         infarct_mask = predict_probabilities(infarct, case, keep, icfg, device) >= icfg.infarct_threshold
-    mask, info = postprocess_case(prob, infarct_mask, case.spacing, icfg, case_midline(case))
-    return {"prob": prob, "raw": prob >= icfg.threshold, "mask": mask, "infarct": infarct_mask, "info": info}
+    mask, info = postprocess_case(prob, infarct_mask, case.spacing, icfg, case_midline(case), case_frame(case))
+    return {"prob": prob, "raw": prob >= icfg.threshold, "mask": mask, "infarct": infarct_mask, "info": info,
+            "presence_prob": info.get("presence_prob")}
 
 
 def predict_subject(harmonized_dir: str | Path, subject: str, center: str,
@@ -186,7 +192,8 @@ def subset_metrics(case: Case, result: dict) -> dict:
     true_infarct = case.labels.get("infarct")
     infarct_pair = ((result["infarct"], np.asarray(true_infarct) > 0)
                     if true_infarct is not None and result["infarct"] is not None else (None, None))
-    after = evaluate_case(result["mask"], true_thrombus, case.spacing, *infarct_pair)
+    after = evaluate_case(result["mask"], true_thrombus, case.spacing, *infarct_pair,
+                          presence_prob=result.get("presence_prob"))
     before = evaluate_case(result["raw"], true_thrombus, case.spacing)
     return after | {f"raw_{k}": before[k] for k in RAW_METRICS} | {
         "true_volume_mm3": float(true_thrombus.sum() * np.prod(case.spacing))}

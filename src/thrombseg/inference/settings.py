@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["InferenceConfig", "InferenceError", "read_tuned"]
+__all__ = ["SELECTIONS", "InferenceConfig", "InferenceError", "read_tuned"]
 
 PROBABILITIES = ("threshold", "regrow_threshold", "infarct_threshold")
 SIZES = ("min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm", "same_side_mm")
+SELECTIONS = ("rule", "score")  # how post-processing picks the thrombus among the candidates
 
 
 class InferenceError(ValueError):
@@ -34,6 +35,9 @@ class InferenceConfig:
     infarct_threshold: float = 0.5
     subsets: str | list = "all"  # all | leave-one-out | full | list of lists (see sequence_subsets)
     device: str = "auto"
+    selection: str = "rule"  # rule: the component rules above; score: the scorer, which may answer "no thrombus"
+    presence_threshold: float = 0.5  # score: keep the best candidate only if its score reaches this (tuned)
+    scorer: dict | None = None  # score: the candidate scorer fitted on the validation patients (postprocess.json)
 
     def __post_init__(self):
         # Checked here, before any preprocessing or model runs, instead of deep inside post-processing.
@@ -58,6 +62,21 @@ class InferenceConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 bad.append(f"{name} must be >= 0, got {v!r}")
+        return bad + self._selection_problems()
+
+    def _selection_problems(self) -> list[str]:
+        """Phrases for the candidate selection settings (the scorer's content is checked where it is used)."""
+        bad = []
+        if self.selection not in SELECTIONS:
+            bad.append(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        v = self.presence_threshold
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            bad.append(f"presence_threshold must be a number in [0, 1], got {v!r}")
+        if self.scorer is not None and not isinstance(self.scorer, dict):
+            bad.append(f"scorer must be a mapping (the tuning's candidate scorer), got {type(self.scorer).__name__}")
+        elif self.selection == "score" and self.scorer is None:
+            bad.append("selection 'score' needs the candidate scorer fitted on the validation patients "
+                       "(inference.tune.selection: score writes it to postprocess.json)")
         return bad
 
     @classmethod

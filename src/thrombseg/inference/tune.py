@@ -7,6 +7,12 @@ every candidate of the grid then post-processes those maps, and the candidate wi
 detection, then the best mean Dice, wins. Ties keep the configured settings, so a grid that cannot
 tell candidates apart changes nothing. The test patients are never looked at.
 
+With ``tune: {selection: score}`` the tuning then fits the candidate scorer (:mod:`.candidates`) on
+the components those maps give under the chosen settings (label: the component overlaps the true
+thrombus) and picks the presence threshold on the patients' out-of-fold presence probabilities
+(:func:`fit_candidate_scoring`); ``chosen`` then holds ``selection``, ``presence_threshold`` and
+``scorer``, and ``candidate_scoring`` says on which patients and how.
+
 Importing this module loads no torch: :mod:`.predict` (torch) is imported by the two functions that
 run a network, :func:`raw_maps` and :func:`tune_subjects`.
 """
@@ -20,22 +26,33 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..core.case import load_case
 from ..core.io import write_text
 from ..evaluation.metrics import evaluate_case
 from ..plan import DEFAULT_TUNE_GRID, tune_grid
+from .candidates import (
+    FEATURES,
+    candidate_table,
+    case_frame,
+    choose_presence_threshold,
+    fit_scorer,
+    out_of_fold_scores,
+    patient_presence,
+)
 from .postprocess import case_midline, postprocess_case
 from .sequences import case_sequences
-from .settings import InferenceConfig, InferenceError
+from .settings import SELECTIONS, InferenceConfig, InferenceError
 
 log = logging.getLogger("thrombseg.inference")
 
-__all__ = ["TUNABLE", "candidates", "raw_maps", "score_maps", "tune_postprocessing",
+__all__ = ["TUNABLE", "candidates", "fit_candidate_scoring", "raw_maps", "score_maps", "tune_postprocessing",
            "tune_subjects", "write_tuning"]
 
 TUNABLE = ("threshold", "min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm",
            "same_side_mm", "regrow_threshold", "infarct_threshold")
+SELECTION_KEY = "selection"  # in the tune grid: a switch (rule | score), not a list of candidates
 CRITERION = "mean detection, then mean Dice; ties keep the configured value"
 
 
@@ -71,7 +88,7 @@ def score_maps(maps, icfg: InferenceConfig) -> list[dict]:
     """Post-process every map of :func:`raw_maps` with ``icfg``; one metrics dict per case."""
     out = []
     for case, prob, infarct_mask in maps:
-        mask, _ = postprocess_case(prob, infarct_mask, case.spacing, icfg, case_midline(case))
+        mask, _ = postprocess_case(prob, infarct_mask, case.spacing, icfg, case_midline(case), case_frame(case))
         out.append(evaluate_case(mask, np.asarray(case.labels["thrombus"]) > 0, case.spacing))
     return out
 
@@ -85,13 +102,19 @@ def tune_postprocessing(cases, thrombus, infarct, icfg: InferenceConfig | None =
         thrombus, infarct: the models (``predict.LoadedModel``; the thrombus model may also be a
             ``predict.ProbabilityModel``); infarct may be None.
         icfg: the configured InferenceConfig (the tie-breaker).
-        grid: ``{setting: [values]}``; default :data:`thrombseg.plan.DEFAULT_TUNE_GRID`.
+        grid: ``{setting: [values]}``; default :data:`thrombseg.plan.DEFAULT_TUNE_GRID`. Its key
+            ``selection: score`` also fits the candidate scorer (:func:`fit_candidate_scoring`).
 
     Returns:
-        ``{"chosen": {...}, "candidates": [{...settings, "detection", "dice"}], "subjects": [...]}``.
+        ``{"chosen": {...}, "candidates": [{...settings, "detection", "dice"}], "subjects": [...]}``,
+        and ``candidate_scoring`` with ``selection: score``.
     """
     icfg = icfg or InferenceConfig()
-    settings = candidates(icfg, DEFAULT_TUNE_GRID if grid is None else grid)
+    grid = dict(DEFAULT_TUNE_GRID if grid is None else grid)
+    selection = grid.pop(SELECTION_KEY, "rule")
+    if selection not in SELECTIONS:
+        raise InferenceError(f"inference.tune.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    settings = candidates(icfg, grid)
     cases = [c for c in cases if c.labels.get("thrombus") is not None]
     if not cases:
         raise InferenceError("post-processing tuning needs validation patients with a thrombus label")
@@ -105,8 +128,55 @@ def tune_postprocessing(cases, thrombus, infarct, icfg: InferenceConfig | None =
     for i, row in enumerate(table):  # strict '>' keeps the earlier (configured first) on ties
         if (row["detection"], row["dice"]) > (table[best]["detection"], table[best]["dice"]):
             best = i
-    return {"chosen": settings[best], "criterion": CRITERION, "candidates": table,
-            "subjects": [c.subject for c, _, _ in maps]}
+    result = {"chosen": settings[best], "criterion": CRITERION, "candidates": table,
+              "subjects": [c.subject for c, _, _ in maps]}
+    if selection == "score":
+        scoring = fit_candidate_scoring(maps, dataclasses.replace(icfg, **settings[best]))
+        result["candidate_scoring"] = scoring["record"]
+        result["chosen"] = settings[best] | scoring["chosen"]
+    return result
+
+
+def fit_candidate_scoring(maps, icfg: InferenceConfig) -> dict:
+    """Fit the candidate scorer and the presence threshold on the validation maps of :func:`raw_maps`.
+
+    The candidates are the components post-processing with ``icfg`` would choose from; each is labelled
+    by whether it overlaps the patient's true thrombus. The threshold is chosen on out-of-fold presence
+    probabilities (a patient's scores come from a scorer fitted without it), then the scorer is refitted
+    on every candidate. Without candidates of both kinds nothing can be fitted: the rule selection stays.
+
+    Returns:
+        ``{"chosen": settings to add (empty when not fitted), "record": what was fitted, on whom, how}``.
+    """
+    subjects = [case.subject for case, _, _ in maps]
+    tables = []
+    for case, prob, infarct in maps:
+        table = candidate_table(prob, case.spacing, infarct if infarct is not None and infarct.any() else None,
+                                threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels,
+                                min_volume_mm3=icfg.min_volume_mm3, midline=case_midline(case),
+                                frame=case_frame(case), truth=np.asarray(case.labels["thrombus"]) > 0)
+        tables.append(table.assign(subject=case.subject))
+    table = pd.concat(tables, ignore_index=True)
+    y = table["is_thrombus"].to_numpy(bool)
+    truth = np.array([bool(np.asarray(case.labels["thrombus"]).any()) for case, _, _ in maps])
+    record = {"subjects": subjects, "n_candidates": int(y.size), "n_thrombus_candidates": int(y.sum()),
+              "n_positive_patients": int(truth.sum()), "n_negative_patients": int((~truth).sum())}
+    if y.all() or not y.any():
+        reason = (f"not fitted: {int(y.sum())} of {y.size} validation candidates overlap a thrombus; the scorer "
+                  "needs both kinds, so the rule selection stays")
+        return {"chosen": {}, "record": record | {"fitted": False, "reason": reason}}
+    oof, how = out_of_fold_scores(table, y, table["subject"])
+    presence = patient_presence(oof, table["subject"], subjects)
+    choice = choose_presence_threshold(presence, truth)
+    top = table.assign(score=oof).sort_values("score", ascending=False, kind="stable").groupby("subject").head(1)
+    top_hit = dict(zip(top["subject"], top["is_thrombus"]))
+    patients = [{"subject": s, "truth_present": bool(t), "presence_prob": float(p),
+                 "top_candidate_is_thrombus": bool(top_hit.get(s, False))}
+                for s, t, p in zip(subjects, truth, presence)]
+    record |= {"fitted": True, "features": list(FEATURES), "threshold_scores": how} | choice | {"patients": patients}
+    scorer = fit_scorer(table, y)
+    return {"chosen": {"selection": "score", "presence_threshold": choice["threshold"], "scorer": scorer},
+            "record": record}
 
 
 def write_tuning(result: dict, path: str | Path) -> Path:
@@ -121,7 +191,8 @@ def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus
     ``thrombus_model``: a thrombseg ``model.pt`` or a ``predict.ProbabilityModel`` (nnU-Net baseline).
 
     ``section`` is the workflow's ``inference:`` section; its ``tune:`` grid (default
-    :data:`thrombseg.plan.DEFAULT_TUNE_GRID`) lists the candidates.
+    :data:`thrombseg.plan.DEFAULT_TUNE_GRID`) lists the candidates, and ``tune.selection: score``
+    fits the candidate scorer too. Only the patients of ``subjects`` are read.
     """
     from .predict import inference_device, inference_settings, load_checked, load_thrombus, model_source
 
@@ -136,5 +207,10 @@ def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus
     write_tuning(result, out_json)
     for row in result["candidates"]:
         log.info("candidate %s", row)
-    log.info("chosen on %d validation patients %s: %s", len(result["subjects"]), result["subjects"], result["chosen"])
+    log.info("chosen on %d validation patients %s: %s", len(result["subjects"]), result["subjects"],
+             {k: v for k, v in result["chosen"].items() if k != "scorer"})
+    scoring = result.get("candidate_scoring")
+    if scoring is not None:  # a scorer that could not be fitted leaves the rule: say it loudly
+        (log.info if scoring["fitted"] else log.warning)(
+            "candidate scoring: %s", {k: v for k, v in scoring.items() if k != "patients"})
     return result
