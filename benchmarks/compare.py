@@ -5,7 +5,8 @@
         [--out DIR] [--quick]
 
 Every experiment's thrombus model (with its protocol's infarct model, harmonization landmarks and
-tuned post-processing, as ``thrombseg predict --results`` uses them) predicts the same unseen
+tuned post-processing, as ``thrombseg predict --results`` uses them; an nnU-Net baseline's final
+checkpoint through nnU-Net's own predictor, as rule nnunet_predict uses it) predicts the same unseen
 patients: another synthetic cohort (seed 1, 12 per center = 48 patients, all four centers), run
 through the workflow up to preprocessing only,
 
@@ -19,7 +20,9 @@ bootstrap intervals (patients resampled) for Dice and false-positive components 
 test for detection (McNemar per sequence set, sign test over patients when sets are pooled),
 overall, per center and per sequence set, and writes the tables as TSV under ``--out`` with the
 report's ablation figure of the arms (``ablation.png``: the same paired intervals per number of
-sequences withheld).
+sequences withheld). Each patient's prediction is timed (every subset, with the infarct model and
+post-processing; the models loaded once beforehand): ``seconds.tsv``, and the means per arm printed
+with the metrics.
 A patient already predicted by an arm with the same model files, harmonized arrays and settings is
 read back from ``--out``, so a rerun with one more arm costs that arm.
 ``--quick``: 2 patients per center, all sequences only.
