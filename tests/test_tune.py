@@ -171,3 +171,14 @@ def test_audit_a_test_patient_cannot_influence_the_scorer(tmp_path, monkeypatch)
     v1 = np.load(root / "v1" / "v1_label-thrombus.npy")
     np.save(root / "v1" / "v1_label-thrombus.npy", (np.load(root / "v1" / "v1_swi.npy") > 0) & (v1 == 0))
     assert json.loads(fitted("d.json"))["chosen"]["scorer"] != json.loads(before)["chosen"]["scorer"]
+
+
+def test_the_infarct_threshold_is_tuned_on_the_infarct_probability(models):
+    """``infarct_threshold`` candidates threshold the infarct probability each (an earlier version kept
+    the mask of the configured value, so the candidates could not differ)."""
+    case = _case("v1", (10, 10, 5), (30, 30, 5), (13, 13, 4))
+    case.images["dwi"][case.images["dwi"] > 0] = 0.45  # the oracle's infarct probability there: about 0.27
+    r = tune_postprocessing([case], *models, InferenceConfig(min_size_voxels=0), {"infarct_threshold": [0.2]})
+    rows = {row["infarct_threshold"]: row["detection"] for row in r["candidates"]}
+    # at 0.5 no infarct: the larger false positive wins; at 0.2 the component beside the infarct does
+    assert rows == {0.5: 0.0, 0.2: 1.0} and r["chosen"] == {"infarct_threshold": 0.2}

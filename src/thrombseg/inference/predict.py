@@ -130,19 +130,21 @@ def predict_case(case: Case, thrombus: LoadedModel, infarct: LoadedModel | None 
         infarct: the infarct model, or None (post-processing then keeps the most confident component).
 
     Returns:
-        dict with ``prob``, ``raw`` (thresholded), ``mask`` (post-processed), ``infarct`` (or None),
+        dict with ``prob``, ``raw`` (thresholded), ``mask`` (post-processed), ``infarct`` (or None) and
+        ``infarct_prob`` (its probability, or None),
         ``info`` (post-processing details), ``presence_prob`` (the probability that the patient has a
         thrombus, with ``selection: score``; None otherwise).
     """
     icfg = icfg or InferenceConfig()
     keep = tuple(keep or case.images)
     prob = predict_probabilities(thrombus, case, keep, icfg, device)
-    infarct_mask = None
+    infarct_prob = infarct_mask = None
     if infarct is not None and any(s in keep for s in infarct.spec.modalities):
-        infarct_mask = predict_probabilities(infarct, case, keep, icfg, device) >= icfg.infarct_threshold
+        infarct_prob = predict_probabilities(infarct, case, keep, icfg, device)
+        infarct_mask = infarct_prob >= icfg.infarct_threshold
     mask, info = postprocess_case(prob, infarct_mask, case.spacing, icfg, case_midline(case), case_frame(case))
-    return {"prob": prob, "raw": prob >= icfg.threshold, "mask": mask, "infarct": infarct_mask, "info": info,
-            "presence_prob": info.get("presence_prob")}
+    return {"prob": prob, "raw": prob >= icfg.threshold, "mask": mask, "infarct": infarct_mask,
+            "infarct_prob": infarct_prob, "info": info, "presence_prob": info.get("presence_prob")}
 
 
 def predict_subject(harmonized_dir: str | Path, subject: str, center: str,

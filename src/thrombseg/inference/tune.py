@@ -72,7 +72,8 @@ def candidates(icfg: InferenceConfig, grid: dict) -> list[dict]:
 
 def raw_maps(cases, thrombus, infarct, icfg: InferenceConfig | None = None, device="cpu") -> list[tuple]:
     """Predict each case once, with all its sequences and post-processing off, exactly as rule
-    predict's full-set row: ``[(case, thrombus probability, infarct mask or None)]``."""
+    predict's full-set row: ``[(case, thrombus probability, infarct probability or None)]`` (the
+    infarct is thresholded per candidate: ``infarct_threshold`` is tunable)."""
     from .predict import model_modalities, predict_case
 
     raw_cfg = dataclasses.replace(icfg or InferenceConfig(), postprocess=False)
@@ -80,15 +81,21 @@ def raw_maps(cases, thrombus, infarct, icfg: InferenceConfig | None = None, devi
     for case in cases:
         result = predict_case(case, thrombus, infarct, raw_cfg, tuple(case_sequences(case, model_modalities(thrombus))),
                               device)
-        maps.append((case, result["prob"], result["infarct"]))
+        maps.append((case, result["prob"], result["infarct_prob"]))
     return maps
+
+
+def infarct_mask(infarct_prob, icfg: InferenceConfig):
+    """The infarct mask of a map of :func:`raw_maps` under ``icfg`` (None without an infarct model)."""
+    return None if infarct_prob is None else infarct_prob >= icfg.infarct_threshold
 
 
 def score_maps(maps, icfg: InferenceConfig) -> list[dict]:
     """Post-process every map of :func:`raw_maps` with ``icfg``; one metrics dict per case."""
     out = []
-    for case, prob, infarct_mask in maps:
-        mask, _ = postprocess_case(prob, infarct_mask, case.spacing, icfg, case_midline(case), case_frame(case))
+    for case, prob, infarct_prob in maps:
+        mask, _ = postprocess_case(prob, infarct_mask(infarct_prob, icfg), case.spacing, icfg, case_midline(case),
+                                   case_frame(case))
         out.append(evaluate_case(mask, np.asarray(case.labels["thrombus"]) > 0, case.spacing))
     return out
 
@@ -150,7 +157,8 @@ def fit_candidate_scoring(maps, icfg: InferenceConfig) -> dict:
     """
     subjects = [case.subject for case, _, _ in maps]
     tables = []
-    for case, prob, infarct in maps:
+    for case, prob, infarct_prob in maps:
+        infarct = infarct_mask(infarct_prob, icfg)
         table = candidate_table(prob, case.spacing, infarct if infarct is not None and infarct.any() else None,
                                 threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels,
                                 min_volume_mm3=icfg.min_volume_mm3, midline=case_midline(case),
