@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/compare.py [--results results] [--cohort results/benchmarks/unseen48]
         [--experiments A B ...] [--train-windows E] [--subsets leave-one-out] [--threads 2]
-        [--out DIR] [--quick]
+        [--out DIR] [--per-center N] [--quick]
 
 Every experiment's thrombus model (with its protocol's infarct model, harmonization landmarks and
 tuned post-processing, as ``thrombseg predict --results`` uses them; an nnU-Net baseline's final
@@ -62,6 +62,7 @@ def _args(argv):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "compare")
+    p.add_argument("--per-center", type=int, metavar="N", help="the first N patients of each center only")
     p.add_argument("--quick", action="store_true")
     return p.parse_args(argv)
 
@@ -99,7 +100,8 @@ def unseen_patients(args):
     if missing:
         stop(f"{shown(pre)}: {len(missing)} patient(s) not preprocessed ({', '.join(missing[:4])}...): "
              f"run `.venv/bin/{UNSEEN}`")
-    return table.groupby("center", sort=True).head(2) if args.quick else table
+    per_center = 2 if args.quick else args.per_center
+    return table.groupby("center", sort=True).head(per_center) if per_center else table
 
 
 def arm_files(args, experiment: str, arm: str, work: Path) -> dict:
