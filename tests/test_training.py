@@ -422,6 +422,28 @@ def test_checkpoint_selection(tmp_path, selection, chosen):
         TrainConfig.from_dict({"selection": "median"})
 
 
+def test_validation_scores_only_cases_with_a_target(tmp_path):
+    """A thrombus-negative validation case (empty target) would add Dice 1 for predicting nothing:
+    it is left out, so val_dice is that of the positive cases alone, and NaN without any."""
+    torch.set_num_threads(1)
+
+    class Nothing(torch.nn.Module):
+        def forward(self, x, available):
+            out = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            out[:, 0] = 10.0  # background everywhere
+            return out
+
+    positive = load_case(make_case(tmp_path / "data", "c0", 0))
+    d = make_case(tmp_path / "data", "c1", 1)
+    np.save(d / "c1_label-thrombus.npy", np.zeros((28, 30, 10), np.uint8))
+    negative = load_case(d)
+    cfg = TrainConfig.from_dict(TINY | {"modalities": ["swi", "dwi"], "val_subsets": "full"})
+    alone = evaluate_cases(Nothing(), [positive], cfg, "cpu")
+    assert alone == {"val_dice": 0.0, "val_detection": 0.0}
+    assert evaluate_cases(Nothing(), [positive, negative], cfg, "cpu") == alone
+    assert all(np.isnan(v) for v in evaluate_cases(Nothing(), [negative], cfg, "cpu").values())
+
+
 def test_validation_averages_the_evaluated_sequence_subsets(tmp_path):
     """val_subsets: leave-one-out scores each validation case with its full set and each set missing
     one sequence (what the experiment is evaluated on); full scores the full set only."""
