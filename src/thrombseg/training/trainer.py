@@ -174,6 +174,10 @@ class Trainer:
         self.mining_log: list[dict] = []
         if cfg.hard_negatives.enabled:  # fail before the first epoch, not at the first mining round
             check_training_only(self.train_cases, self.val_cases)
+            if not mining_epochs(cfg):
+                log.warning("hard_negatives is enabled but no mining round falls within %d epochs (every: %s%s)",
+                            cfg.epochs, cfg.hard_negatives.every,
+                            ", no new dropout stage" if cfg.hard_negatives.every is None else " >= epochs")
 
     # ---------------------------------------------------------------- what a run is made of
     def build_network(self) -> torch.nn.Module:
