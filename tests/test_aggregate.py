@@ -207,6 +207,10 @@ def test_patient_level_known_answers():
     assert out.loc["n_fp_components_per_negative", "mean"] == pytest.approx((2 + 0) / 2)
     assert out.loc["n_fp_components", "mean"] == pytest.approx((0 + 1 + 1 + 0 + 2 + 0) / 6)  # per patient
     assert out.loc["detection_rate", "mean"] == pytest.approx(2 / 4)  # p3's prediction misses the thrombus
+    # Dice, HD95 and lesion F1 are means over the 4 thrombus-positive patients, as detection is
+    positives = _cohort(with_prob=False).iloc[:4]
+    for m in ("dice", "hd95_mm", "lesion_f1"):
+        assert out.loc[m, "n"] == 4 and out.loc[m, "mean"] == pytest.approx(positives[m].mean()), m
     # no probability: AUC of the binary answer = (sensitivity + specificity) / 2
     assert out.loc["presence_auc", "mean"] == pytest.approx((0.75 + 0.5) / 2)
     assert out.loc["presence_auc", "n"] == 6 and np.isnan(out.loc["presence_auc", "median"])

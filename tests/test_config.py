@@ -91,6 +91,11 @@ def test_defaults_filled_as_snakemake_validate_did():
     ({"training": {"experiments": {"upattllstm_gmd": {"epochs": 2.5}}}},
      "training.experiments.upattllstm_gmd.epochs must be an integer >= 1, got 2.5"),
     ({"inference": {"threshold": 7}}, "inference.threshold must be a number in (0, 1], got 7"),
+    # the tuning's postprocess.json alone sets the candidate selection (a config's `score` had no scorer)
+    ({"inference": {"selection": "score"}}, "c.yaml: 'inference.selection' is chosen by the tuning "
+     "(postprocess.json), not set in the config: for candidate scoring set 'inference.tune.selection: score'"),
+    ({"inference": {"presence_threshold": 0.4}}, "'inference.presence_threshold' is chosen by the tuning"),
+    ({"inference": {"scorer": None}}, "'inference.scorer' is chosen by the tuning"),
     ({"training": {"defaults": {"lr": "1e-3"}}}, "training.defaults.lr must be a number > 0, got '1e-3' (text, not a number"),
     ({"training": {"defaults": {"batch_size": 0}}}, "training.defaults.batch_size must be an integer >= 1, got 0"),
     ({"training": {"defaults": {"fg_oversample": 1.5}}}, "training.defaults.fg_oversample must be a number in [0, 1]"),
@@ -281,7 +286,10 @@ def test_inference_and_training_defaults_live_in_code_and_the_schema_types_each(
     from thrombseg.training.config import AugmentConfig, DropoutConfig, HardNegativeConfig, TrainConfig
 
     root = schema()
-    names = [f.name for f in dataclasses.fields(InferenceConfig)]
+    # the fields the tuning alone sets (postprocess.json) are refused in the config, not typed
+    tuned_only = {"selection", "presence_threshold", "scorer"}
+    assert set(root["properties"]["inference"]["x-tuned-only"]) == tuned_only
+    names = [f.name for f in dataclasses.fields(InferenceConfig) if f.name not in tuned_only]
     assert set(_schema_keys(root["properties"]["inference"], root)) == {*names, "tune"}
     validate_config({k: getattr(InferenceConfig(), k) for k in names}, "InferenceConfig", section="inference")
     train = _schema_keys(root["$defs"]["train_options"], root)

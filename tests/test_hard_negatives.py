@@ -154,6 +154,16 @@ def test_mining_rounds_every_n_epochs_or_at_each_dropout_stage():
             TrainConfig.from_dict({"hard_negatives": bad})
 
 
+def test_a_run_without_a_mining_round_says_so(tmp_path, caplog):
+    cases = [decoy_case("t0", 0)]
+    for every, warned in ((4, True), (2, False)):
+        caplog.clear()
+        Trainer(cases, [], _cfg(epochs=4, hard_negatives=HN | {"every": every}), tmp_path / f"every{every}")
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(said) == warned and all("no mining round falls within 4 epochs (every: 4 >= epochs)" in m
+                                           for m in said), said
+
+
 def test_hard_negative_keys_in_the_schema():
     validate_config({"training": {"defaults": {"hard_negatives": HN | {"every": None}}}}, partial=True)
     for bad, line in [({"share": 1.5}, "training.defaults.hard_negatives.share must be a number in [0, 1]"),

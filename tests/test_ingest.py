@@ -163,3 +163,26 @@ def test_ingest_rerun_needs_overwrite_and_replaces_only_its_output(tmp_path, cap
     (out / "annotation.nii.gz").write_text("user")
     assert main(["ingest", str(sheet), "p1", str(out), "--overwrite"]) == 2
     assert "annotation.nii.gz" in capsys.readouterr().err and (out / "annotation.nii.gz").is_file()
+
+
+def test_a_negative_without_a_thrombus_mask_gets_an_all_zero_one(tmp_path):
+    """thrombus_present false and no mask: ingest writes an all-zero mask on the SWI grid (recorded in
+    the sidecar), so the patient is scored as a negative instead of skipped as unlabelled."""
+    lps = np.diag([-0.5, -0.5, 2.0, 1.0])
+    write_nifti(tmp_path / "swi.nii.gz", np.random.default_rng(0).random((8, 7, 6)).astype(np.float32), affine=lps)
+    sheet = tmp_path / "subjects.tsv"
+    rows = [_row(subject="p1", center="c", swi="swi.nii.gz", thrombus_present="false"),
+            _row(subject="p2", center="c", swi="swi.nii.gz")]
+    pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)
+    validate_sheet(sheet, check_images=True)
+    assert main(["ingest", str(sheet), "p1", str(tmp_path / "p1")]) == 0
+    side = json.loads((tmp_path / "p1" / "p1_ingest.json").read_text())
+    label = side["labels"]["thrombus"]
+    assert label["n_voxels"] == 0 and label["drawn_on"] == "swi" and label["source"] is None
+    assert "thrombus_present is false" in label["written_as"]
+    out, swi = nib.load(tmp_path / "p1" / "p1_thrombus.nii.gz"), nib.load(tmp_path / "p1" / "p1_swi.nii.gz")
+    assert out.shape == swi.shape and np.allclose(out.affine, swi.affine) and not np.asarray(out.dataobj).any()
+    # presence not stated: no mask is made up
+    assert main(["ingest", str(sheet), "p2", str(tmp_path / "p2")]) == 0
+    assert not (tmp_path / "p2" / "p2_thrombus.nii.gz").exists()
+    assert json.loads((tmp_path / "p2" / "p2_ingest.json").read_text())["labels"] == {}

@@ -261,6 +261,17 @@ def test_layout_paths():
                                                    "checkpoint_final.pth"
 
 
+def test_the_infarct_model_never_mines_hard_negatives():
+    """training.defaults.hard_negatives is the thrombus model's; the infarct model runs as without it."""
+    on = {"enabled": True, "every": 2}
+    training = {"defaults": {"epochs": 4, "hard_negatives": on}, "infarct": {"hard_negatives": on},
+                "experiments": {"e": {"protocol": "multicentric"}}}
+    thrombus, _ = experiment_settings(training, "e")
+    infarct, _ = experiment_settings(training, "e", "infarct")
+    assert thrombus["hard_negatives"] == on and thrombus["target"] == "thrombus"
+    assert infarct == {"epochs": 4, "target": "infarct"}
+
+
 def test_the_synthetic_cohorts_thrombus_presence_reaches_the_splits():
     """The workflow's cohort table carries the planned presence; every center's negatives get held out."""
     from thrombseg.synth import subject_ids, thrombus_presence

@@ -156,3 +156,24 @@ def test_thrombus_presence_column_takes_true_false_or_nothing(tmp_path):
     with pytest.raises(SheetError) as err:
         validate_sheet(_write_sheet(tmp_path / "subjects.tsv", rows))
     assert len(err.value.problems) == 1 and "'maybe'" in str(err.value) and "thrombus_present" in str(err.value)
+
+
+def test_thrombus_presence_must_agree_with_the_thrombus_mask(tmp_path):
+    """false with a drawn thrombus, or true with an empty mask: one problem each, naming the file."""
+    def with_mask(sid, present, empty):
+        row = _good_case(tmp_path, sid) | {"thrombus_present": present}
+        if empty:
+            write_nifti(tmp_path / f"{sid}_thr.nii.gz", np.zeros((8, 8, 6), np.uint8))
+        return row
+
+    rows = [with_mask("s1", "false", False), with_mask("s2", "true", True), with_mask("s3", "false", True),
+            with_mask("s4", "true", False), with_mask("s5", "", True), with_mask("s6", "", False)]
+    sheet = _write_sheet(tmp_path / "subjects.tsv", rows)
+    with pytest.raises(SheetError) as err:
+        validate_sheet(sheet)
+    got = [str(p) for p in err.value.problems]
+    assert got == [f"line 2 (subject s1), column 'thrombus_mask', file '{tmp_path / 's1_thr.nii.gz'}': "
+                   "thrombus_present is false but the thrombus mask has 8 voxel(s)",
+                   f"line 3 (subject s2), column 'thrombus_mask', file '{tmp_path / 's2_thr.nii.gz'}': "
+                   "thrombus_present is true but the thrombus mask is empty"], got
+    validate_sheet(sheet, check_images=False)  # the voxels are not read at parse time

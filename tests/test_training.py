@@ -146,6 +146,28 @@ def test_splits_without_negatives_are_those_without_the_column():
     assert few["split"].value_counts().equals(assign_splits(plain, "multicentric", seed=0)["split"].value_counts())
 
 
+def test_demo_sized_centers_hold_out_negatives_in_test_and_positives_in_val():
+    """8 patients per center, 2 of them negative (negative_share 0.2-0.3): the center's 2 test places
+    and 1 val place are shared in proportion (test 0.5 -> 1 negative, val 0.25 -> 0), so test has a
+    negative and a positive and val keeps its only place for a positive (it went to a negative)."""
+    from thrombseg.plan import cohort_table
+    from thrombseg.synth import subject_ids, thrombus_presence
+
+    for share in (0.2, 0.3):
+        present = thrombus_presence(n_per_center=8, negative_share=share)
+        cohort = cohort_table(subject_ids(n_per_center=8), present=list(present.values()))
+        splits = assign_splits(cohort, "multicentric", seed=0)
+        splits["positive"] = splits.subject.map(present)
+        for c, group in splits.groupby("center"):
+            counts = group.groupby(["split", "positive"]).size().to_dict()
+            assert counts == {("test", False): 1, ("test", True): 1, ("val", True): 1,
+                              ("train", False): 1, ("train", True): 4}, (share, c, counts)
+    # the last test or val place stays with the positives while they last
+    many = assign_splits(_negative_sheet(n_per_center=8, n_negative=6), "multicentric", seed=0)
+    for c, group in many.assign(positive=many.subject.str[1:].astype(int) >= 6).groupby("center"):
+        assert set(group.loc[group.positive, "split"]) == {"test", "val"}, c
+
+
 def test_stack_pairs_positive_then_target_free(tmp_path):
     cases = [load_case(make_case(tmp_path, f"c{i}", i, with_flair=i % 2 == 0)) for i in range(3)]
     ds = StackDataset(cases, ["swi", "dwi", "flair"], stack=4, crop=(24, 24))
@@ -398,6 +420,28 @@ def test_checkpoint_selection(tmp_path, selection, chosen):
     assert blob["metrics"]["epoch"] == chosen
     with pytest.raises(ValueError, match="training.selection"):
         TrainConfig.from_dict({"selection": "median"})
+
+
+def test_validation_scores_only_cases_with_a_target(tmp_path):
+    """A thrombus-negative validation case (empty target) would add Dice 1 for predicting nothing:
+    it is left out, so val_dice is that of the positive cases alone, and NaN without any."""
+    torch.set_num_threads(1)
+
+    class Nothing(torch.nn.Module):
+        def forward(self, x, available):
+            out = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            out[:, 0] = 10.0  # background everywhere
+            return out
+
+    positive = load_case(make_case(tmp_path / "data", "c0", 0))
+    d = make_case(tmp_path / "data", "c1", 1)
+    np.save(d / "c1_label-thrombus.npy", np.zeros((28, 30, 10), np.uint8))
+    negative = load_case(d)
+    cfg = TrainConfig.from_dict(TINY | {"modalities": ["swi", "dwi"], "val_subsets": "full"})
+    alone = evaluate_cases(Nothing(), [positive], cfg, "cpu")
+    assert alone == {"val_dice": 0.0, "val_detection": 0.0}
+    assert evaluate_cases(Nothing(), [positive, negative], cfg, "cpu") == alone
+    assert all(np.isnan(v) for v in evaluate_cases(Nothing(), [negative], cfg, "cpu").values())
 
 
 def test_validation_averages_the_evaluated_sequence_subsets(tmp_path):

@@ -107,7 +107,17 @@ def test_score_selection_is_fitted_on_the_validation_candidates(models, tmp_path
     rows = subset_metrics(t1, pos), subset_metrics(t2, neg)
     assert [r["presence_prob"] for r in rows] == [pos["presence_prob"], neg["presence_prob"]]
     assert (rows[0]["pred_present"], rows[0]["truth_present"], rows[0]["detected"]) == (True, True, 1.0)
-    assert (rows[1]["pred_present"], rows[1]["truth_present"], rows[1]["dice"]) == (False, False, 1.0)
+    assert (rows[1]["pred_present"], rows[1]["truth_present"]) == (False, False)
+    assert np.isnan(rows[1]["dice"]) and np.isnan(rows[1]["raw_dice"])  # no Dice on a negative patient
+
+
+def test_the_candidates_dice_is_a_mean_over_thrombus_positive_patients(models):
+    """A negative validation patient adds no Dice (it was 1 for predicting nothing, 0 otherwise)."""
+    grid = {"min_size_voxels": [1, 100]}  # 100 removes every component: the negative predicts nothing
+    both = tune_postprocessing(_validation(), *models, InferenceConfig(min_size_voxels=1), grid)["candidates"]
+    alone = tune_postprocessing(_validation()[:3], *models, InferenceConfig(min_size_voxels=1), grid)["candidates"]
+    assert [row["dice"] for row in both] == [row["dice"] for row in alone]
+    assert both[1]["dice"] == 0.0 and both[0]["dice"] > 0.9
 
 
 def test_without_negative_patients_the_threshold_keeps_every_detection(models):

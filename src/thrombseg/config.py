@@ -237,8 +237,13 @@ def _describe_error(err, root: dict) -> list[str]:
     if kind in ("additionalProperties", "unevaluatedProperties") and isinstance(err.instance, dict):
         known = _known_keys(err.schema, root)
         lines = []
+        tuned_only = _resolve(err.schema, root).get("x-tuned-only", [])
         for key in err.instance:
             if key in known:
+                continue
+            if key in tuned_only:  # an InferenceConfig field only the tuning's postprocess.json sets
+                lines.append(f"'{at}{key}' is chosen by the tuning (postprocess.json), not set in the config: "
+                             f"for candidate scoring set '{at}tune.selection: score'")
                 continue
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"

@@ -14,7 +14,7 @@ import numpy as np
 
 from .core.fs import atomic_dir, check_id
 from .core.io import nifti_image
-from .core.sequences import LABELS, SEQUENCES
+from .core.sequences import LABELS, PRESENCE_COLUMN, SEQUENCES, thrombus_absent
 from .sheet import Problem, SheetError, label_reference, read_nifti3d, read_sheet, resolve
 
 #: Sheet label column -> the label's name in file names (``thrombus_mask`` -> ``<subject>_thrombus.nii.gz``).
@@ -83,6 +83,8 @@ def ingest_subject(row: dict, sheet: str | Path, out_dir: str | Path, overwrite:
         for col, path in sources.items():
             if path is not None:
                 _ingest_file(col, path, row, tmp, sidecar)
+        if sources["thrombus_mask"] is None and thrombus_absent(row.get(PRESENCE_COLUMN, "")):
+            _write_empty_thrombus(row, sources, tmp, sidecar)
         (tmp / f"{sid}_ingest.json").write_text(json.dumps(sidecar, indent=2))
     return sidecar
 
@@ -119,6 +121,23 @@ def _ingest_file(col: str, path: Path, row: dict, folder: Path, sidecar: dict) -
         sidecar["labels"][name] = info
     else:
         sidecar["sequences"][col] = info
+
+
+def _write_empty_thrombus(row: dict, sources: dict, folder: Path, sidecar: dict) -> None:
+    """A thrombus-negative patient without a mask gets an all-zero one on the grid it would be drawn
+    on, so that evaluation and tuning score it as a negative instead of skipping it as unlabelled."""
+    ref = label_reference(row, "thrombus_mask")
+    if ref is None:  # no susceptibility image: no thrombus model can read this patient anyway
+        sidecar["warnings"].append("thrombus_mask: thrombus_present is false, but no swi/t2star grid to write "
+                                   "an empty mask on")
+        return
+    orig, canon, cdata = _canonical(ref, sources[ref])
+    zeros = np.zeros(cdata.shape, np.uint8)
+    nib.save(nifti_image(zeros, canon.affine, np.uint8), folder / f"{sidecar['subject']}_{LABEL_OUT['thrombus_mask']}.nii.gz")
+    info = _describe(canon, zeros, orig)
+    info |= {"source": None, "written_as": "all zeros (thrombus_present is false, no thrombus_mask given)",
+             "drawn_on": ref, "n_voxels": 0, "volume_mm3": 0.0}
+    sidecar["labels"][LABEL_OUT["thrombus_mask"]] = info
 
 
 def ingest_from_sheet(sheet: str | Path, subject: str, out_dir: str | Path, overwrite: bool = False) -> dict:

@@ -101,10 +101,17 @@ def experiment_settings(training: dict, experiment: str, target: str = "thrombus
     extra = {k: exp.pop(k) for k in EXPERIMENT_ONLY if k in exp}
     cfg = deep_merge(training.get("defaults") or {}, exp)
     if current_target(target) == "infarct":  # the infarct model shares the machinery, not the thrombus architecture
-        cfg = deep_merge(deep_merge(training.get("defaults") or {}, training.get("infarct") or {}), {"target": "infarct"})
+        cfg = infarct_options(deep_merge(training.get("defaults") or {}, training.get("infarct") or {}))
     else:
         cfg["target"] = "thrombus"
     return cfg, extra
+
+
+def infarct_options(cfg: dict) -> dict:
+    """Training options ``cfg`` as the infarct model's: target infarct, and never hard-negative mining
+    (its false positives are no thrombus decoys; ``hard_negatives`` is dropped, as if never set)."""
+    cfg = {k: v for k, v in cfg.items() if k != "hard_negatives"}
+    return cfg | {"target": "infarct"}
 
 
 def nnunet_dropout_schedule(exp: dict) -> str:

@@ -2,7 +2,10 @@
 
 A sheet is a TSV with one row per patient: ``subject``, ``center``, ``split``, one column per
 sequence (any may be empty), the two label columns and an optional ``thrombus_present`` (``false``: a
-thrombus-negative patient, whose thrombus mask may be all zeros). Relative paths resolve against the sheet's
+thrombus-negative patient, whose thrombus mask must be all zeros or absent; ``true``: a non-empty mask, when
+given). An empty ``thrombus_present`` is not stated: the splits then count the patient as thrombus-positive
+(presence comes from this column, the mask is not read when splitting), while the metrics read presence from
+the mask; state ``false`` for every thrombus-negative patient. Relative paths resolve against the sheet's
 folder. :func:`validate_sheet` collects *every* problem of a sheet and raises one
 :class:`SheetError` listing them all (row, column, file, problem), so a user fixes a sheet in one
 round instead of one traceback at a time.
@@ -354,7 +357,7 @@ def _check_row(sheet: Path, line: int, row: pd.Series, validator, seen: dict[str
         message = _file_problem(path)
         grid = None
         if message is None and check_images:
-            message, grid = _image_problem(col, path)
+            message, grid = _image_problem(col, path, row[PRESENCE_COLUMN] if col == "thrombus_mask" else "")
         if grid is not None:
             grids[col] = grid
         if message is not None:
@@ -375,8 +378,11 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def _image_problem(col: str, path: Path) -> tuple[str | None, tuple | None]:
-    """(what is wrong with the image or mask, or None; its (shape, affine) grid when it could be read)."""
+def _image_problem(col: str, path: Path, presence: str = "") -> tuple[str | None, tuple | None]:
+    """(what is wrong with the image or mask, or None; its (shape, affine) grid when it could be read).
+
+    ``presence``: the row's ``thrombus_present`` cell for the thrombus mask, which must agree with it.
+    """
     try:
         img, vol = read_nifti3d(path)
     except ValueError as exc:
@@ -388,10 +394,21 @@ def _image_problem(col: str, path: Path) -> tuple[str | None, tuple | None]:
     grid = (vol.shape, img.affine)
     if col in LABELS:
         shown = nonbinary_values(vol)
-        return (f"mask not binary (values {shown})" if shown else None), grid
+        if shown:
+            return f"mask not binary (values {shown})", grid
+        return _presence_problem(presence, int(np.count_nonzero(vol))), grid
     if vol.min() == vol.max():  # predict would refuse it; an empty mask, though, is valid
         return f"image has no signal (every voxel is {vol.flat[0]:g})", grid
     return None, grid
+
+
+def _presence_problem(presence: str, n_voxels: int) -> str | None:
+    """Why a thrombus mask of ``n_voxels`` contradicts the ``thrombus_present`` cell, or None."""
+    if presence == "false" and n_voxels:
+        return f"{PRESENCE_COLUMN} is false but the thrombus mask has {n_voxels} voxel(s)"
+    if presence == "true" and not n_voxels:
+        return f"{PRESENCE_COLUMN} is true but the thrombus mask is empty"
+    return None
 
 
 def _check_label_grids(sheet: Path, line: int, sid: str | None, row: pd.Series, grids: dict) -> list[Problem]:

@@ -26,16 +26,20 @@ Definitions
         the prediction gives one (``evaluate_case``); NaN otherwise.
 
 Empty-case rules (each is tested)
-    * both empty: dice 1, hd95 0, lesion_f1 1 (ISLES'22 ``empty_value``),
-      detected and detected_min_overlap NaN (nothing to detect: such cases are
-      left out of the detection rate, never counted as hits or misses).
+    * truth empty (a thrombus-negative patient), whatever the prediction: dice,
+      lesion_f1, hd95_mm NaN (hd95_penalized False), detected and
+      detected_min_overlap NaN: these segmentation and detection metrics are
+      averaged over thrombus-positive patients only (a mean never mixes in a
+      negative's "1 for predicting nothing, 0 otherwise"). A negative is scored
+      by the patient-level outcome (pred_present) and its false positives: every
+      predicted component is one (counted, with its volume).
     * truth non-empty, prediction empty: dice 0, detected 0, lesion_f1 0,
       hd95 = the penalty (image diagonal in mm, ``sqrt(sum((shape*spacing)**2))``,
       larger than any distance inside the image) and ``hd95_penalized`` True,
       so a missed lesion raises the mean instead of being dropped as NaN.
-    * truth empty, prediction non-empty: dice 0, detected NaN, every predicted
-      component is a false positive (counted, with its volume), lesion_f1 0,
-      hd95 = the same penalty with ``hd95_penalized`` True.
+    * The functions ``dice``, ``hd95`` and ``lesion_f1`` keep their own rules for
+      empty masks (both empty: 1, 0, 1, as ISLES'22's ``empty_value``);
+      ``infarct_dice`` is ``dice`` (1 when both infarct masks are empty).
     * truth_present, pred_present are never NaN (patient-level sensitivity and
       specificity are aggregated from them, see ``aggregate``).
     * infarct_dice is NaN when no infarct pair is given (column kept so every
@@ -243,11 +247,12 @@ def thrombus_metrics(
     n_p, n_t = int(np.count_nonzero(p)), int(np.count_nonzero(t))
     overlap = int(np.count_nonzero(p & t))
     comp = component_errors(p, t, connectivity)
-    hd, penalized = hd95(p, t, sp)
     truth_empty = n_t == 0
+    # nothing to segment on a negative patient: NaN, so that means are over thrombus-positive patients
+    hd, penalized = (math.nan, False) if truth_empty else hd95(p, t, sp)
     vol_p, vol_t = n_p * voxel_mm3, n_t * voxel_mm3
     return {
-        "dice": 1.0 if n_p + n_t == 0 else 2.0 * overlap / (n_p + n_t),
+        "dice": math.nan if truth_empty else 2.0 * overlap / (n_p + n_t),
         "overlap_voxels": overlap,
         "detected": math.nan if truth_empty else float(overlap >= 1),
         "detected_min_overlap": (
@@ -268,7 +273,7 @@ def thrombus_metrics(
         "n_fn_components": comp["n_fn_components"],
         "fn_volume_mm3": comp["fn_voxels"] * voxel_mm3,
         "lesion_tp": comp["lesion_tp"],
-        "lesion_f1": _f1(
+        "lesion_f1": math.nan if truth_empty else _f1(
             comp["lesion_tp"], comp["n_fp_components"], comp["n_fn_components"], 1.0
         ),
         "hd95_mm": hd,

@@ -22,8 +22,8 @@ import pandas as pd
 from ..config import ConfigError, load_config
 from ..core.case import Case, load_case
 from ..core.fs import add_overwrite_option, check_output_file
-from ..core.sequences import TARGETS
-from ..plan import deep_merge, experiment_settings, is_nnunet
+from ..core.sequences import TARGETS, current_target
+from ..plan import deep_merge, experiment_settings, infarct_options, is_nnunet
 from ..sheet import read_sheet
 from .config import TrainConfig
 from .splits import PROTOCOLS, assign_splits, write_splits
@@ -75,6 +75,7 @@ def _cmd_train(a) -> int:
         cfg, _ = experiment_settings(training, a.experiment, a.target)
     else:
         cfg = deep_merge(training.get("defaults") or {}, {"target": a.target})
+        cfg = infarct_options(cfg) if current_target(a.target) == "infarct" else cfg
     row = run_training(a.harmonized_dir, a.splits, a.out_dir, cfg, resume=not a.restart)
     print(f"done: epoch {row.get('epoch')} val Dice {row.get('val_dice')} detection {row.get('val_detection')}")
     return 0

@@ -8,8 +8,9 @@ Protocols:
 A split already written in the sample sheet wins over the protocol's assignment (except for the
 held-out center of leave-center-out, which is test by definition).
 
-With a ``thrombus_present`` column, each center's thrombus-negative patients are spread over the
-splits like a stratum of their own, and the center's split sizes stay those without the column.
+With a ``thrombus_present`` column, each center's test and val places are shared between its
+thrombus-negative and thrombus-positive patients in proportion (see :func:`_split_group`), and the
+center's split sizes stay those without the column.
 """
 
 from __future__ import annotations
@@ -39,12 +40,20 @@ def _deal(ids: list[str], order: np.ndarray, n_test: int, n_val: int) -> dict[st
             for rank, k in enumerate(order)}
 
 
+def _negative_share(places: int, n_neg: int, n: int) -> int:
+    """The negatives' part of ``places`` shared over the strata by largest remainder (ties to them)."""
+    whole, rest = divmod(places * n_neg, n)
+    return whole + (rest > 0 and 2 * rest >= n)
+
+
 def _split_group(ids: list[str], rng: np.random.Generator, val_frac: float, test_frac: float,
                  negatives: set[str] = frozenset()) -> dict[str, str]:
     """Split one center's patients; its thrombus-negative ``negatives`` as a stratum of their own.
 
-    The negatives get the sizes a group of their own would get (capped by the center's), the others
-    the rest of the center's sizes, so the center's test/val/train sizes do not depend on them.
+    The center's test/val/train sizes do not depend on the negatives. Its test places and its val
+    places are each shared between negatives and positives in proportion (largest remainder, ties to
+    the negatives), but the positives keep a test and a val place while they last; a single held-out
+    negative goes to test (specificity is measured there) rather than val.
     """
     ids = sorted(ids)
     n_test, n_val = _split_sizes(len(ids), val_frac, test_frac)
@@ -52,11 +61,16 @@ def _split_group(ids: list[str], rng: np.random.Generator, val_frac: float, test
     if not neg:  # the draws of a sheet without negatives, as before strata existed
         return _deal(ids, rng.permutation(len(ids)), n_test, n_val)
     pos = [s for s in ids if s not in negatives]
-    neg_test, neg_val = _split_sizes(len(neg), val_frac, test_frac)
-    neg_test, neg_val = min(neg_test, n_test), min(neg_val, n_val)
+    keep_test = int(n_test > 0 and len(pos) > 0)  # the places the positives keep
+    keep_val = int(n_val > 0 and len(pos) > keep_test)
+    cap_test, cap_val = n_test - keep_test, n_val - keep_val
+    neg_test = min(_negative_share(n_test, len(neg), len(ids)), cap_test, len(neg))
+    neg_val = min(_negative_share(n_val, len(neg), len(ids)), cap_val, len(neg) - neg_test)
+    if neg_test == 0 and neg_val > 0 and cap_test > 0:  # test before val
+        neg_test, neg_val = 1, neg_val - 1
     excess = len(neg) - neg_test - neg_val - (len(ids) - n_test - n_val)  # negatives beyond the train places
-    if excess > 0:  # too few others to fill the held-out places: negatives take them
-        more_test = min(excess, n_test - neg_test)
+    if excess > 0:  # too few positives to fill the held-out places: negatives take them
+        more_test = min(excess, cap_test - neg_test)
         neg_test, neg_val = neg_test + more_test, neg_val + excess - more_test
     out = _deal(pos, rng.permutation(len(pos)), n_test - neg_test, n_val - neg_val)
     return out | _deal(neg, rng.permutation(len(neg)), neg_test, neg_val)

@@ -96,12 +96,16 @@ def selectable(epoch: int, cfg: TrainConfig) -> bool:
 
 
 def evaluate_cases(model, cases: list[Case], cfg: TrainConfig, device) -> dict:
-    """Full-volume validation: mean Dice and detection rate over the cases with a target and the
-    sequence subsets of ``cfg.val_subsets`` (each case's full set, or it and each set missing one)."""
+    """Full-volume validation: mean Dice and detection rate over the cases with a non-empty target and
+    the sequence subsets of ``cfg.val_subsets`` (each case's full set, or it and each set missing one).
+
+    A case whose target is empty (a thrombus-negative patient) is left out: its Dice would be 1 for
+    predicting nothing, so ``val_dice`` (the checkpoint selection) would reward predicting nothing.
+    """
     dices, detected = [], []
     for case in cases:
         truth = case.labels.get(cfg.target)
-        if truth is None:
+        if truth is None or not np.any(truth):
             continue
         available = case_sequences(case, cfg.modalities)
         for keep in sequence_subsets(available, cfg.val_subsets):
@@ -170,6 +174,10 @@ class Trainer:
         self.mining_log: list[dict] = []
         if cfg.hard_negatives.enabled:  # fail before the first epoch, not at the first mining round
             check_training_only(self.train_cases, self.val_cases)
+            if not mining_epochs(cfg):
+                log.warning("hard_negatives is enabled but no mining round falls within %d epochs (every: %s%s)",
+                            cfg.epochs, cfg.hard_negatives.every,
+                            ", no new dropout stage" if cfg.hard_negatives.every is None else " >= epochs")
 
     # ---------------------------------------------------------------- what a run is made of
     def build_network(self) -> torch.nn.Module:
