@@ -120,6 +120,7 @@ def test_reference_grid_outputs(predicted):
     assert s["thrombus_volume_mm3"] >= 0 and s["thrombus_n_components"] <= 1
     assert s["thrombus_present"] == (s["thrombus_volume_mm3"] > 0) and s["presence_prob"] is None  # rule selection
     assert not [w for w in s["warnings"] if "Nyul" in w]  # landmarks were fitted for every input
+    assert s["ood_warnings"] == [] and s["out_of_distribution"] is False  # the profile's own patient
 
 
 def test_native_outputs_have_input_shape_and_affine(patient, predicted):
@@ -150,6 +151,32 @@ def test_to_native_recovers_labels_in_user_space(patient):
         dice = 2 * (back.astype(bool) & truth).sum() / (back.sum() + truth.sum())
         assert back.shape == truth.shape and np.allclose(aff, nib.load(patient["files"][seq]).affine)
         assert dice > 0.85, (name, dice)
+
+
+@pytest.mark.parametrize("case", ["swi_x10", "old_landmarks"])
+def test_out_of_distribution_in_the_prediction_json(patient, tmp_path, caplog, case):
+    """SWI stored 10 times brighter than the training patient's: flagged; landmarks fitted before the
+    guard: predicted as before, with a note and ``out_of_distribution`` null."""
+    swi, landmarks = patient["files"]["swi"], patient["landmarks"]
+    if case == "swi_x10":
+        img = nib.load(swi)
+        swi = _save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32) * 10, img.affine), tmp_path / "swi10.nii.gz")
+    else:
+        old = json.loads(Path(landmarks).read_text())
+        del old["profile"]
+        landmarks = tmp_path / "old_landmarks.json"
+        landmarks.write_text(json.dumps(old))
+    with caplog.at_level("WARNING", logger="thrombseg.inference"):
+        s = predict_patient({"swi": swi}, tmp_path / "o", patient["model"], landmarks, preprocess_config=FAST,
+                            icfg=InferenceConfig(device="cpu"), subject="p2")
+    assert json.loads((tmp_path / "o" / "p2_prediction.json").read_text())["ood_warnings"] == s["ood_warnings"]
+    if case == "swi_x10":
+        assert s["out_of_distribution"] is True and len(s["ood_warnings"]) == 1, s["ood_warnings"]
+        assert s["ood_warnings"][0].startswith("swi: raw intensities far outside the training patients'")
+        assert "out of distribution: swi: raw intensities" in caplog.text
+    else:
+        assert s["out_of_distribution"] is None and s["ood_warnings"] == []
+        assert [w for w in s["warnings"] if "no training profile" in w and "old_landmarks.json" in w]
 
 
 def test_sequence_checks():
@@ -309,6 +336,8 @@ def test_predict_harmonized_cli(patient, predicted, tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "h" / "p1_thrombus_mask.nii.gz").is_file()
     assert len(pd.read_csv(tmp_path / "h" / "p1_metrics.tsv", sep="\t")) == 3  # dwi+swi, swi, dwi
+    ood = json.loads((tmp_path / "h" / "p1_ood.json").read_text())
+    assert ood["out_of_distribution"] is False and ood["ood_warnings"] == [] and ood["note"] is None
     capsys.readouterr()
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(patient["model"].read_bytes()[:100])

@@ -14,12 +14,17 @@ a half-written folder)::
     <out>/<subject>_infarct_mask.nii.gz     uint8 (with an infarct model and DWI/ADC/FLAIR)
     <out>/native/<subject>_space-<seq>_{thrombus_prob,thrombus_mask,infarct_mask}.nii.gz
     <out>/<subject>_prediction.json         sequences used, thrombus present or not (and its probability
-                                            with ``selection: score``), volumes, components, timings, device
+                                            with ``selection: score``), volumes, components, timings, device,
+                                            ``out_of_distribution`` and ``ood_warnings``: how the inputs
+                                            compare with the training patients' profile stored in the
+                                            landmarks (thrombseg.preprocessing.ood; null and a note in
+                                            ``warnings`` for landmarks without a profile)
     <out>/<subject>_qc.png                  preprocessing QC montage (when the config draws it)
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -47,6 +52,8 @@ from .sequences import case_sequences, check_sequences
 from .settings import InferenceConfig, InferenceError
 
 SUMMARY = "{subject}_prediction.json"
+
+log = logging.getLogger("thrombseg.inference")
 
 
 @dataclass
@@ -169,7 +176,11 @@ def _prepare_case(run: _Run, work: Path, timings: StepTimer) -> dict:
     with timings.step("preprocess"):
         meta = preprocess_subject(work / "ingest", subject, work / "preprocessed", run.preprocess)
     with timings.step("harmonize"):
-        harmonize_subject(work / "preprocessed", subject, run.landmarks, work / "harmonized", run.preprocess)
+        ood = harmonize_subject(work / "preprocessed", subject, run.landmarks, work / "harmonized",
+                                run.preprocess)["ood"]
+    for line in ood["warnings"]:
+        log.warning("%s: out of distribution: %s", subject, line)
+    meta["ood"] = ood  # read by _summary; the preprocessing record on disk is unchanged
     return meta
 
 
@@ -211,6 +222,7 @@ def _summary(run: _Run, case: Case, result: dict, meta: dict, arrays: dict, nati
     voxel_mm3 = float(np.prod(case.spacing))
     mask = np.asarray(result["mask"]) > 0
     infarct = result["infarct"]
+    ood = meta["ood"]
     return {
         "subject": run.subject, "inputs": {s: str(p) for s, p in run.images.items()},
         "thrombus_model": str(run.thrombus_model),
@@ -227,7 +239,9 @@ def _summary(run: _Run, case: Case, result: dict, meta: dict, arrays: dict, nati
         "thrombus_max_prob": round(float(np.max(result["prob"])), 4),
         "infarct_volume_mm3": round(float(np.asarray(infarct).sum() * voxel_mm3), 3) if infarct is not None else None,
         "postprocess": result["info"], "inference": vars(run.icfg), "device": str(run.device),
-        "threads": torch.get_num_threads(), "warnings": run.warnings + meta["warnings"],
+        "threads": torch.get_num_threads(),
+        "warnings": run.warnings + meta["warnings"] + ([ood["note"]] if ood["note"] else []),
+        "out_of_distribution": ood["out_of_distribution"], "ood_warnings": ood["warnings"],
         "outputs": {n: f"{run.subject}_{n}.nii.gz" for n in arrays} | {"native": native},
     }
 

@@ -22,9 +22,10 @@ import torch
 
 from ..core.case import Case, load_case
 from ..core.fs import check_id
-from ..core.io import write_array_nifti, write_table
+from ..core.io import write_array_nifti, write_json, write_table
 from ..evaluation.metrics import evaluate_case
 from ..models.checkpoint import CheckpointError, ModelSpec, load_model, resolve_device
+from ..preprocessing.ood import harmonized_record
 from .candidates import case_frame, check_scorer
 from .postprocess import case_midline, postprocess_case
 from .sequences import case_sequences, sequence_subsets, subset_name
@@ -156,8 +157,9 @@ def predict_subject(harmonized_dir: str | Path, subject: str, center: str,
     get the same post-processing, metrics and files).
 
     Writes into ``out_dir``: ``<subject>_thrombus_prob.nii.gz``, ``<subject>_thrombus_mask.nii.gz``,
-    ``<subject>_infarct_mask.nii.gz`` (all sequences, on the harmonized grid) and
-    ``<subject>_metrics.tsv`` (one row per sequence subset, before and after post-processing).
+    ``<subject>_infarct_mask.nii.gz`` (all sequences, on the harmonized grid),
+    ``<subject>_metrics.tsv`` (one row per sequence subset, before and after post-processing) and
+    ``<subject>_ood.json`` (how the inputs compare with the training profile, recorded by harmonization).
     """
     subject = check_id(subject)  # it names the output files
     icfg = icfg or InferenceConfig()
@@ -171,6 +173,7 @@ def predict_subject(harmonized_dir: str | Path, subject: str, center: str,
     if not sequences:
         raise InferenceError(f"{subject}: none of its sequences {sorted(case.images)} is known to the model "
                              f"{model_source(thrombus_model)} (it knows {model_modalities(thrombus)})")
+    write_ood(Path(harmonized_dir) / subject, subject, out_dir)
     rows = []
     for keep in sequence_subsets(sequences, icfg.subsets):
         result = predict_case(case, thrombus, infarct, icfg, keep, device)
@@ -182,6 +185,17 @@ def predict_subject(harmonized_dir: str | Path, subject: str, center: str,
     table = pd.DataFrame(rows)
     write_table(table, out_dir / f"{subject}_metrics.tsv")
     return table
+
+
+def write_ood(case_dir: Path, subject: str, out_dir: Path) -> dict:
+    """Log and write ``<subject>_ood.json``: the out-of-distribution record harmonization left in the case."""
+    record = harmonized_record(case_dir, subject)
+    for line in record["warnings"]:
+        log.warning("%s: out of distribution: %s", subject, line)
+    summary = {"subject": subject, "out_of_distribution": record["out_of_distribution"],
+               "ood_warnings": record["warnings"], "note": record["note"]}
+    write_json(summary, out_dir / f"{subject}_ood.json")
+    return summary
 
 
 def subset_metrics(case: Case, result: dict) -> dict:

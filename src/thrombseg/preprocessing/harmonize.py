@@ -5,10 +5,12 @@ Two steps, matching the workflow's rules:
 
 * :func:`fit_landmarks` (one gather rule): per sequence, TorchIO's
   ``HistogramStandardization.train`` on the training-split patients' preprocessed images inside
-  their brain masks; writes one JSON landmarks file.
+  their brain masks; writes one JSON landmarks file, with the training patients' input profile
+  (:mod:`.ood`) that predictions check a new case against.
 * :func:`harmonize_subject` (one rule per patient, every patient and every center, seen in training
   or not): applies the landmarks, robust-z-scores in the brain and writes float32 ``.npy`` arrays for
-  memory-mapped reads by training (``np.load(path, mmap_mode="r")``).
+  memory-mapped reads by training (``np.load(path, mmap_mode="r")``), and records how the patient's
+  inputs compare with the training profile (``ood`` in ``<subject>_arrays.json``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..core.fs import check_id
 from ..core.io import write_json, write_npy
 from ..core.sequences import SEQUENCES, TARGET_FILES, TARGETS
 from ._io import PreprocessingError, label_file, load_image
+from .ood import PROFILE_VERSION, build_profile, case_record, intensity_landmarks, landmark_percentiles, patient_stats
 from .settings import DEFAULT_CUTOFF, NYUL_SKIP_DEFAULT, resolve_config
 from .units import detect_adc_units
 
@@ -39,6 +42,7 @@ def fit_landmarks(preproc_dir: str | Path, subjects, out_path: str | Path, *, se
     ``preproc_dir/<subject>/<subject>_<seq>.nii.gz`` and ``..._brainmask.nii.gz`` are read (outputs of
     :func:`thrombseg.preprocessing.pipeline.preprocess_subject`). Sequences in ``nyul_skip`` or with no
     training patient get no landmarks (z-score only at apply time), and the JSON says so.
+    ``profile`` holds the same patients' input profile (:func:`training_profile`, checked by :mod:`.ood`).
     """
     preproc_dir = Path(preproc_dir)
     subjects = list(subjects)
@@ -65,7 +69,26 @@ def fit_landmarks(preproc_dir: str | Path, subjects, out_path: str | Path, *, se
                                             mask_path=[str(m) for _, m in pairs], progress=False)
         out["landmarks"][seq] = [float(x) for x in lm]
         out["n_subjects"][seq] = len(pairs)
+    out["profile"] = training_profile(preproc_dir, subjects, seqs, cutoff)
     return write_json(out, out_path)
+
+
+def training_profile(preproc_dir: str | Path, subjects, sequences, cutoff) -> dict:
+    """The input profile (:func:`thrombseg.preprocessing.ood.build_profile`) of the preprocessed
+    ``subjects`` (the training split only)."""
+    pct = landmark_percentiles(cutoff)
+    return build_profile([_patient_stats(Path(preproc_dir) / s, s, sequences, pct) for s in subjects], pct, sequences)
+
+
+def _patient_stats(src: Path, subject: str, sequences, percentiles) -> dict:
+    """:func:`thrombseg.preprocessing.ood.patient_stats` of one preprocessed patient, from its files."""
+    mask = load_image(src / f"{subject}_brainmask.nii.gz", what="brain mask")
+    brain = mask.numpy() > 0.5
+    present = [s for s in sequences if (src / f"{subject}_{s}.nii.gz").is_file()]
+    intensity = {s: intensity_landmarks(load_image(src / f"{subject}_{s}.nii.gz", what=f"preprocessed {s}",
+                                                   allow_constant=True).numpy()[brain], percentiles)
+                 for s in present}
+    return patient_stats(present, brain, mask.spacing, intensity)
 
 
 def load_landmarks(path: str | Path) -> dict:
@@ -118,7 +141,8 @@ def harmonize_subject(preproc_dir: str | Path, subject: str, landmarks_path: str
     Writes into ``out_dir/<subject>/``: ``<subject>_<seq>.npy`` (float32, harmonised),
     ``<subject>_brainmask.npy``, ``<subject>_icvmask.npy`` and ``<subject>_label-<thrombus|infarct>.npy``
     (uint8) and
-    ``<subject>_arrays.json`` (shape, spacing, affine, axis order, per-sequence statistics).
+    ``<subject>_arrays.json`` (shape, spacing, affine, axis order, per-sequence statistics, and ``ood``:
+    the patient against the landmarks' training profile, see :func:`thrombseg.preprocessing.ood.case_record`).
     Arrays are in the NIfTI voxel order of the preprocessed grid (x, y, z; RAS). Statistics come from
     the brain mask; values are kept inside the intracranial mask and are 0 outside it.
     """
@@ -134,10 +158,15 @@ def harmonize_subject(preproc_dir: str | Path, subject: str, landmarks_path: str
                   "spacing_mm": list(meta["grid"]["spacing_mm"]), "affine_ras": meta["grid"]["affine_ras"],
                   "axis_order": "x,y,z (NIfTI voxel order, RAS+)", "dtype": "float32",
                   "landmarks": str(landmarks_path), "sequences": {}, "labels": {}}
+    profile = landmarks.get("profile") if isinstance(landmarks.get("profile"), dict) else {}
+    percentiles = profile.get("percentiles") if profile.get("version") == PROFILE_VERSION else None
+    raw: dict[str, list[float]] = {}  # the intensity landmarks the profile compares, taken before harmonizing
     for seq in meta["sequences"]:
         z, info["sequences"][seq] = _harmonize_sequence(src / f"{subject}_{seq}.nii.gz", seq, brain, icv,
-                                                         landmarks, cfg)
+                                                         landmarks, cfg, percentiles, raw)
         write_npy(z, dst / f"{subject}_{seq}.npy")
+    stats = patient_stats(meta["sequences"], brain, meta["grid"]["spacing_mm"], raw)
+    info["ood"] = case_record(stats, profile, str(landmarks_path)) | {"stats": stats}
     write_npy(brain.astype(np.uint8), dst / f"{subject}_brainmask.npy")
     write_npy(icv.astype(np.uint8), dst / f"{subject}_icvmask.npy")
     info["labels"] = _write_labels(src, dst, subject)
@@ -164,11 +193,14 @@ def _read_masks(src: Path, subject: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _harmonize_sequence(path: Path, seq: str, brain: np.ndarray, icv: np.ndarray, landmarks: dict,
-                        cfg: dict) -> tuple[np.ndarray, dict]:
-    """(harmonised array, its statistics) of one sequence: ADC units, Nyul mapping, robust z-score."""
+                        cfg: dict, percentiles=None, raw: dict | None = None) -> tuple[np.ndarray, dict]:
+    """(harmonised array, its statistics) of one sequence: ADC units, Nyul mapping, robust z-score.
+    With ``percentiles``, ``raw[seq]`` gets the image's intensity landmarks as the profile takes them."""
     a = load_image(path, what=f"preprocessed {seq}", allow_constant=True).numpy()
     if a.shape != brain.shape:
         raise PreprocessingError(f"{path}: shape {a.shape} differs from the brain mask {brain.shape}")
+    if percentiles is not None and raw is not None:
+        raw[seq] = intensity_landmarks(a[brain], percentiles)
     step: dict = {}
     if seq == "adc":
         factor, unit = detect_adc_units(a[brain], source=str(path))
