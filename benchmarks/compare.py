@@ -147,12 +147,15 @@ def _arm_key(files: dict, folder: Path, icfg) -> str:
 
 
 def thrombus_model(files: dict, icfg):
-    """What ``predict_subject`` takes: a thrombseg ``model.pt``, or an nnU-Net checkpoint as a
-    probability function (its own mirroring follows ``tta_flip``, as in rule nnunet_predict)."""
-    if files["kind"] != "nnunet":
-        return files["model"]
+    """The arm's thrombus model loaded once for every patient: thrombseg's ``model.pt``, or an nnU-Net
+    checkpoint as a probability function (its own mirroring follows ``tta_flip``, as in rule
+    nnunet_predict)."""
     import torch
 
+    if files["kind"] != "nnunet":
+        from thrombseg.inference.predict import load_checked
+
+        return load_checked(files["model"], torch.device("cpu"), "thrombus")
     from thrombseg.baselines.nnunet.workflow import probability_model
 
     return probability_model(files["model"], torch.device("cpu"), use_mirroring=icfg.tta_flip)

@@ -73,8 +73,8 @@ def enabled_experiments(training: dict) -> list[str]:
 
 def first_thrombseg_experiment(training: dict) -> str:
     """The first enabled experiment (config order) that trains a thrombseg network, not nnU-Net."""
-    exps = training.get("experiments") or {}
-    names = [e for e in exps if e in enabled_experiments(training) and not is_nnunet(exps[e])]
+    exps, enabled = training.get("experiments") or {}, set(enabled_experiments(training))
+    names = [e for e in exps if e in enabled and not is_nnunet(exps[e])]
     if not names:
         raise ValueError("no enabled thrombseg experiment in training.experiments")
     return names[0]
@@ -161,9 +161,10 @@ def experiment_labels(training: dict | None) -> dict[str, str]:
     training = training or {}
     default = ((training.get("defaults") or {}).get("dropout") or {}).get("schedule", "none")
     out = {}
+    enabled = set(enabled_experiments(training))
     for name, exp in (training.get("experiments") or {}).items():
         exp = exp or {}
-        if not exp.get("enabled", True):
+        if name not in enabled:
             continue
         if is_nnunet(exp):
             schedule = nnunet_dropout_schedule(exp)

@@ -49,8 +49,7 @@ def results_files(results, experiment: str | None = None) -> dict:
     if not Path(results).is_dir():
         raise UserError(f"{Path(results)}: results folder not found")
     layout = Layout(results)
-    provenance = Path(layout.provenance_config())
-    conf = read_yaml(provenance) if provenance.is_file() else {}
+    conf = _run_config(layout)
     trained = layout.trained_experiments()
     if experiment is None:
         if len(trained) != 1:
@@ -60,7 +59,7 @@ def results_files(results, experiment: str | None = None) -> dict:
     model = Path(nnunet or layout.thrombus_model(experiment))
     if not model.is_file():
         raise UserError(f"{model}: thrombus model of experiment {experiment!r} not found "
-                        f"(trained: {trained_experiments(results)})")
+                        f"(trained: {_trained(layout, conf)})")
     tuned = Path(layout.tuned_postprocess(experiment))  # settings chosen on the validation patients
     protocol = _protocol(conf, experiment)
     return {"model": model, "kind": "nnunet" if nnunet else "thrombseg",
@@ -82,8 +81,16 @@ def nnunet_checkpoint(layout: Layout, conf: dict, experiment: str) -> str | None
 def trained_experiments(results) -> list[str]:
     """The experiments of a results folder with a trained thrombus model: thrombseg's and nnU-Net's."""
     layout = Layout(results)
+    return _trained(layout, _run_config(layout))
+
+
+def _run_config(layout: Layout) -> dict:
+    """The run's config as the workflow recorded it (empty when not there)."""
     provenance = Path(layout.provenance_config())
-    conf = read_yaml(provenance) if provenance.is_file() else {}
+    return read_yaml(provenance) if provenance.is_file() else {}
+
+
+def _trained(layout: Layout, conf: dict) -> list[str]:
     nnunet = [e for e in ((conf.get("training") or {}).get("experiments") or {})
               if (f := nnunet_checkpoint(layout, conf, e)) and Path(f).is_file()]
     return sorted({*layout.trained_experiments(), *nnunet})

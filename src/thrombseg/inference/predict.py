@@ -91,15 +91,17 @@ def load_checked(path, device, what: str = "thrombus") -> LoadedModel:
         raise InferenceError(f"{p}: not a readable thrombseg {what} model ({type(exc).__name__}: {exc})") from None
 
 
-def load_thrombus(model: str | Path | ProbabilityModel, device) -> LoadedModel | ProbabilityModel:
-    """A :class:`ProbabilityModel` as given, else the thrombseg model of a file (:func:`load_checked`)."""
-    return model if isinstance(model, ProbabilityModel) else load_checked(model, device, "thrombus")
+def load_thrombus(model: str | Path | LoadedModel | ProbabilityModel, device) -> LoadedModel | ProbabilityModel:
+    """A model already loaded as given, else the thrombseg model of a file (:func:`load_checked`)."""
+    return model if isinstance(model, (LoadedModel, ProbabilityModel)) else load_checked(model, device, "thrombus")
 
 
 def model_source(model: str | Path | ProbabilityModel | None) -> str | None:
     """The file a thrombus model came from, as text (None for none)."""
     if model is None:
         return None
+    if isinstance(model, LoadedModel):
+        return "a model loaded by the caller"
     return model.source if isinstance(model, ProbabilityModel) else str(model)
 
 
@@ -149,12 +151,13 @@ def predict_case(case: Case, thrombus: LoadedModel, infarct: LoadedModel | None 
 
 
 def predict_subject(harmonized_dir: str | Path, subject: str, center: str,
-                    thrombus_model: str | Path | ProbabilityModel, infarct_model: str | Path | None,
+                    thrombus_model: str | Path | LoadedModel | ProbabilityModel, infarct_model: str | Path | None,
                     out_dir: str | Path, experiment: str = "", icfg: InferenceConfig | None = None) -> pd.DataFrame:
     """Predict one harmonized patient with every sequence subset; write masks and a metrics table.
 
-    ``thrombus_model``: a thrombseg ``model.pt``, or a :class:`ProbabilityModel` (another model's maps
-    get the same post-processing, metrics and files).
+    ``thrombus_model``: a thrombseg ``model.pt`` (or that model loaded, to load it once for many
+    patients), or a :class:`ProbabilityModel` (another model's maps get the same post-processing,
+    metrics and files).
 
     Writes into ``out_dir``: ``<subject>_thrombus_prob.nii.gz``, ``<subject>_thrombus_mask.nii.gz``,
     ``<subject>_infarct_mask.nii.gz`` (all sequences, on the harmonized grid),
