@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from _common import header, shown, stop, write_tsv  # noqa: E402
 
 import thrombseg  # noqa: E402,F401  (before torch: OMP_WAIT_POLICY)
+from thrombseg.core.errors import positive_int  # noqa: E402
 
 UNSEEN = "snakemake --cores 2 --configfile config/config.yaml benchmarks/unseen48.yaml --until preprocess"
 TRAIN_WINDOWS = "+train_windows"
@@ -62,7 +63,7 @@ def _args(argv):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "compare")
-    p.add_argument("--per-center", type=int, metavar="N", help="the first N patients of each center only")
+    p.add_argument("--per-center", type=positive_int, metavar="N", help="the first N patients of each center only")
     p.add_argument("--quick", action="store_true")
     return p.parse_args(argv)
 
