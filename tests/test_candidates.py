@@ -176,6 +176,12 @@ def test_presence_threshold_maximizes_youden_j_or_keeps_every_candidate():
     assert tie["threshold"] == pytest.approx(0.35) and tie["youden_j"] == 0.5  # 0.4 ties 0.9: the lower, then down
     alone = choose_presence_threshold([0.9, 0.2], [True, True])
     assert alone["threshold"] == PRESENCE_THRESHOLD_NO_NEGATIVES and "no thrombus-negative" in alone["rule"]
+    # pseudo-negatives (positives without their thrombus) count as negatives: 0.3 and 0.5 below 0.6
+    pseudo = choose_presence_threshold([0.9, 0.7, 0.2], [True, True, True], [0.3, 0.5])
+    assert pseudo["threshold"] == pytest.approx(0.6) and (pseudo["sensitivity"], pseudo["specificity"]) == (2 / 3, 1.0)
+    assert "3 positive, 0 negative and 2 pseudo-negative" in pseudo["rule"]
+    both = choose_presence_threshold([0.9, 0.7, 0.8], [True, True, False], [0.3])  # the negative at 0.8 costs one
+    assert both["threshold"] == pytest.approx(0.5) and both["specificity"] == 0.5
 
 
 def test_score_selection_keeps_the_best_candidate_or_answers_no_thrombus():

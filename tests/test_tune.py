@@ -120,9 +120,19 @@ def test_the_candidates_dice_is_a_mean_over_thrombus_positive_patients(models):
     assert both[1]["dice"] == 0.0 and both[0]["dice"] > 0.9
 
 
-def test_without_negative_patients_the_threshold_keeps_every_detection(models):
+def test_without_negative_patients_the_positives_without_their_thrombus_choose_the_threshold(models):
     r = tune_postprocessing(_validation()[:3], *models, InferenceConfig(min_size_voxels=1), {"selection": "score"})
-    assert r["chosen"]["presence_threshold"] == 0.0 and "no thrombus-negative" in r["candidate_scoring"]["rule"]
+    fit = r["candidate_scoring"]
+    assert "3 positive, 0 negative and 3 pseudo-negative" in fit["rule"]
+    for p in fit["patients"]:  # each one's thrombus passes, its best false candidate alone does not
+        assert p["presence_prob_without_thrombus"] < r["chosen"]["presence_threshold"] <= p["presence_prob"]
+    assert (fit["sensitivity"], fit["specificity"]) == (1.0, 1.0)
+    # a patient whose thrombus no candidate touches is no pseudo-negative (nothing to take away)
+    only_fp = _case("v4", (2, 2, 0), (30, 8, 6), (15, 28, 4), size=1)  # a 1-voxel thrombus in the map's corner
+    with_miss = tune_postprocessing([*_validation()[:3], only_fp], *models, InferenceConfig(min_size_voxels=2),
+                                    {"selection": "score"})["candidate_scoring"]
+    assert "4 positive, 0 negative and 3 pseudo-negative" in with_miss["rule"]
+    assert "presence_prob_without_thrombus" not in with_miss["patients"][3]
 
 
 def test_a_scorer_that_cannot_be_fitted_leaves_the_rule(models):

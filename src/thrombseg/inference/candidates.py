@@ -305,37 +305,51 @@ def out_of_fold_scores(table: pd.DataFrame, is_thrombus, subjects, c: float = SC
                                                           "candidates of both kinds, for out-of-fold scores")
 
 
-def patient_presence(scores, subjects, all_subjects) -> np.ndarray:
-    """Each patient's presence probability: its best candidate's score, 0 without a candidate."""
-    best = pd.Series(np.asarray(scores, float)).groupby(np.asarray(subjects)).max()
+def patient_presence(scores, subjects, all_subjects, keep=None) -> np.ndarray:
+    """Each patient's presence probability: its best candidate's score (among ``keep`` when given),
+    0 without a candidate."""
+    scores = np.asarray(scores, float)
+    subjects = np.asarray(subjects)
+    if keep is not None:
+        keep = np.asarray(keep, dtype=bool)
+        scores, subjects = scores[keep], subjects[keep]
+    best = pd.Series(scores).groupby(subjects).max()
     return np.array([float(best.get(s, 0.0)) for s in all_subjects])
 
 
-def choose_presence_threshold(presence, truth_present) -> dict:
+def choose_presence_threshold(presence, truth_present, pseudo_negative=None) -> dict:
     """The presence threshold (a patient is called positive when its presence >= it), and why.
 
-    With thrombus-negative patients: of the thresholds of highest Youden's J (sensitivity + specificity
-    - 1, the balanced accuracy's argmax), the lowest (a missed clot costs more than a false alarm),
-    moved halfway down to the next lower presence: the same validation result, with a margin on both
-    sides. Without: :data:`PRESENCE_THRESHOLD_NO_NEGATIVES`, which keeps every candidate, hence every
-    detection of the validation patients.
+    The negatives it trades against are the thrombus-negative patients and, in ``pseudo_negative``,
+    each positive patient's presence without its thrombus (its best *false* candidate): the same brain
+    with the clot gone, as after recanalisation. Pseudo-negatives let a validation set without a
+    negative patient choose a threshold at all, and a small one choose it on more than a couple.
+
+    Of the thresholds of highest Youden's J (sensitivity + specificity - 1, the balanced accuracy's
+    argmax), the lowest (a missed clot costs more than a false alarm), moved halfway down to the next
+    lower presence: the same validation result, with a margin on both sides. Without any negative:
+    :data:`PRESENCE_THRESHOLD_NO_NEGATIVES`, which keeps every candidate, hence every detection.
     """
     p = np.asarray(presence, float)
     truth = np.asarray(truth_present, dtype=bool)
     if not truth.any():
         raise ValueError("choosing a presence threshold needs at least one thrombus-positive patient")
-    if truth.all():
+    pseudo = np.zeros(0) if pseudo_negative is None else np.asarray(pseudo_negative, float)
+    pos, neg = p[truth], np.concatenate([p[~truth], pseudo])
+    if neg.size == 0:
         return {"threshold": PRESENCE_THRESHOLD_NO_NEGATIVES,
                 "rule": "no thrombus-negative validation patient: specificity cannot be measured, so the "
                         "threshold keeps every candidate (every validation detection)"}
     best = None
-    for t in np.unique(p):  # ascending: strict '>' keeps the lowest threshold on ties
-        sens, spec = float((p[truth] >= t).mean()), float((p[~truth] < t).mean())
+    values = np.concatenate([pos, neg])
+    for t in np.unique(values):  # ascending: strict '>' keeps the lowest threshold on ties
+        sens, spec = float((pos >= t).mean()), float((neg < t).mean())
         if best is None or sens + spec - 1 > best["youden_j"]:
             best = {"threshold": float(t), "sensitivity": sens, "specificity": spec, "youden_j": sens + spec - 1}
-    below = p[p < best["threshold"]]
+    below = values[values < best["threshold"]]
     if below.size:
         best["threshold"] = float((best["threshold"] + below.max()) / 2)
-    return best | {"rule": f"highest Youden's J of patient-level presence on {int(truth.sum())} positive and "
-                           f"{int((~truth).sum())} negative validation patients (lowest on ties), halfway down "
-                           "to the next lower presence"}
+    return best | {"rule": f"highest Youden's J of patient-level presence on {pos.size} positive, "
+                           f"{int((~truth).sum())} negative and {pseudo.size} pseudo-negative validation patients "
+                           "(a positive one without its thrombus) (lowest on ties), halfway down to the next "
+                           "lower presence"}

@@ -9,7 +9,8 @@ tell candidates apart changes nothing. The test patients are never looked at.
 
 With ``tune: {selection: score}`` the tuning then fits the candidate scorer (:mod:`.candidates`) on
 the components those maps give under the chosen settings (label: the component overlaps the true
-thrombus) and picks the presence threshold on the patients' out-of-fold presence probabilities
+thrombus) and picks the presence threshold on the patients' out-of-fold presence probabilities,
+each positive patient counting also without its thrombus as a pseudo-negative
 (:func:`fit_candidate_scoring`); ``chosen`` then holds ``selection``, ``presence_threshold`` and
 ``scorer``, and ``candidate_scoring`` says on which patients and how.
 
@@ -175,12 +176,16 @@ def fit_candidate_scoring(maps, icfg: InferenceConfig) -> dict:
         return {"chosen": {}, "record": record | {"fitted": False, "reason": reason}}
     oof, how = out_of_fold_scores(table, y, table["subject"])
     presence = patient_presence(oof, table["subject"], subjects)
-    choice = choose_presence_threshold(presence, truth)
+    # a patient whose thrombus was found, without it: a pseudo-negative (choose_presence_threshold)
+    found = np.isin(subjects, table.loc[y, "subject"])
+    without = patient_presence(oof, table["subject"], subjects, keep=~y)
+    choice = choose_presence_threshold(presence, truth, without[found])
     top = table.assign(score=oof).sort_values("score", ascending=False, kind="stable").groupby("subject").head(1)
     top_hit = dict(zip(top["subject"], top["is_thrombus"]))
     patients = [{"subject": s, "truth_present": bool(t), "presence_prob": float(p),
                  "top_candidate_is_thrombus": bool(top_hit.get(s, False))}
-                for s, t, p in zip(subjects, truth, presence)]
+                | ({"presence_prob_without_thrombus": float(w)} if f else {})
+                for s, t, p, f, w in zip(subjects, truth, presence, found, without)]
     record |= {"fitted": True, "features": list(FEATURES), "threshold_scores": how} | choice | {"patients": patients}
     scorer = fit_scorer(table, y)
     return {"chosen": {"selection": "score", "presence_threshold": choice["threshold"], "scorer": scorer},
