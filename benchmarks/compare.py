@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/compare.py [--results results] [--cohort results/benchmarks/unseen48]
         [--experiments A B ...] [--train-windows E] [--subsets leave-one-out] [--threads 2]
-        [--out DIR] [--per-center N] [--quick]
+        [--out DIR] [--per-center N] [--rule E] [--quick]
 
 Every experiment's thrombus model (with its protocol's infarct model, harmonization landmarks and
 tuned post-processing, as ``thrombseg predict --results`` uses them; an nnU-Net baseline's final
@@ -15,12 +15,20 @@ through the workflow up to preprocessing only,
 and harmonized here with each experiment's own landmarks. ``--train-windows E`` adds the arm
 ``E+train_windows``: E's model file with its Logic-LSTM transfer windows sized for its training crop
 (what a model trained by this version does) instead of for each input, for a model file of an
-earlier version. The first arm is the reference A; for each other arm B it prints A - B with 95 %
+earlier version. ``--rule E`` adds the arm ``E+rule``: E's model files and tuned post-processing with
+the paper's selection (nearest to the infarct) instead of the candidate scorer, so the scorer's
+effect is measured on the same maps. The first arm is the reference A; for each other arm B it prints A - B with 95 %
 bootstrap intervals (patients resampled) for Dice and false-positive components and an exact paired
 test for detection (McNemar per sequence set, sign test over patients when sets are pooled),
 overall, per center and per sequence set, and writes the tables as TSV under ``--out`` with the
 report's ablation figure of the arms (``ablation.png``: the same paired intervals per number of
-sequences withheld). Each patient's prediction is timed (every subset, with the infarct model and
+sequences withheld). The patient-level outcomes (``patient_level.tsv``) follow, per arm, with each
+patient's own full set of sequences and pooled over every subset: detection (thrombus-positive
+patients), false-positive components per patient, patient-level sensitivity and specificity, false
+positives per negative patient and the presence AUC, with 95 % bootstrap intervals over patients, and
+the targets of issue "hard negatives, candidate scoring" (detection >= 75 % with all sequences, <= 1
+false-positive component per patient, specificity >= 80 %) checked on the means and on the
+intervals. Each patient's prediction is timed (every subset, with the infarct model and
 post-processing; the models loaded once beforehand): ``seconds.tsv``, and the means per arm printed
 with the metrics.
 A patient already predicted by an arm with the same model files, harmonized arrays and settings is
@@ -51,6 +59,11 @@ from thrombseg.core.errors import positive_int  # noqa: E402
 
 UNSEEN = "snakemake --cores 2 --configfile config/config.yaml benchmarks/unseen48.yaml --until preprocess"
 TRAIN_WINDOWS = "+train_windows"
+RULE = "+rule"
+PATIENT_METRICS = ("detected", "n_fp_components", "patient_sensitivity", "patient_specificity",
+                   "n_fp_components_per_negative", "presence_auc")
+# issue "hard negatives, candidate scoring": (metric, bound, "min" | "max"), with all sequences
+TARGETS = (("detected", 0.75, "min"), ("n_fp_components", 1.0, "max"), ("patient_specificity", 0.80, "min"))
 
 
 def _args(argv):
@@ -64,6 +77,7 @@ def _args(argv):
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "compare")
     p.add_argument("--per-center", type=positive_int, metavar="N", help="the first N patients of each center only")
+    p.add_argument("--rule", metavar="E", help="add the arm E+rule: E with the paper's selection rule (see above)")
     p.add_argument("--quick", action="store_true")
     return p.parse_args(argv)
 
@@ -84,6 +98,10 @@ def arms(args) -> list[tuple[str, str]]:
         if args.train_windows not in trained:
             stop(f"--train-windows {args.train_windows}: not a trained experiment ({trained})")
         out.append((args.train_windows + TRAIN_WINDOWS, args.train_windows))
+    if args.rule:
+        if args.rule not in trained:
+            stop(f"--rule {args.rule}: not a trained experiment ({trained})")
+        out.append((args.rule + RULE, args.rule))
     return out
 
 
@@ -166,6 +184,7 @@ def predict_arm(args, arm: str, files: dict, patients, folder: Path, work: Path)
     """Per-subject metric rows of one arm (every patient, every subset) and its seconds per patient; a
     patient predicted earlier with the same files and settings (its ``key.txt``) is read back with
     the seconds it took then, so adding an arm costs one arm."""
+    import dataclasses
     import time
 
     import pandas as pd
@@ -175,6 +194,8 @@ def predict_arm(args, arm: str, files: dict, patients, folder: Path, work: Path)
 
     subsets = "full" if args.quick else args.subsets
     icfg = inference_settings(files["inference"], files["postprocess"], subsets=subsets, device="cpu")
+    if arm.endswith(RULE):
+        icfg = dataclasses.replace(icfg, selection="rule")
     key = _arm_key(files, folder, icfg)
     model = None
     rows, seconds = [], []
@@ -203,9 +224,39 @@ def paired_tables(df, names: list[str], n_boot: int):
 
     from thrombseg.evaluation.paired import compare_by
 
-    parts = [compare_by(df, names[0], b, by, n_boot=n_boot).assign(by=by or "all")
+    from thrombseg.evaluation.paired import DEFAULT_METRICS
+
+    metrics = (*DEFAULT_METRICS, "patient_sensitivity", "patient_specificity")
+    parts = [compare_by(df, names[0], b, by, metrics, n_boot=n_boot).assign(by=by or "all")
              for b in names[1:] for by in (None, "center", "sequence_set")]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def patient_level(df, names: list[str], n_boot: int):
+    """:data:`PATIENT_METRICS` per arm with each patient's full set of sequences (``all``) and pooled
+    over every subset (``pooled``), with bootstrap intervals over patients, and the :data:`TARGETS`."""
+    import pandas as pd
+
+    from thrombseg.evaluation.aggregate import summarize
+
+    full = df["n_sequences"] == df.groupby(["experiment", "subject"])["n_sequences"].transform("max")
+    parts = [summarize(rows, ["experiment"], list(PATIENT_METRICS), n_boot=n_boot).assign(sequences=which)
+             for which, rows in (("all", df[full]), ("pooled", df))]
+    table = pd.concat(parts, ignore_index=True)
+    table["experiment"] = pd.Categorical(table["experiment"], names, ordered=True)
+    table = table.sort_values(["experiment", "sequences"], kind="stable").reset_index(drop=True)
+    table["target"] = ""
+    for metric, bound, kind in TARGETS:
+        at = (table["metric"] == ("detection_rate" if metric == "detected" else metric)) & (table["sequences"] == "all")
+        for i in table.index[at]:
+            mean, lo, hi = table.loc[i, ["mean", "ci_low", "ci_high"]]
+            met = mean >= bound if kind == "min" else mean <= bound
+            # the whole interval on the same side of the bound as the mean
+            sure = (lo >= bound if met else hi < bound) if kind == "min" else (hi <= bound if met else lo > bound)
+            table.loc[i, "target"] = (f"{'>=' if kind == 'min' else '<='} {bound:g}: "
+                                      f"{'met' if met else 'missed'}{', interval too' if sure else ''}"
+                                      if not pd.isna(mean) else "")
+    return table
 
 
 def figure(df, names: list[str], args) -> None:
@@ -247,6 +298,12 @@ def main(argv=None) -> int:
           f"subsets: {'full' if args.quick else args.subsets}, {args.threads} threads; means per arm over all rows, "
           "and seconds per patient (every subset; infarct model and post-processing included) and per subset:")
     print(means.to_string(float_format=lambda v: f"{v:.3f}"))
+    level = patient_level(df, names, args.n_boot)
+    write_tsv(level, args.out / "patient_level.tsv")
+    print("\nPatient level (95 % bootstrap interval over patients; all = each patient's own full set of "
+          "sequences, pooled = every subset):")
+    print(level[["experiment", "sequences", "metric", "n_subjects", "mean", "ci_low", "ci_high", "target"]]
+          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     table = paired_tables(df, names, args.n_boot)
     if len(table):
         write_tsv(table, args.out / "paired.tsv")

@@ -57,6 +57,28 @@ def test_selection_without_demo_run_names_the_commands(tmp_path):
     assert line.startswith("selection.py: ")
 
 
+def test_compare_patient_level_checks_the_targets_with_all_sequences():
+    import pandas as pd
+
+    import compare
+
+    rows = []  # 4 positives (3 detected with all sequences) and 2 negatives (1 right), each also without swi
+    for i, (truth, hit, pred, fp) in enumerate([(1, 1, 1, 0), (1, 1, 1, 0), (1, 1, 1, 1), (1, 0, 1, 1),
+                                                (0, None, 0, 0), (0, None, 1, 1)]):
+        for seqs, n in (("dwi+swi", 2), ("dwi", 1)):
+            rows.append({"subject": f"p{i}", "center": "c", "experiment": "a", "sequence_set": seqs, "n_sequences": n,
+                         "detected": (hit if n == 2 else 0) if truth else float("nan"), "n_fp_components": fp,
+                         "truth_present": bool(truth), "pred_present": bool(pred), "presence_prob": 0.3 + 0.1 * i})
+    level = compare.patient_level(pd.DataFrame(rows), ["a"], n_boot=200).set_index(["sequences", "metric"])
+    assert level.loc[("all", "detection_rate"), "mean"] == 0.75 and level.loc[("pooled", "detection_rate"), "mean"] == 0.375
+    assert level.loc[("all", "detection_rate"), "target"].startswith(">= 0.75: met")
+    assert level.loc[("all", "n_fp_components"), "target"].startswith("<= 1: met")
+    assert level.loc[("all", "patient_specificity"), "mean"] == 0.5
+    assert level.loc[("all", "patient_specificity"), "target"] == ">= 0.8: missed"  # 2 negatives: interval 0-1
+    assert level.loc[("all", "n_fp_components_per_negative"), "mean"] == 0.5
+    assert level.loc[("pooled", "patient_specificity"), "target"] == ""  # targets are for all sequences
+
+
 def test_compare_without_trained_models_or_unseen_cohort_names_the_commands(tmp_path):
     line = _one_line_stop(_run(BENCH / "compare.py", "--quick", "--results", tmp_path / "none"), "make demo")
     assert line.startswith("compare.py: ")
