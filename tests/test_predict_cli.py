@@ -123,6 +123,30 @@ def test_reference_grid_outputs(predicted):
     assert s["ood_warnings"] == [] and s["out_of_distribution"] is False  # the profile's own patient
 
 
+def test_predict_can_answer_no_thrombus(patient, tmp_path):
+    """A tuned candidate scorer whose threshold no candidate reaches: an empty mask, and the JSON says
+    "no thrombus" with the presence probability it was decided on."""
+    import yaml
+
+    scorer = {"model": "logistic_regression", "features": ["prob_max"], "mean": [0.0], "scale": [1.0],
+              "coef": [1.0], "intercept": -10.0}  # every score below 2e-4 (prob_max <= 1)
+    pp = tmp_path / "postprocess.json"
+    pp.write_text(json.dumps({"chosen": {"selection": "score", "presence_threshold": 0.5, "scorer": scorer}}))
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump({"preprocess": FAST, "inference": {"min_size_voxels": 2, "threshold": 0.01,
+                                                                         "regrow_threshold": 0.01}}))
+    f, out = patient["files"], tmp_path / "p2"
+    assert main(["predict", str(out), "--swi", f["swi"], "--dwi", f["dwi"], "--model", str(patient["model"]),
+                 "--landmarks", str(patient["landmarks"]), "--config", str(conf), "--subject", "p2",
+                 "--postprocess", str(pp), "--threads", "2", "--device", "cpu"]) == 0
+    s = json.loads((out / "p2_prediction.json").read_text())
+    assert s["thrombus_present"] is False and s["thrombus_volume_mm3"] == 0 and s["thrombus_n_components"] == 0
+    assert 0.0 < s["presence_prob"] <= 2e-4  # threshold 0.01 leaves the random model candidates to score
+    assert not nib.load(str(out / "p2_thrombus_mask.nii.gz")).get_fdata().any()
+    assert not nib.load(str(out / "native" / "p2_space-swi_thrombus_mask.nii.gz")).get_fdata().any()
+    assert nib.load(str(out / "p2_thrombus_prob.nii.gz")).get_fdata().max() >= 0.01  # the map is kept as it is
+
+
 def test_native_outputs_have_input_shape_and_affine(patient, predicted):
     for seq, path in patient["files"].items():
         src = nib.load(path)
