@@ -90,6 +90,24 @@ def test_intensity_scaled_case_warns(cohort, tmp_path):
     assert rec["warnings"][0].startswith("swi: raw intensities far outside the training patients'")
 
 
+def test_a_sequence_stored_in_other_units_by_some_centers_does_not_warn():
+    """Phase in radians (most training patients) and in vendor integers to +-4096 (a few): a new
+    patient in integers whose middle percentiles fall between the centers' is no outlier, one scaled
+    far beyond every training patient is."""
+    pct = [1, 50, 60, 99]
+    rad = [[-3.1, -0.2 + 0.01 * i, 0.02, 3.1] for i in range(12)]
+    ints = [[-4000.0, -700.0 + 50 * i, 100.0 * i, 4000.0] for i in range(4)]
+    stats = [ood.patient_stats(["phase"], np.ones((4, 4, 4), bool), (1, 1, 1), {"phase": v}) for v in rad + ints]
+    profile = ood.build_profile(stats, pct, ["phase"])
+
+    def case(values):
+        return ood.check_case(ood.patient_stats(["phase"], np.ones((4, 4, 4), bool), (1, 1, 1), {"phase": values}),
+                              profile)
+
+    assert case([-4096.0, 200.0, 900.0, 4096.0]) == []  # p60 beyond every training patient's, by less than the span
+    assert case([-40960.0, 2000.0, 9000.0, 40960.0])[0].startswith("phase: raw intensities far outside")
+
+
 def test_unseen_sequence_and_combination_warn(cohort, tmp_path):
     pre, lm = cohort
     _patient(pre, "fl", ("swi", "flair"), seed=12)

@@ -16,7 +16,7 @@ training patient. It records, from the preprocessed images (before harmonization
 :func:`check_case` compares a case with the profile; each finding is one readable line. A value is
 "far outside" when it lies beyond the training min/max by more than ``IQR_FACTOR`` training IQRs,
 with a floor on that margin (``*_FLOOR``) so that a profile of a few patients (IQR 0) does not flag
-noise. A landmarks file without a profile (written by an earlier thrombseg) gives no check and a note.
+noise, nor a patient whose center stores a sequence in other units than most training patients. A landmarks file without a profile (written by an earlier thrombseg) gives no check and a note.
 
 numpy and json only: the workflow's predict rule (torch environment, no ANTs) reads the records.
 """
@@ -32,7 +32,9 @@ import numpy as np
 PROFILE_VERSION = 1
 #: A value beyond the training min/max by more than this many training IQRs is out of distribution.
 IQR_FACTOR = 1.5
-#: Least margin of a raw intensity percentile, as a fraction of the training median p1-p99 range.
+#: Least margin of a raw intensity percentile, as a fraction of the training span (lowest p1 to highest
+#: p99 over the training patients): centers store a sequence in different units (phase in radians at
+#: one, in vendor integers to +-4096 at another), and a patient in either is no outlier.
 INTENSITY_FLOOR = 0.5
 #: Least margin of a histogram-shape percentile (a fraction of the case's own p1-p99 range).
 SHAPE_FLOOR = 0.15
@@ -128,8 +130,8 @@ def _intensity_findings(seq: str, landmarks, entry: dict, pct: list) -> list[str
     """Raw-scale and histogram-shape findings of one sequence."""
     out = []
     raw, shape = entry["raw"], entry["shape"]
-    typical = float(raw["median"][-1]) - float(raw["median"][0])
-    far = _beyond(landmarks, raw, INTENSITY_FLOOR * abs(typical))
+    span = float(raw["max"][-1]) - float(raw["min"][0])
+    far = _beyond(landmarks, raw, INTENSITY_FLOOR * abs(span))
     if far.any():
         i = int(np.argmax(far))
         out.append(f"{seq}: raw intensities far outside the training patients' (p{_g(pct[i])} = "
