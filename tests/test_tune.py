@@ -93,7 +93,12 @@ def test_score_selection_is_fitted_on_the_validation_candidates(models, tmp_path
     chosen, fit = r["chosen"], r["candidate_scoring"]
     assert chosen["selection"] == "score" and chosen["scorer"]["features"] and fit["fitted"]
     assert fit["subjects"] == r["subjects"] == ["v1", "v2", "v3", "n1"]
-    assert (fit["n_candidates"], fit["n_thrombus_candidates"], fit["n_negative_patients"]) == (7, 3, 1)
+    # every patient with all its sequences, without dwi and without swi (the Oracle reads swi: nothing then)
+    assert fit["n_maps"] == 12 and fit["subsets"] == "leave-one-out"
+    assert [(m["subject"], m["sequences"]) for m in fit["maps"][:4]] == [("v1", "all"), ("v2", "all"), ("v3", "all"),
+                                                                        ("n1", "all")]
+    assert {m["sequences"] for m in fit["maps"][4:]} == {"dwi", "swi"}
+    assert (fit["n_candidates"], fit["n_thrombus_candidates"], fit["n_negative_patients"]) == (14, 6, 1)
     assert fit["threshold_scores"] == "out-of-fold: 4 folds by patient" and "Youden" in fit["rule"]
     assert chosen["presence_threshold"] == fit["threshold"]
     # the tuned file drives prediction: a new patient's thrombus is kept, a new negative patient gets "no thrombus"
@@ -123,23 +128,25 @@ def test_the_candidates_dice_is_a_mean_over_thrombus_positive_patients(models):
 def test_without_negative_patients_the_positives_without_their_thrombus_choose_the_threshold(models):
     r = tune_postprocessing(_validation()[:3], *models, InferenceConfig(min_size_voxels=1), {"selection": "score"})
     fit = r["candidate_scoring"]
-    assert "3 positive, 0 negative and 3 pseudo-negative" in fit["rule"]
-    for p in fit["patients"]:  # each one's thrombus passes, its best false candidate alone does not
-        assert p["presence_prob_without_thrombus"] < r["chosen"]["presence_threshold"] <= p["presence_prob"]
-    assert (fit["sensitivity"], fit["specificity"]) == (1.0, 1.0)
+    assert "9 positive, 0 negative and 6 pseudo-negative" in fit["rule"]  # 3 patients x 3 sets; 6 maps read swi
+    with_swi = [m for m in fit["maps"] if m["sequences"] != "dwi"]
+    for m in with_swi:  # each one's thrombus passes, its best false candidate alone does not
+        assert m["presence_prob_without_thrombus"] < r["chosen"]["presence_threshold"] <= m["presence_prob"]
+    assert all(m["presence_prob"] == 0.0 for m in fit["maps"] if m["sequences"] == "dwi")  # no candidate
+    assert (fit["sensitivity"], fit["specificity"]) == (2 / 3, 1.0)
     # a patient whose thrombus no candidate touches is no pseudo-negative (nothing to take away)
     only_fp = _case("v4", (2, 2, 0), (30, 8, 6), (15, 28, 4), size=1)  # a 1-voxel thrombus in the map's corner
     with_miss = tune_postprocessing([*_validation()[:3], only_fp], *models, InferenceConfig(min_size_voxels=2),
                                     {"selection": "score"})["candidate_scoring"]
-    assert "4 positive, 0 negative and 3 pseudo-negative" in with_miss["rule"]
-    assert "presence_prob_without_thrombus" not in with_miss["patients"][3]
+    assert "12 positive, 0 negative and 6 pseudo-negative" in with_miss["rule"]
+    assert not any("presence_prob_without_thrombus" in m for m in with_miss["maps"] if m["subject"] == "v4")
 
 
 def test_a_scorer_that_cannot_be_fitted_leaves_the_rule(models):
     # min 20 voxels drops every 8-voxel thrombus: no candidate is a thrombus, nothing to learn from
     r = tune_postprocessing(_validation(), *models, InferenceConfig(min_size_voxels=20), {"selection": "score"})
     assert r["chosen"] == {} and not r["candidate_scoring"]["fitted"]
-    assert "0 of 4 validation candidates" in r["candidate_scoring"]["reason"]
+    assert "0 of 8 validation candidates" in r["candidate_scoring"]["reason"]  # 4 patients, with and without dwi
     with pytest.raises(InferenceError, match="tune.selection must be one of"):
         tune_postprocessing(_validation(), *models, InferenceConfig(), {"selection": "best"})
 

@@ -350,6 +350,6 @@ def choose_presence_threshold(presence, truth_present, pseudo_negative=None) -> 
     if below.size:
         best["threshold"] = float((best["threshold"] + below.max()) / 2)
     return best | {"rule": f"highest Youden's J of patient-level presence on {pos.size} positive, "
-                           f"{int((~truth).sum())} negative and {pseudo.size} pseudo-negative validation patients "
-                           "(a positive one without its thrombus) (lowest on ties), halfway down to the next "
-                           "lower presence"}
+                           f"{int((~truth).sum())} negative and {pseudo.size} pseudo-negative validation maps "
+                           "(a map: a patient with one set of sequences; a pseudo-negative: a positive one without "
+                           "its thrombus) (lowest on ties), halfway down to the next lower presence"}

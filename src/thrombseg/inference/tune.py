@@ -9,9 +9,9 @@ tell candidates apart changes nothing. The test patients are never looked at.
 
 With ``tune: {selection: score}`` the tuning then fits the candidate scorer (:mod:`.candidates`) on
 the components those maps give under the chosen settings (label: the component overlaps the true
-thrombus) and picks the presence threshold on the patients' out-of-fold presence probabilities,
-each positive patient counting also without its thrombus as a pseudo-negative
-(:func:`fit_candidate_scoring`); ``chosen`` then holds ``selection``, ``presence_threshold`` and
+thrombus), the validation patients predicted with all their sequences and with each one withheld,
+and picks the presence threshold on those maps' out-of-fold presence probabilities, each map whose
+thrombus was found counting also without it as a pseudo-negative (:func:`fit_candidate_scoring`); ``chosen`` then holds ``selection``, ``presence_threshold`` and
 ``scorer``, and ``candidate_scoring`` says on which patients and how.
 
 Importing this module loads no torch: :mod:`.predict` (torch) is imported by the two functions that
@@ -43,7 +43,7 @@ from .candidates import (
     patient_presence,
 )
 from .postprocess import case_midline, postprocess_case
-from .sequences import case_sequences
+from .sequences import case_sequences, sequence_subsets
 from .settings import SELECTIONS, InferenceConfig, InferenceError
 
 log = logging.getLogger("thrombseg.inference")
@@ -54,6 +54,11 @@ __all__ = ["TUNABLE", "candidates", "fit_candidate_scoring", "raw_maps", "score_
 TUNABLE = ("threshold", "min_size_voxels", "min_volume_mm3", "keep_within_mm", "proximity_mm",
            "same_side_mm", "regrow_threshold", "infarct_threshold")
 SELECTION_KEY = "selection"  # in the tune grid: a switch (rule | score), not a list of candidates
+# The scorer learns from each validation patient with all its sequences and with each one withheld, the
+# sets the test rows are mostly made of: 6x the candidates of the full set alone, and a bounded cost
+# (n + 1 maps per patient, where "all" would be 2^n - 1).
+SCORER_SUBSETS = "leave-one-out"
+FULL_SET = "all"  # the label of a patient's map with all its sequences (raw_maps)
 CRITERION = "mean detection, then mean Dice; ties keep the configured value"
 
 
@@ -83,6 +88,20 @@ def raw_maps(cases, thrombus, infarct, icfg: InferenceConfig | None = None, devi
         result = predict_case(case, thrombus, infarct, raw_cfg, tuple(case_sequences(case, model_modalities(thrombus))),
                               device)
         maps.append((case, result["prob"], result["infarct_prob"]))
+    return maps
+
+
+def subset_maps(cases, thrombus, infarct, icfg: InferenceConfig | None = None, device="cpu") -> list[tuple]:
+    """Like :func:`raw_maps` for each case's sequence subsets of :data:`SCORER_SUBSETS` other than the full
+    set: ``[(case, thrombus probability, infarct probability or None, "seq+seq")]``."""
+    from .predict import model_modalities, predict_case
+
+    raw_cfg = dataclasses.replace(icfg or InferenceConfig(), postprocess=False)
+    maps = []
+    for case in cases:
+        for keep in sequence_subsets(case_sequences(case, model_modalities(thrombus)), SCORER_SUBSETS)[1:]:
+            result = predict_case(case, thrombus, infarct, raw_cfg, keep, device)
+            maps.append((case, result["prob"], result["infarct_prob"], "+".join(keep)))
     return maps
 
 
@@ -139,54 +158,62 @@ def tune_postprocessing(cases, thrombus, infarct, icfg: InferenceConfig | None =
     result = {"chosen": settings[best], "criterion": CRITERION, "candidates": table,
               "subjects": [c.subject for c, _, _ in maps]}
     if selection == "score":
-        scoring = fit_candidate_scoring(maps, dataclasses.replace(icfg, **settings[best]))
+        more = subset_maps(cases, thrombus, infarct, icfg, device)
+        scoring = fit_candidate_scoring(maps, dataclasses.replace(icfg, **settings[best]), more)
         result["candidate_scoring"] = scoring["record"]
         result["chosen"] = settings[best] | scoring["chosen"]
     return result
 
 
-def fit_candidate_scoring(maps, icfg: InferenceConfig) -> dict:
-    """Fit the candidate scorer and the presence threshold on the validation maps of :func:`raw_maps`.
+def fit_candidate_scoring(maps, icfg: InferenceConfig, more=()) -> dict:
+    """Fit the candidate scorer and the presence threshold on the validation maps of :func:`raw_maps`
+    and ``more`` (the same patients' other sequence subsets, :func:`subset_maps`).
 
     The candidates are the components post-processing with ``icfg`` would choose from; each is labelled
     by whether it overlaps the patient's true thrombus. The threshold is chosen on out-of-fold presence
-    probabilities (a patient's scores come from a scorer fitted without it), then the scorer is refitted
-    on every candidate. Without candidates of both kinds nothing can be fitted: the rule selection stays.
+    probabilities of every map (a patient's maps are scored by a scorer fitted without any of them), then
+    the scorer is refitted on every candidate. Without candidates of both kinds nothing can be fitted:
+    the rule selection stays.
 
     Returns:
         ``{"chosen": settings to add (empty when not fitted), "record": what was fitted, on whom, how}``.
     """
-    subjects = [case.subject for case, _, _ in maps]
+    items = [(case, prob, infarct_prob, FULL_SET) for case, prob, infarct_prob in maps]
+    items += list(more)
+    subjects = list(dict.fromkeys(case.subject for case, _, _, _ in items))
+    keys = [f"{case.subject}/{seqs}" for case, _, _, seqs in items]  # one map: a patient and a sequence set
     tables = []
-    for case, prob, infarct_prob in maps:
+    for (case, prob, infarct_prob, _), key in zip(items, keys):
         infarct = infarct_mask(infarct_prob, icfg)
         table = candidate_table(prob, case.spacing, infarct if infarct is not None and infarct.any() else None,
                                 threshold=icfg.threshold, min_size_voxels=icfg.min_size_voxels,
                                 min_volume_mm3=icfg.min_volume_mm3, midline=case_midline(case),
                                 frame=case_frame(case), truth=np.asarray(case.labels["thrombus"]) > 0)
-        tables.append(table.assign(subject=case.subject))
+        tables.append(table.assign(subject=case.subject, map=key))
     table = pd.concat(tables, ignore_index=True)
     y = table["is_thrombus"].to_numpy(bool)
-    truth = np.array([bool(np.asarray(case.labels["thrombus"]).any()) for case, _, _ in maps])
-    record = {"subjects": subjects, "n_candidates": int(y.size), "n_thrombus_candidates": int(y.sum()),
-              "n_positive_patients": int(truth.sum()), "n_negative_patients": int((~truth).sum())}
+    truth = np.array([bool(np.asarray(case.labels["thrombus"]).any()) for case, _, _, _ in items])
+    record = {"subjects": subjects, "n_maps": len(items), "subsets": SCORER_SUBSETS, "n_candidates": int(y.size),
+              "n_thrombus_candidates": int(y.sum()),
+              "n_positive_patients": len({c.subject for (c, *_), t in zip(items, truth) if t}),
+              "n_negative_patients": len({c.subject for (c, *_), t in zip(items, truth) if not t})}
     if y.all() or not y.any():
         reason = (f"not fitted: {int(y.sum())} of {y.size} validation candidates overlap a thrombus; the scorer "
                   "needs both kinds, so the rule selection stays")
         return {"chosen": {}, "record": record | {"fitted": False, "reason": reason}}
     oof, how = out_of_fold_scores(table, y, table["subject"])
-    presence = patient_presence(oof, table["subject"], subjects)
-    # a patient whose thrombus was found, without it: a pseudo-negative (choose_presence_threshold)
-    found = np.isin(subjects, table.loc[y, "subject"])
-    without = patient_presence(oof, table["subject"], subjects, keep=~y)
+    presence = patient_presence(oof, table["map"], keys)
+    # a map whose thrombus was found, without it: a pseudo-negative (choose_presence_threshold)
+    found = np.isin(keys, table.loc[y, "map"])
+    without = patient_presence(oof, table["map"], keys, keep=~y)
     choice = choose_presence_threshold(presence, truth, without[found])
-    top = table.assign(score=oof).sort_values("score", ascending=False, kind="stable").groupby("subject").head(1)
-    top_hit = dict(zip(top["subject"], top["is_thrombus"]))
-    patients = [{"subject": s, "truth_present": bool(t), "presence_prob": float(p),
-                 "top_candidate_is_thrombus": bool(top_hit.get(s, False))}
-                | ({"presence_prob_without_thrombus": float(w)} if f else {})
-                for s, t, p, f, w in zip(subjects, truth, presence, found, without)]
-    record |= {"fitted": True, "features": list(FEATURES), "threshold_scores": how} | choice | {"patients": patients}
+    top = table.assign(score=oof).sort_values("score", ascending=False, kind="stable").groupby("map").head(1)
+    top_hit = dict(zip(top["map"], top["is_thrombus"]))
+    rows = [{"subject": case.subject, "sequences": seqs, "truth_present": bool(t), "presence_prob": float(p),
+             "top_candidate_is_thrombus": bool(top_hit.get(k, False))}
+            | ({"presence_prob_without_thrombus": float(w)} if f else {})
+            for (case, _, _, seqs), k, t, p, f, w in zip(items, keys, truth, presence, found, without)]
+    record |= {"fitted": True, "features": list(FEATURES), "threshold_scores": how} | choice | {"maps": rows}
     scorer = fit_scorer(table, y)
     return {"chosen": {"selection": "score", "presence_threshold": choice["threshold"], "scorer": scorer},
             "record": record}
@@ -225,5 +252,5 @@ def tune_subjects(harmonized_dir: str | Path, subjects: dict[str, str], thrombus
     scoring = result.get("candidate_scoring")
     if scoring is not None:  # a scorer that could not be fitted leaves the rule: say it loudly
         (log.info if scoring["fitted"] else log.warning)(
-            "candidate scoring: %s", {k: v for k, v in scoring.items() if k != "patients"})
+            "candidate scoring: %s", {k: v for k, v in scoring.items() if k != "maps"})
     return result
