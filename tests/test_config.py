@@ -40,6 +40,24 @@ def test_shipped_configs_validate():
         validate_config(_with(yaml.safe_load(overlay.read_text())), f"config/config.yaml + {overlay.name}")
 
 
+def test_the_paper_config_keeps_the_papers_recipe_over_the_demo():
+    """config/paper.yaml over config/config.yaml (merged key by key): no post-processing tuning, the
+    paper's selection, no hard negatives, no thrombus-negative patients (the demo has all three)."""
+    from thrombseg.inference.predict import inference_settings
+    from thrombseg.inference.tune import candidates
+    from thrombseg.plan import tune_grid
+
+    cfg = _with(PAPER)
+    grid = tune_grid(cfg["inference"])
+    assert grid.pop("selection") == "rule"
+    icfg = inference_settings(cfg["inference"])
+    assert candidates(icfg, grid) == [{"min_volume_mm3": None}]  # the configured value only
+    assert cfg["synthetic"]["negative_share"] == 0.0
+    assert not any(e.get("hard_negatives", {}).get("enabled") for e in cfg["training"]["experiments"].values())
+    demo = BASE["training"]["experiments"]["upattllstm_gmd"]
+    assert demo["hard_negatives"]["enabled"] and BASE["inference"]["tune"]["selection"] == "score"
+
+
 def test_nnunet_experiments_are_their_own_kind():
     """`model: nnunet` picks the nnU-Net experiment schema; other experiments keep the training options."""
     from thrombseg.plan import nnunet_settings
