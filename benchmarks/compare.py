@@ -222,9 +222,7 @@ def paired_tables(df, names: list[str], n_boot: int):
     """A - B for the reference A and every other arm B: overall, per center, per sequence set."""
     import pandas as pd
 
-    from thrombseg.evaluation.paired import compare_by
-
-    from thrombseg.evaluation.paired import DEFAULT_METRICS
+    from thrombseg.evaluation.paired import DEFAULT_METRICS, compare_by
 
     metrics = (*DEFAULT_METRICS, "patient_sensitivity", "patient_specificity")
     parts = [compare_by(df, names[0], b, by, metrics, n_boot=n_boot).assign(by=by or "all")

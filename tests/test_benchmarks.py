@@ -58,9 +58,8 @@ def test_selection_without_demo_run_names_the_commands(tmp_path):
 
 
 def test_compare_patient_level_checks_the_targets_with_all_sequences():
-    import pandas as pd
-
     import compare
+    import pandas as pd
 
     rows = []  # 4 positives (3 detected with all sequences) and 2 negatives (1 right), each also without swi
     for i, (truth, hit, pred, fp) in enumerate([(1, 1, 1, 0), (1, 1, 1, 0), (1, 1, 1, 1), (1, 0, 1, 1),
