@@ -306,8 +306,8 @@ def out_of_fold_scores(table: pd.DataFrame, is_thrombus, subjects, c: float = SC
 
 
 def patient_presence(scores, subjects, all_subjects, keep=None) -> np.ndarray:
-    """Each patient's presence probability: its best candidate's score (among ``keep`` when given),
-    0 without a candidate."""
+    """Each patient's (or map's: ``subjects`` may be any grouping key) presence probability: its best
+    candidate's score (among ``keep`` when given), 0 without a candidate."""
     scores = np.asarray(scores, float)
     subjects = np.asarray(subjects)
     if keep is not None:

@@ -15,7 +15,7 @@ thrombus was found counting also without it as a pseudo-negative (:func:`fit_can
 ``scorer``, and ``candidate_scoring`` says on which patients and how.
 
 Importing this module loads no torch: :mod:`.predict` (torch) is imported by the two functions that
-run a network, :func:`raw_maps` and :func:`tune_subjects`.
+run a network, :func:`_maps` (behind :func:`raw_maps` and :func:`subset_maps`) and :func:`tune_subjects`.
 """
 
 from __future__ import annotations
@@ -80,28 +80,26 @@ def raw_maps(cases, thrombus, infarct, icfg: InferenceConfig | None = None, devi
     """Predict each case once, with all its sequences and post-processing off, exactly as rule
     predict's full-set row: ``[(case, thrombus probability, infarct probability or None)]`` (the
     infarct is thresholded per candidate: ``infarct_threshold`` is tunable)."""
-    from .predict import model_modalities, predict_case
-
-    raw_cfg = dataclasses.replace(icfg or InferenceConfig(), postprocess=False)
-    maps = []
-    for case in cases:
-        result = predict_case(case, thrombus, infarct, raw_cfg, tuple(case_sequences(case, model_modalities(thrombus))),
-                              device)
-        maps.append((case, result["prob"], result["infarct_prob"]))
-    return maps
+    return [m[:3] for m in _maps(cases, thrombus, infarct, icfg, device, full=True)]
 
 
 def subset_maps(cases, thrombus, infarct, icfg: InferenceConfig | None = None, device="cpu") -> list[tuple]:
     """Like :func:`raw_maps` for each case's sequence subsets of :data:`SCORER_SUBSETS` other than the full
     set: ``[(case, thrombus probability, infarct probability or None, "seq+seq")]``."""
+    return _maps(cases, thrombus, infarct, icfg, device, full=False)
+
+
+def _maps(cases, thrombus, infarct, icfg, device, full: bool) -> list[tuple]:
+    """Raw maps of each case's full set (``full``) or of its other :data:`SCORER_SUBSETS`."""
     from .predict import model_modalities, predict_case
 
     raw_cfg = dataclasses.replace(icfg or InferenceConfig(), postprocess=False)
     maps = []
     for case in cases:
-        for keep in sequence_subsets(case_sequences(case, model_modalities(thrombus)), SCORER_SUBSETS)[1:]:
+        sets = sequence_subsets(case_sequences(case, model_modalities(thrombus)), SCORER_SUBSETS)
+        for keep in sets[:1] if full else sets[1:]:
             result = predict_case(case, thrombus, infarct, raw_cfg, keep, device)
-            maps.append((case, result["prob"], result["infarct_prob"], "+".join(keep)))
+            maps.append((case, result["prob"], result["infarct_prob"], FULL_SET if full else "+".join(keep)))
     return maps
 
 
